@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one list of what bedrock-gateway needs on Debian bookworm: used by the README commands,
+# by CI (.ci/run → scripts/test.sh) and by docker/Dockerfile. Idempotent.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+# Build: compiler, CMake, the libraries on the design card (Boost 1.81, not bookworm's 1.74 default).
+BUILD_PACKAGES="g++ cmake make ccache pkg-config git ca-certificates
+  libboost1.81-dev libssl-dev rapidjson-dev libspdlog-dev"
+# Tests: GoogleTest, real SDK clients, nginx as a real TLS peer, format check.
+TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 clang-format nginx-light openssl"
+
+# What the built binary needs at run time (the container's final stage).
+LIB_PACKAGES="ca-certificates libssl3 libspdlog1.10 libfmt9"
+
+what="${1:-all}"
+case "$what" in
+  build) packages="$BUILD_PACKAGES" ;;
+  libs) packages="$LIB_PACKAGES" ;;
+  all) packages="$BUILD_PACKAGES $TEST_PACKAGES" ;;
+  *) echo "usage: $0 [build|libs|all]" >&2; exit 2 ;;
+esac
+
+# The JavaScript SDK tests need Node.js and npm; the machine image may already ship them.
+if [ "$what" = all ] && ! command -v npm >/dev/null 2>&1; then
+  packages="$packages nodejs npm"
+fi
+
+# shellcheck disable=SC2086
+if dpkg -s $packages >/dev/null 2>&1; then
+  echo "install-deps: everything already installed"
+  exit 0
+fi
+$SUDO apt-get update
+# shellcheck disable=SC2086
+$SUDO apt-get install -y --no-install-recommends $packages

@@ -1,0 +1,1 @@
+// Keeps bgw_fakes non-empty before the fake exists.
