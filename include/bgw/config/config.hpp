@@ -1,0 +1,66 @@
+#pragma once
+/// The gateway configuration: an immutable value parsed from JSON, shared as
+/// `std::shared_ptr<const config>`. Every key is documented in config/README.md.
+
+#include "bgw/error.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bgw::config {
+
+/// Where one allowed region's runtime API lives.
+struct region_endpoint {
+    bool tls = true;   ///< https (verified) unless an explicit http:// override
+    std::string host;  ///< "bedrock-runtime.us-east-1.amazonaws.com"
+    std::uint16_t port = 443;
+    std::string host_header;  ///< host, plus ":port" when the port is not the scheme's default
+};
+
+struct upstream_config {
+    std::string ca_file;  ///< empty: the system CA store
+    std::chrono::milliseconds connect_timeout{3000};
+    std::chrono::milliseconds response_timeout{120000};
+    std::size_t max_idle_per_host = 64;  ///< keep-alive pool bound per upstream host
+};
+
+struct limits_config {
+    std::size_t max_body_bytes = 25'000'000;  ///< Bedrock's own blob cap
+    std::size_t max_header_bytes = 64 * 1024;
+    std::chrono::milliseconds client_idle_timeout{60000};  ///< keep-alive / header read bound
+};
+
+struct config {
+    std::string listen_host = "127.0.0.1";
+    std::uint16_t listen_port = 8080;
+    std::string default_region = "us-east-1";
+    std::map<std::string, region_endpoint, std::less<>> regions;  ///< the allow-list
+    upstream_config upstream;
+    limits_config limits;
+    std::string log_level = "info";
+    unsigned threads = 0;  ///< 0: one per core
+};
+
+/// The regions allowed when the config names none (Bedrock runtime regions, commercial partition).
+const std::vector<std::string_view>& default_regions();
+
+/// True for names shaped like an AWS region (`^[a-z]{2}(-[a-z]+)+-\d$`).
+bool is_region_name(std::string_view s);
+
+/// The standard endpoint of a region: https://bedrock-runtime.{region}.amazonaws.com
+region_endpoint standard_endpoint(std::string_view region);
+
+/// Parses an endpoint override URL: `http(s)://host[:port]` with no path, query or credentials.
+result<region_endpoint> parse_endpoint(std::string_view url);
+
+/// Parses and validates a whole config document. Errors name the JSON path of the bad key
+/// (e.g. `upstream.connect_timeout_ms: must be an integer between 1 and 600000`), and unknown
+/// keys are errors.
+result<config> parse_config(std::string_view json);
+
+}  // namespace bgw::config

@@ -1,0 +1,57 @@
+#pragma once
+/// Recognises the Bedrock runtime API in an incoming request target and produces the canonical
+/// wire path the gateway sends upstream. Paths and methods come from the bedrock-runtime service
+/// model (botocore `bedrock-runtime/2023-09-30/service-2.json`).
+
+#include "bgw/error.hpp"
+
+#include <string>
+#include <string_view>
+
+#include <boost/beast/http/verb.hpp>
+
+namespace bgw::routing {
+
+enum class operation {
+    invoke_model,
+    invoke_model_with_response_stream,
+    converse,
+    converse_stream,
+    count_tokens,
+    apply_guardrail,
+    invoke_guardrail_checks,
+    start_async_invoke,
+    list_async_invokes,
+    get_async_invoke,
+};
+
+/// The service model's operation name ("InvokeModel", ...), for logs and metrics.
+std::string_view operation_name(operation op);
+
+/// True for the operations answered with `application/vnd.amazon.eventstream`.
+bool is_streaming(operation op);
+
+/// A recognised runtime request.
+struct runtime_request {
+    operation op;
+    std::string model_id;   ///< decoded `{modelId}` (empty when the operation has none)
+    std::string wire_path;  ///< the path to send upstream: every label re-encoded canonically
+    std::string query;      ///< raw query (without '?'), only for operations that take one
+};
+
+/// Longest model id / label the gateway accepts (the service model allows 2048 for modelId).
+inline constexpr std::size_t max_label_bytes = 2048;
+
+/// Percent-encodes `s` keeping only unreserved characters (A-Za-z0-9-._~), as botocore encodes
+/// a URI label.
+std::string encode_label(std::string_view s);
+
+/// Parses `target` (origin-form: path and optional query). Labels may arrive raw (`a:b`, as
+/// AnthropicBedrock sends them) or percent-encoded (`a%3Ab`); both give the same wire path.
+/// Errors: 404 UnknownOperationException for paths/methods outside the runtime API, 400
+/// ValidationException for malformed targets or labels (bad escapes, control characters,
+/// `..`, empty or over-long labels).
+result<runtime_request> parse_runtime_target(boost::beast::http::verb method,
+                                             std::string_view target);
+
+}  // namespace bgw::routing

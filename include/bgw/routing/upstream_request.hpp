@@ -1,0 +1,44 @@
+#pragma once
+/// Turns an accepted client request into the exact request sent upstream: region choice, the
+/// headers that cross, Host, X-Amz-Date, X-Amz-Security-Token and the SigV4 Authorization.
+/// Pure: time and credentials are passed in.
+
+#include "bgw/aws/sigv4.hpp"
+#include "bgw/config/config.hpp"
+#include "bgw/routing/runtime_path.hpp"
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/verb.hpp>
+
+namespace bgw::routing {
+
+/// The region a request goes to: the credential scope's region of an incoming SigV4
+/// `Authorization` header when that region is in the allow-list, else `default_region`.
+std::string choose_region(std::string_view authorization, const config::config& cfg);
+
+/// The request line and headers to send (Authorization last). Content-Length is left to the
+/// transport, which sets it from the body.
+struct upstream_request {
+    boost::beast::http::verb method;
+    std::string target;  ///< wire path plus "?query" when present
+    std::vector<aws::header> headers;
+};
+
+/// Builds and signs the upstream request. `incoming` is the client's header set (only the
+/// forwardable ones are kept, see http::forward_request_header). Service name is `bedrock`.
+upstream_request prepare_upstream_request(boost::beast::http::verb method,
+                                          const runtime_request& req,
+                                          const boost::beast::http::fields& incoming,
+                                          const config::region_endpoint& endpoint,
+                                          std::string_view region,
+                                          std::string_view body,
+                                          const aws::credentials& creds,
+                                          std::chrono::sys_seconds now,
+                                          aws::signing_key_cache* cache);
+
+}  // namespace bgw::routing

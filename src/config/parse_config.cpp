@@ -1,0 +1,293 @@
+#include "bgw/config/config.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstdint>
+#include <string>
+
+#include <boost/url/parse.hpp>
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+
+namespace bgw::config {
+namespace {
+
+using json = rapidjson::Value;
+
+error bad(std::string path, std::string why) {
+    return validation_error(std::move(path) + ": " + std::move(why));
+}
+
+/// Rejects any member of `obj` not in `known`, naming it with its JSON path.
+result<void> only_known(const json& obj,
+                        std::string_view path,
+                        std::initializer_list<std::string_view> known) {
+    for (auto it = obj.MemberBegin(); it != obj.MemberEnd(); ++it) {
+        std::string_view name(it->name.GetString(), it->name.GetStringLength());
+        for (auto prev = obj.MemberBegin(); prev != it; ++prev) {
+            if (name == std::string_view(prev->name.GetString(), prev->name.GetStringLength())) {
+                return bad(
+                    path.empty() ? std::string(name) : std::string(path) + "." + std::string(name),
+                    "key appears twice");
+            }
+        }
+        if (std::find(known.begin(), known.end(), name) == known.end()) {
+            std::string where =
+                path.empty() ? std::string(name) : std::string(path) + "." + std::string(name);
+            std::string list;
+            for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+            return bad(where, "unknown key (known here: " + list + ")");
+        }
+    }
+    return {};
+}
+
+result<std::string> get_string(const json& v, const std::string& path) {
+    if (!v.IsString()) return bad(path, "must be a string");
+    return std::string(v.GetString(), v.GetStringLength());
+}
+
+result<std::int64_t> get_int(const json& v,
+                             const std::string& path,
+                             std::int64_t lo,
+                             std::int64_t hi) {
+    if (!v.IsInt64() || v.GetInt64() < lo || v.GetInt64() > hi) {
+        return bad(path, "must be an integer between " + std::to_string(lo) + " and " +
+                             std::to_string(hi));
+    }
+    return v.GetInt64();
+}
+
+result<void> parse_listen(std::string_view s, config& out) {
+    const std::string path = "listen";
+    auto colon = s.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+        return bad(path, "must be host:port, e.g. 127.0.0.1:8080");
+    }
+    std::string_view host = s.substr(0, colon);
+    std::string_view port = s.substr(colon + 1);
+    if (host.front() == '[') {
+        if (host.back() != ']' || host.size() < 3) return bad(path, "bad IPv6 literal");
+        host = host.substr(1, host.size() - 2);
+    }
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc{} || p != port.data() + port.size() || value > 65535 || port.empty()) {
+        return bad(path, "port must be a number from 0 to 65535");
+    }
+    out.listen_host = std::string(host);
+    out.listen_port = static_cast<std::uint16_t>(value);
+    return {};
+}
+
+result<void> parse_regions(const json& v, config& out) {
+    if (!v.IsObject()) return bad("regions", "must be an object of region name → settings");
+    if (v.MemberCount() == 0) return bad("regions", "must allow at least one region");
+    for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
+        std::string name(it->name.GetString(), it->name.GetStringLength());
+        std::string path = "regions." + name;
+        if (!is_region_name(name)) return bad(path, "not a region name (like eu-west-1)");
+        if (!it->value.IsObject()) return bad(path, "must be an object");
+        if (auto r = only_known(it->value, path, {"endpoint"}); !r) return r.error();
+        region_endpoint ep = standard_endpoint(name);
+        if (auto e = it->value.FindMember("endpoint"); e != it->value.MemberEnd()) {
+            auto url = get_string(e->value, path + ".endpoint");
+            if (!url) return url.error();
+            auto parsed = parse_endpoint(*url);
+            if (!parsed) return bad(path + ".endpoint", parsed.error().message);
+            ep = *parsed;
+        }
+        out.regions.emplace(std::move(name), std::move(ep));
+    }
+    return {};
+}
+
+result<void> parse_upstream(const json& v, config& out) {
+    if (!v.IsObject()) return bad("upstream", "must be an object");
+    if (auto r = only_known(
+            v, "upstream",
+            {"ca_file", "connect_timeout_ms", "response_timeout_ms", "max_idle_per_host"});
+        !r) {
+        return r.error();
+    }
+    if (auto m = v.FindMember("ca_file"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "upstream.ca_file");
+        if (!s) return s.error();
+        out.upstream.ca_file = *s;
+    }
+    if (auto m = v.FindMember("connect_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "upstream.connect_timeout_ms", 1, 600'000);
+        if (!n) return n.error();
+        out.upstream.connect_timeout = std::chrono::milliseconds(*n);
+    }
+    if (auto m = v.FindMember("response_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "upstream.response_timeout_ms", 1, 3'600'000);
+        if (!n) return n.error();
+        out.upstream.response_timeout = std::chrono::milliseconds(*n);
+    }
+    if (auto m = v.FindMember("max_idle_per_host"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "upstream.max_idle_per_host", 0, 10'000);
+        if (!n) return n.error();
+        out.upstream.max_idle_per_host = static_cast<std::size_t>(*n);
+    }
+    return {};
+}
+
+result<void> parse_limits(const json& v, config& out) {
+    if (!v.IsObject()) return bad("limits", "must be an object");
+    if (auto r = only_known(v, "limits",
+                            {"max_body_bytes", "max_header_bytes", "client_idle_timeout_ms"});
+        !r) {
+        return r.error();
+    }
+    if (auto m = v.FindMember("max_body_bytes"); m != v.MemberEnd()) {
+        // Bedrock itself refuses more than 25,000,000 bytes; allow a little headroom, no more.
+        auto n = get_int(m->value, "limits.max_body_bytes", 1, 64'000'000);
+        if (!n) return n.error();
+        out.limits.max_body_bytes = static_cast<std::size_t>(*n);
+    }
+    if (auto m = v.FindMember("max_header_bytes"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "limits.max_header_bytes", 1024, 1024 * 1024);
+        if (!n) return n.error();
+        out.limits.max_header_bytes = static_cast<std::size_t>(*n);
+    }
+    if (auto m = v.FindMember("client_idle_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "limits.client_idle_timeout_ms", 1, 3'600'000);
+        if (!n) return n.error();
+        out.limits.client_idle_timeout = std::chrono::milliseconds(*n);
+    }
+    return {};
+}
+
+}  // namespace
+
+const std::vector<std::string_view>& default_regions() {
+    // Commercial-partition regions where the bedrock-runtime endpoint is offered.
+    static const std::vector<std::string_view> regions = {
+        "us-east-1",      "us-east-2",      "us-west-1",      "us-west-2",      "ca-central-1",
+        "ca-west-1",      "sa-east-1",      "mx-central-1",   "eu-central-1",   "eu-central-2",
+        "eu-north-1",     "eu-south-1",     "eu-south-2",     "eu-west-1",      "eu-west-2",
+        "eu-west-3",      "ap-east-2",      "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+        "ap-south-1",     "ap-south-2",     "ap-southeast-1", "ap-southeast-2", "ap-southeast-3",
+        "ap-southeast-4", "ap-southeast-5", "ap-southeast-7", "il-central-1",   "me-central-1",
+        "me-south-1",     "af-south-1",
+    };
+    return regions;
+}
+
+bool is_region_name(std::string_view s) {
+    // ^[a-z]{2}(-[a-z]+)+-\d$
+    auto lower = [](char c) { return c >= 'a' && c <= 'z'; };
+    if (s.size() < 6 || !lower(s[0]) || !lower(s[1]) || s[2] != '-') return false;
+    if (s[s.size() - 2] != '-' || s.back() < '0' || s.back() > '9') return false;
+    std::string_view middle = s.substr(3, s.size() - 5);  // "[a-z]+(-[a-z]+)*"
+    if (middle.empty() || middle.front() == '-' || middle.back() == '-') return false;
+    char prev = '-';
+    for (char c : middle) {
+        if (c == '-' ? prev == '-' : !lower(c)) return false;
+        prev = c;
+    }
+    return true;
+}
+
+region_endpoint standard_endpoint(std::string_view region) {
+    region_endpoint ep;
+    ep.tls = true;
+    ep.host = "bedrock-runtime." + std::string(region) + ".amazonaws.com";
+    ep.port = 443;
+    ep.host_header = ep.host;
+    return ep;
+}
+
+result<region_endpoint> parse_endpoint(std::string_view url) {
+    auto u = boost::urls::parse_absolute_uri(url);
+    if (!u) return validation_error("not an absolute URL: " + std::string(url));
+    region_endpoint ep;
+    if (u->scheme() == "https") {
+        ep.tls = true;
+        ep.port = 443;
+    } else if (u->scheme() == "http") {
+        ep.tls = false;
+        ep.port = 80;
+    } else {
+        return validation_error("scheme must be https or http");
+    }
+    if (u->has_userinfo() || u->has_query() || u->has_fragment() ||
+        !(u->encoded_path().empty() || u->encoded_path() == "/")) {
+        return validation_error("must be scheme://host[:port] with no path, query or user info");
+    }
+    ep.host = std::string(u->encoded_host_address());
+    if (ep.host.empty()) return validation_error("has no host");
+    if (u->has_port()) {
+        if (u->port_number() == 0) return validation_error("port must be 1-65535");
+        ep.port = u->port_number();
+    }
+    bool default_port = ep.port == (ep.tls ? 443 : 80);
+    ep.host_header = std::string(u->encoded_host_and_port());
+    if (default_port) ep.host_header = std::string(u->encoded_host());
+    if (ep.host.size() > 2 && ep.host.front() == '[')
+        ep.host = ep.host.substr(1, ep.host.size() - 2);
+    return ep;
+}
+
+result<config> parse_config(std::string_view text) {
+    rapidjson::Document doc;
+    doc.Parse(text.data(), text.size());
+    if (doc.HasParseError()) {
+        return validation_error("config is not valid JSON at offset " +
+                                std::to_string(doc.GetErrorOffset()) + ": " +
+                                rapidjson::GetParseError_En(doc.GetParseError()));
+    }
+    if (!doc.IsObject()) return validation_error("config must be a JSON object");
+    if (auto r = only_known(
+            doc, "",
+            {"listen", "default_region", "regions", "upstream", "limits", "log_level", "threads"});
+        !r) {
+        return r.error();
+    }
+    config out;
+    if (auto m = doc.FindMember("listen"); m != doc.MemberEnd()) {
+        auto s = get_string(m->value, "listen");
+        if (!s) return s.error();
+        if (auto r = parse_listen(*s, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("regions"); m != doc.MemberEnd()) {
+        if (auto r = parse_regions(m->value, out); !r) return r.error();
+    } else {
+        for (auto name : default_regions()) out.regions.emplace(name, standard_endpoint(name));
+    }
+    if (auto m = doc.FindMember("default_region"); m != doc.MemberEnd()) {
+        auto s = get_string(m->value, "default_region");
+        if (!s) return s.error();
+        out.default_region = *s;
+    }
+    if (!out.regions.contains(out.default_region)) {
+        return bad("default_region", "\"" + out.default_region + "\" is not in regions");
+    }
+    if (auto m = doc.FindMember("upstream"); m != doc.MemberEnd()) {
+        if (auto r = parse_upstream(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("limits"); m != doc.MemberEnd()) {
+        if (auto r = parse_limits(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("log_level"); m != doc.MemberEnd()) {
+        auto s = get_string(m->value, "log_level");
+        if (!s) return s.error();
+        static constexpr std::array levels = {"trace", "debug",    "info", "warn",
+                                              "error", "critical", "off"};
+        if (std::find(levels.begin(), levels.end(), *s) == levels.end()) {
+            return bad("log_level",
+                       "must be one of trace, debug, info, warn, error, critical, off");
+        }
+        out.log_level = *s;
+    }
+    if (auto m = doc.FindMember("threads"); m != doc.MemberEnd()) {
+        auto n = get_int(m->value, "threads", 0, 256);
+        if (!n) return n.error();
+        out.threads = static_cast<unsigned>(*n);
+    }
+    return out;
+}
+
+}  // namespace bgw::config

@@ -1,0 +1,34 @@
+#include "bgw/http/error_response.hpp"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+namespace bgw::http {
+
+namespace beast_http = boost::beast::http;
+
+std::string error_body(std::string_view message) {
+    rapidjson::StringBuffer buf;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+    w.StartObject();
+    w.Key("message");
+    w.String(message.data(), static_cast<rapidjson::SizeType>(message.size()));
+    w.EndObject();
+    return std::string(buf.GetString(), buf.GetSize());
+}
+
+beast_http::response<beast_http::string_body> make_error_response(const error& e,
+                                                                  std::string_view request_id,
+                                                                  unsigned version,
+                                                                  bool keep_alive) {
+    beast_http::response<beast_http::string_body> res{e.status, version};
+    res.set(beast_http::field::content_type, "application/json");
+    res.set("x-amzn-ErrorType", e.type);
+    res.set("x-amzn-RequestId", request_id);
+    res.body() = error_body(e.message);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    return res;
+}
+
+}  // namespace bgw::http

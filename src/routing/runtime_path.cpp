@@ -1,0 +1,171 @@
+#include "bgw/routing/runtime_path.hpp"
+
+#include <array>
+#include <vector>
+
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+
+namespace bgw::routing {
+namespace {
+
+namespace http = boost::beast::http;
+
+error unknown_operation(http::verb method, std::string_view path) {
+    std::string shown(path.substr(0, 200));
+    return {http::status::not_found, "UnknownOperationException",
+            "no Bedrock runtime operation matches " + std::string(http::to_string(method)) + " " +
+                shown};
+}
+
+/// Decodes one percent-encoded label and checks it is something Bedrock could mean.
+result<std::string> decode_label(boost::urls::pct_string_view encoded, std::string_view what) {
+    std::string decoded = encoded.decode();
+    if (decoded.empty()) return validation_error(std::string(what) + " is empty");
+    if (decoded.size() > max_label_bytes) {
+        return validation_error(std::string(what) + " is longer than " +
+                                std::to_string(max_label_bytes) + " bytes");
+    }
+    if (decoded == "." || decoded == "..") {
+        return validation_error(std::string(what) + " may not be a dot segment");
+    }
+    for (unsigned char c : decoded) {
+        if (c < 0x20 || c == 0x7f) {
+            return validation_error(std::string(what) + " contains a control character");
+        }
+    }
+    return decoded;
+}
+
+struct route_entry {
+    http::verb method;
+    std::array<std::string_view, 5> pattern;  ///< "{}" marks a label; "" ends the pattern
+    operation op;
+    bool takes_query;
+};
+
+// The runtime API surface, from the service model's `requestUri`s.
+constexpr std::array<route_entry, 10> routes = {{
+    {http::verb::post, {"model", "{}", "invoke"}, operation::invoke_model, false},
+    {http::verb::post,
+     {"model", "{}", "invoke-with-response-stream"},
+     operation::invoke_model_with_response_stream,
+     false},
+    {http::verb::post, {"model", "{}", "converse"}, operation::converse, false},
+    {http::verb::post, {"model", "{}", "converse-stream"}, operation::converse_stream, false},
+    {http::verb::post, {"model", "{}", "count-tokens"}, operation::count_tokens, false},
+    {http::verb::post,
+     {"guardrail", "{}", "version", "{}", "apply"},
+     operation::apply_guardrail,
+     false},
+    {http::verb::post, {"guardrail-checks", "invoke"}, operation::invoke_guardrail_checks, false},
+    {http::verb::post, {"async-invoke"}, operation::start_async_invoke, false},
+    {http::verb::get, {"async-invoke"}, operation::list_async_invokes, true},
+    {http::verb::get, {"async-invoke", "{}"}, operation::get_async_invoke, false},
+}};
+
+std::size_t pattern_size(const route_entry& r) {
+    std::size_t n = 0;
+    while (n < r.pattern.size() && !r.pattern[n].empty()) ++n;
+    return n;
+}
+
+}  // namespace
+
+std::string_view operation_name(operation op) {
+    switch (op) {
+        case operation::invoke_model:
+            return "InvokeModel";
+        case operation::invoke_model_with_response_stream:
+            return "InvokeModelWithResponseStream";
+        case operation::converse:
+            return "Converse";
+        case operation::converse_stream:
+            return "ConverseStream";
+        case operation::count_tokens:
+            return "CountTokens";
+        case operation::apply_guardrail:
+            return "ApplyGuardrail";
+        case operation::invoke_guardrail_checks:
+            return "InvokeGuardrailChecks";
+        case operation::start_async_invoke:
+            return "StartAsyncInvoke";
+        case operation::list_async_invokes:
+            return "ListAsyncInvokes";
+        case operation::get_async_invoke:
+            return "GetAsyncInvoke";
+    }
+    return "Unknown";
+}
+
+bool is_streaming(operation op) {
+    return op == operation::invoke_model_with_response_stream || op == operation::converse_stream;
+}
+
+std::string encode_label(std::string_view s) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size() * 3);
+    for (unsigned char c : s) {
+        bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                          (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+        if (unreserved) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 0xF]);
+        }
+    }
+    return out;
+}
+
+result<runtime_request> parse_runtime_target(http::verb method, std::string_view target) {
+    auto parsed = boost::urls::parse_origin_form(target);
+    if (!parsed) {
+        return validation_error("request target is not a valid origin-form path");
+    }
+    const boost::urls::url_view& url = *parsed;
+    // encoded_segments keeps `%2F` inside a label (an ARN) as part of that label.
+    std::vector<boost::urls::pct_string_view> segs;
+    for (auto seg : url.encoded_segments()) segs.push_back(seg);
+    // A trailing slash yields an empty last segment; the runtime API has none.
+    for (const route_entry& r : routes) {
+        std::size_t n = pattern_size(r);
+        if (segs.size() != n) continue;
+        bool literal_match = true;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (r.pattern[i] != "{}" && segs[i] != r.pattern[i]) literal_match = false;
+        }
+        if (!literal_match) continue;
+        if (r.method != method) continue;
+
+        runtime_request out{r.op, {}, {}, {}};
+        for (std::size_t i = 0; i < n; ++i) {
+            out.wire_path += '/';
+            if (r.pattern[i] != "{}") {
+                out.wire_path += r.pattern[i];
+                continue;
+            }
+            std::string_view what = r.pattern[0] == "model" ? "model id"
+                                    : r.pattern[0] == "guardrail"
+                                        ? (i == 1 ? "guardrail id" : "guardrail version")
+                                        : "invocation ARN";
+            auto label = decode_label(segs[i], what);
+            if (!label) return label.error();
+            out.wire_path += encode_label(*label);
+            if (r.pattern[0] == "model") out.model_id = std::move(*label);
+        }
+        if (url.has_query()) {
+            if (!r.takes_query && !url.encoded_query().empty()) {
+                return validation_error(std::string(operation_name(r.op)) +
+                                        " takes no query parameters");
+            }
+            out.query = std::string(url.encoded_query());
+        }
+        return out;
+    }
+    return unknown_operation(method, url.encoded_path());
+}
+
+}  // namespace bgw::routing

@@ -1,0 +1,114 @@
+#include "bgw/config/config.hpp"
+
+#include <gtest/gtest.h>
+
+namespace {
+
+using bgw::config::parse_config;
+
+TEST(config, defaults_when_empty_object) {
+    auto c = parse_config("{}");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->listen_host, "127.0.0.1");
+    EXPECT_EQ(c->listen_port, 8080);
+    EXPECT_EQ(c->default_region, "us-east-1");
+    EXPECT_EQ(c->regions.size(), bgw::config::default_regions().size());
+    const auto& ep = c->regions.at("eu-west-1");
+    EXPECT_TRUE(ep.tls);
+    EXPECT_EQ(ep.host, "bedrock-runtime.eu-west-1.amazonaws.com");
+    EXPECT_EQ(ep.port, 443);
+    EXPECT_EQ(ep.host_header, "bedrock-runtime.eu-west-1.amazonaws.com");
+    EXPECT_EQ(c->limits.max_body_bytes, 25'000'000u);
+}
+
+TEST(config, issue_example_parses) {
+    auto c = parse_config(R"({ "listen": "127.0.0.1:8080",
+      "default_region": "us-east-1",
+      "regions": { "us-east-1": {}, "eu-west-1": { "endpoint": "http://127.0.0.1:9001" } },
+      "upstream": { "ca_file": "", "connect_timeout_ms": 3000, "response_timeout_ms": 120000 } })");
+    ASSERT_TRUE(c) << c.error().message;
+    ASSERT_EQ(c->regions.size(), 2u);
+    const auto& eu = c->regions.at("eu-west-1");
+    EXPECT_FALSE(eu.tls);
+    EXPECT_EQ(eu.host, "127.0.0.1");
+    EXPECT_EQ(eu.port, 9001);
+    EXPECT_EQ(eu.host_header, "127.0.0.1:9001");
+    EXPECT_EQ(c->upstream.connect_timeout.count(), 3000);
+    EXPECT_EQ(c->upstream.response_timeout.count(), 120000);
+}
+
+TEST(config, listen_forms) {
+    auto c = parse_config(R"({"listen":"[::1]:0"})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->listen_host, "::1");
+    EXPECT_EQ(c->listen_port, 0);
+}
+
+struct bad_case {
+    const char* json;
+    const char* must_mention;
+};
+
+class config_rejects : public ::testing::TestWithParam<bad_case> {};
+
+TEST_P(config_rejects, with_a_message_naming_the_key) {
+    auto c = parse_config(GetParam().json);
+    ASSERT_FALSE(c) << GetParam().json;
+    EXPECT_NE(c.error().message.find(GetParam().must_mention), std::string::npos)
+        << c.error().message;
+    EXPECT_EQ(c.error().type, "ValidationException");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    table,
+    config_rejects,
+    ::testing::Values(
+        bad_case{"", "not valid JSON"},
+        bad_case{"[]", "JSON object"},
+        bad_case{"{} {}", "not valid JSON"},
+        bad_case{R"({"lisen":"x"})", "lisen: unknown key"},
+        bad_case{R"({"upstream":{"conect_timeout_ms":1}})", "upstream.conect_timeout_ms"},
+        bad_case{R"({"regions":{"us-east-1":{"endpoit":"x"}}})", "regions.us-east-1.endpoit"},
+        bad_case{R"({"listen":"127.0.0.1"})", "listen"},
+        bad_case{R"({"listen":"127.0.0.1:99999"})", "listen"},
+        bad_case{R"({"default_region":"eu-west-1","regions":{"us-east-1":{}}})", "default_region"},
+        bad_case{R"({"regions":{"US-EAST-1":{}}})", "regions.US-EAST-1"},
+        bad_case{R"({"regions":{"us-east-1":{"endpoint":"ftp://x"}}})",
+                 "regions.us-east-1.endpoint"},
+        bad_case{R"({"regions":{"us-east-1":{"endpoint":"http://x/path"}}})", "no path"},
+        bad_case{R"({"regions":{}})", "at least one"},
+        bad_case{R"({"upstream":{"connect_timeout_ms":0}})", "upstream.connect_timeout_ms"},
+        bad_case{R"({"upstream":{"response_timeout_ms":"5"}})", "upstream.response_timeout_ms"},
+        bad_case{R"({"limits":{"max_body_bytes":-1}})", "limits.max_body_bytes"},
+        bad_case{R"({"log_level":"loud"})", "log_level"},
+        bad_case{R"({"listen":"127.0.0.1:1","listen":"127.0.0.1:2"})", "twice"}));
+
+TEST(config, region_names) {
+    using bgw::config::is_region_name;
+    EXPECT_TRUE(is_region_name("us-east-1"));
+    EXPECT_TRUE(is_region_name("ap-southeast-4"));
+    EXPECT_TRUE(is_region_name("us-gov-west-1"));
+    EXPECT_FALSE(is_region_name("us-east-"));
+    EXPECT_FALSE(is_region_name("useast-1"));
+    EXPECT_FALSE(is_region_name("us--east-1"));
+    EXPECT_FALSE(is_region_name("us-east-12"));
+    EXPECT_FALSE(is_region_name("us-east-1.evil.com"));
+    EXPECT_FALSE(is_region_name("u1-east-1"));
+}
+
+TEST(config, endpoint_override) {
+    auto ep =
+        bgw::config::parse_endpoint("https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com");
+    ASSERT_TRUE(ep);
+    EXPECT_TRUE(ep->tls);
+    EXPECT_EQ(ep->port, 443);
+    EXPECT_EQ(ep->host_header, "vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com");
+    auto v6 = bgw::config::parse_endpoint("http://[::1]:9000/");
+    ASSERT_TRUE(v6);
+    EXPECT_EQ(v6->host, "::1");
+    EXPECT_EQ(v6->host_header, "[::1]:9000");
+    EXPECT_FALSE(bgw::config::parse_endpoint("http://user:pw@host:1"));
+    EXPECT_FALSE(bgw::config::parse_endpoint("http://host:1?x=1"));
+}
+
+}  // namespace

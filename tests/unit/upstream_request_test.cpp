@@ -1,0 +1,128 @@
+#include "bgw/routing/upstream_request.hpp"
+
+#include <algorithm>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+namespace http = boost::beast::http;
+using namespace std::chrono_literals;
+
+bgw::config::config two_regions() {
+    auto c = bgw::config::parse_config(
+        R"({"default_region":"us-east-1","regions":{"us-east-1":{},"eu-west-1":{}}})");
+    EXPECT_TRUE(c);
+    return *c;
+}
+
+const std::string app_sig_eu =
+    "AWS4-HMAC-SHA256 Credential=AKIDAPP/20260101/eu-west-1/bedrock/aws4_request, "
+    "SignedHeaders=host;x-amz-date, "
+    "Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+TEST(choose_region, follows_the_apps_credential_scope_only_inside_the_allow_list) {
+    auto cfg = two_regions();
+    EXPECT_EQ(bgw::routing::choose_region(app_sig_eu, cfg), "eu-west-1");
+    std::string ap = app_sig_eu;
+    ap.replace(ap.find("eu-west-1"), 9, "ap-south-1");
+    EXPECT_EQ(bgw::routing::choose_region(ap, cfg), "us-east-1");
+    EXPECT_EQ(bgw::routing::choose_region("", cfg), "us-east-1");
+    EXPECT_EQ(bgw::routing::choose_region("Bearer abc", cfg), "us-east-1");
+}
+
+const bgw::aws::header* find(const std::vector<bgw::aws::header>& hs, std::string_view name) {
+    auto it = std::find_if(hs.begin(), hs.end(), [&](const auto& h) {
+        return h.name.size() == name.size() &&
+               std::equal(h.name.begin(), h.name.end(), name.begin(), [](char a, char b) {
+                   return std::tolower(static_cast<unsigned char>(a)) ==
+                          std::tolower(static_cast<unsigned char>(b));
+               });
+    });
+    return it == hs.end() ? nullptr : &*it;
+}
+
+TEST(prepare_upstream_request, replaces_the_apps_auth_and_keeps_bedrock_headers) {
+    auto cfg = two_regions();
+    http::fields in;
+    in.set(http::field::host, "127.0.0.1:8080");
+    in.set(http::field::authorization, app_sig_eu);
+    in.set("X-Amz-Date", "20260101T000000Z");
+    in.set("X-Amz-Security-Token", "APP-TOKEN");
+    in.set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD");
+    in.set(http::field::connection, "keep-alive");
+    in.set(http::field::cookie, "session=1");
+    in.set(http::field::user_agent, "Boto3/1.26");
+    in.set(http::field::content_type, "application/json");
+    in.set(http::field::accept, "application/json");
+    in.set("X-Amzn-Bedrock-Trace", "ENABLED");
+    in.set("X-Amzn-Bedrock-Service-Tier", "flex");
+    in.set("X-Amzn-Bedrock-Evil", "a\r\nInjected: 1");
+
+    auto rt = bgw::routing::parse_runtime_target(http::verb::post, "/model/a:b/invoke");
+    ASSERT_TRUE(rt);
+    bgw::aws::credentials creds{"AKIDGATEWAY", "gateway-secret", "GW-TOKEN"};
+    auto now = std::chrono::sys_days{std::chrono::year{2026} / 11 / 23} + 9h + 30min;
+    std::string body = R"({"prompt":"hi"})";
+    const auto& ep = cfg.regions.at("eu-west-1");
+    auto up = bgw::routing::prepare_upstream_request(http::verb::post, *rt, in, ep, "eu-west-1",
+                                                     body, creds, now, nullptr);
+
+    EXPECT_EQ(up.target, "/model/a%3Ab/invoke");
+    ASSERT_TRUE(find(up.headers, "host"));
+    EXPECT_EQ(find(up.headers, "host")->value, "bedrock-runtime.eu-west-1.amazonaws.com");
+    EXPECT_EQ(find(up.headers, "x-amz-date")->value, "20261123T093000Z");
+    EXPECT_EQ(find(up.headers, "x-amz-security-token")->value, "GW-TOKEN");
+    EXPECT_EQ(find(up.headers, "x-amzn-bedrock-trace")->value, "ENABLED");
+    EXPECT_EQ(find(up.headers, "x-amzn-bedrock-service-tier")->value, "flex");
+    EXPECT_EQ(find(up.headers, "content-type")->value, "application/json");
+    EXPECT_EQ(find(up.headers, "accept")->value, "application/json");
+    EXPECT_FALSE(find(up.headers, "x-amz-content-sha256"));
+    EXPECT_FALSE(find(up.headers, "connection"));
+    EXPECT_FALSE(find(up.headers, "cookie"));
+    EXPECT_FALSE(find(up.headers, "x-amzn-bedrock-evil"));
+    EXPECT_EQ(std::count_if(up.headers.begin(), up.headers.end(),
+                            [](const auto& h) { return h.name == "Authorization"; }),
+              1);
+    // Exactly one Authorization: the gateway's, scoped to the chosen region and service bedrock,
+    // and it must be the signature of what is actually sent.
+    const auto& authz = up.headers.back();
+    ASSERT_EQ(authz.name, "Authorization");
+    auto parsed = bgw::aws::parse_authorization(authz.value);
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(parsed->access_key_id, "AKIDGATEWAY");
+    EXPECT_EQ(parsed->region, "eu-west-1");
+    EXPECT_EQ(parsed->service, "bedrock");
+    EXPECT_EQ(parsed->date, "20261123");
+
+    std::vector<bgw::aws::header> sent(up.headers.begin(), up.headers.end() - 1);
+    std::string hash = bgw::aws::sha256_hex(body);
+    bgw::aws::signing_input check{.method = "POST",
+                                  .wire_path = "/model/a%3Ab/invoke",
+                                  .query = "",
+                                  .headers = sent,
+                                  .payload_sha256 = hash,
+                                  .region = "eu-west-1",
+                                  .service = "bedrock",
+                                  .time = now};
+    EXPECT_EQ(bgw::aws::sign_v4(check, creds).signature_hex, parsed->signature_hex);
+    std::string creq = bgw::aws::canonical_request(check);
+    EXPECT_NE(creq.find("/model/a%253Ab/invoke"), std::string::npos) << creq;
+    EXPECT_NE(creq.find("x-amz-security-token:GW-TOKEN"), std::string::npos) << creq;
+}
+
+TEST(prepare_upstream_request, keeps_the_query_for_list_operations) {
+    auto cfg = two_regions();
+    auto rt = bgw::routing::parse_runtime_target(
+        http::verb::get, "/async-invoke?maxResults=10&sortOrder=Descending");
+    ASSERT_TRUE(rt);
+    http::fields in;
+    bgw::aws::credentials creds{"AKID", "secret", ""};
+    auto up = bgw::routing::prepare_upstream_request(
+        http::verb::get, *rt, in, cfg.regions.at("us-east-1"), "us-east-1", "", creds,
+        std::chrono::sys_seconds{std::chrono::seconds{1'700'000'000}}, nullptr);
+    EXPECT_EQ(up.target, "/async-invoke?maxResults=10&sortOrder=Descending");
+    EXPECT_FALSE(find(up.headers, "x-amz-security-token"));
+}
+
+}  // namespace
