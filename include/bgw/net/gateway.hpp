@@ -1,0 +1,39 @@
+#pragma once
+/// The gateway's shared state and its entry points for the I/O shell.
+
+#include "bgw/aws/signing_key_cache.hpp"
+#include "bgw/aws/sigv4.hpp"
+#include "bgw/config/config.hpp"
+#include "bgw/net/asio.hpp"
+#include "bgw/net/upstream.hpp"
+
+#include <memory>
+#include <optional>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+namespace bgw::net {
+
+/// Everything a session needs; one instance per process, shared by all threads.
+struct gateway_context {
+    gateway_context(std::shared_ptr<const config::config> c, std::optional<aws::credentials> cr);
+
+    std::shared_ptr<const config::config> cfg;  ///< immutable snapshot (reload: issue 8)
+    std::optional<aws::credentials> creds;      ///< never logged
+    aws::signing_key_cache keys;
+    asio::ssl::context tls;
+    upstream_pool pool;
+};
+
+/// Serves one client connection (HTTP/1.1 keep-alive) until it closes or idles out.
+awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gateway_context> g);
+
+/// A random request id in UUID form, for gateway-made responses and logs.
+std::string new_request_id();
+
+/// Binds `cfg.listen`, logs `listening on HOST:PORT`, serves on `cfg.threads` threads until
+/// SIGINT/SIGTERM. Returns the process exit code (2 when the address cannot be bound).
+int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::credentials> creds);
+
+}  // namespace bgw::net

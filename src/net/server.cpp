@@ -1,0 +1,106 @@
+// The listener: one io_context shared by a thread per core, a strand per connection.
+
+#include "bgw/net/gateway.hpp"
+
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/strand.hpp>
+#include <spdlog/spdlog.h>
+
+namespace bgw::net {
+namespace {
+
+using tcp = asio::ip::tcp;
+
+/// Every co_spawn ends here: a stray exception is logged, never escapes run().
+void log_exception(std::exception_ptr e) {
+    if (!e) return;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        spdlog::error("{{\"event\":\"session_exception\",\"what\":\"{}\"}}", ex.what());
+    } catch (...) {
+        spdlog::error("{{\"event\":\"session_exception\"}}");
+    }
+}
+
+awaitable<void> accept_loop(tcp::acceptor acceptor, std::shared_ptr<gateway_context> g) {
+    auto& ioc = static_cast<asio::io_context&>(acceptor.get_executor().context());
+    for (;;) {
+        auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(ioc), use_nothrow);
+        if (ec == asio::error::operation_aborted) co_return;
+        if (ec) {
+            // EMFILE and friends: log and keep accepting; the next accept may succeed.
+            spdlog::warn("{{\"event\":\"accept_failed\",\"error\":\"{}\"}}", ec.message());
+            continue;
+        }
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        auto ex = socket.get_executor();
+        asio::co_spawn(ex, run_session(std::move(socket), g), log_exception);
+    }
+}
+
+}  // namespace
+
+int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::credentials> creds) {
+    unsigned threads =
+        cfg->threads ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
+    asio::io_context ioc(static_cast<int>(threads));
+
+    std::shared_ptr<gateway_context> g;
+    try {
+        g = std::make_shared<gateway_context>(cfg, std::move(creds));
+    } catch (const std::exception& e) {
+        spdlog::critical("cannot set up upstream TLS (upstream.ca_file \"{}\"): {}",
+                         cfg->upstream.ca_file, e.what());
+        return 2;
+    }
+
+    beast::error_code ec;
+    auto address = asio::ip::make_address(cfg->listen_host, ec);
+    if (ec) {
+        spdlog::critical("listen: \"{}\" is not an IP address: {}", cfg->listen_host, ec.message());
+        return 2;
+    }
+    tcp::acceptor acceptor(ioc);
+    tcp::endpoint ep(address, cfg->listen_port);
+    if (acceptor.open(ep.protocol(), ec); !ec)
+        acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+        spdlog::critical("cannot listen on {}:{}: {}", cfg->listen_host, cfg->listen_port,
+                         ec.message());
+        return 2;
+    }
+    auto bound = acceptor.local_endpoint();
+    std::string shown = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                : bound.address().to_string();
+    spdlog::info("listening on {}:{} (threads={}, default_region={}, regions={}, credentials={})",
+                 shown, bound.port(), threads, cfg->default_region, cfg->regions.size(),
+                 g->creds ? "yes" : "none");
+
+    asio::co_spawn(ioc, accept_loop(std::move(acceptor), g), log_exception);
+
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([&ioc](const beast::error_code&, int sig) {
+        spdlog::info("{{\"event\":\"stopping\",\"signal\":{}}}", sig);
+        ioc.stop();
+    });
+
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+    ioc.run();
+    for (auto& t : pool) t.join();
+    spdlog::info("{{\"event\":\"stopped\"}}");
+    return 0;
+}
+
+}  // namespace bgw::net

@@ -1,0 +1,129 @@
+#include "bgw/net/upstream.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/http/error.hpp>
+#include <openssl/ssl.h>
+
+namespace bgw::net {
+
+using tcp = asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+
+bool is_benign(const beast::error_code& ec) {
+    return ec == beast::http::error::end_of_stream || ec == asio::error::operation_aborted ||
+           ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset ||
+           ec == asio::error::eof || ec == asio::error::broken_pipe;
+}
+
+beast::tcp_stream& upstream_connection::tcp() {
+    if (auto* plain = std::get_if<beast::tcp_stream>(&stream)) return *plain;
+    return beast::get_lowest_layer(std::get<tls_stream>(stream));
+}
+
+std::string pool_key(const config::region_endpoint& ep) {
+    return (ep.tls ? "https://" : "http://") + ep.host + ":" + std::to_string(ep.port);
+}
+
+asio::ssl::context make_tls_context(const std::string& ca_file) {
+    asio::ssl::context ctx(asio::ssl::context::tls_client);
+    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                    asio::ssl::context::no_tlsv1_1);
+    if (ca_file.empty()) {
+        ctx.set_default_verify_paths();
+    } else {
+        ctx.load_verify_file(ca_file);
+    }
+    ctx.set_verify_mode(asio::ssl::verify_peer);
+    return ctx;
+}
+
+upstream_pool::upstream_pool(std::size_t max_idle_per_host, std::chrono::seconds max_idle_age)
+    : max_idle_per_host_(max_idle_per_host), max_idle_age_(max_idle_age) {}
+
+std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    auto it = idle_.find(key);
+    if (it == idle_.end()) return nullptr;
+    auto& q = it->second;
+    auto now = std::chrono::steady_clock::now();
+    while (!q.empty()) {
+        // Newest first: the most recently used connection is the least likely to be closed.
+        auto conn = std::move(q.back());
+        q.pop_back();
+        if (now - conn->idle_since < max_idle_age_) {
+            conn->reused = true;
+            return conn;
+        }
+    }
+    return nullptr;
+}
+
+void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
+    conn->idle_since = std::chrono::steady_clock::now();
+    std::lock_guard lock(mutex_);
+    auto& q = idle_[conn->key];
+    if (q.size() >= max_idle_per_host_) q.pop_front();  // drop the oldest
+    if (max_idle_per_host_ > 0) q.push_back(std::move(conn));
+}
+
+std::size_t upstream_pool::idle_count() const {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& [key, q] : idle_) n += q.size();
+    return n;
+}
+
+awaitable<std::tuple<beast::error_code, std::unique_ptr<upstream_connection>>> connect_upstream(
+    asio::any_io_executor ex,
+    asio::ssl::context& tls,
+    const config::region_endpoint& ep,
+    std::chrono::milliseconds timeout) {
+    using result_type = std::tuple<beast::error_code, std::unique_ptr<upstream_connection>>;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+
+    // Name resolution has no timeout of its own: race it against the connect deadline.
+    tcp::resolver resolver(ex);
+    asio::steady_timer timer(ex);
+    timer.expires_at(deadline);
+    auto raced = co_await (resolver.async_resolve(ep.host, std::to_string(ep.port), use_nothrow) ||
+                           timer.async_wait(use_nothrow));
+    if (raced.index() == 1) co_return result_type{beast::error::timeout, nullptr};
+    auto [rec, endpoints] = std::get<0>(raced);
+    if (rec) co_return result_type{rec, nullptr};
+
+    auto conn = std::make_unique<upstream_connection>();
+    conn->key = pool_key(ep);
+    if (ep.tls) {
+        conn->stream.emplace<tls_stream>(ex, tls);
+    } else {
+        conn->stream.emplace<beast::tcp_stream>(ex);
+    }
+    auto& tcp_layer = conn->tcp();
+    tcp_layer.expires_at(deadline);
+    auto [cec, connected] = co_await tcp_layer.async_connect(endpoints, use_nothrow);
+    if (cec) co_return result_type{cec, nullptr};
+    tcp_layer.socket().set_option(tcp::no_delay(true));
+
+    if (ep.tls) {
+        auto& s = std::get<tls_stream>(conn->stream);
+        // SNI, and verify that the certificate names the host we asked for.
+        if (!SSL_set_tlsext_host_name(s.native_handle(), ep.host.c_str())) {
+            co_return result_type{beast::error_code(static_cast<int>(::ERR_get_error()),
+                                                    asio::error::get_ssl_category()),
+                                  nullptr};
+        }
+        s.set_verify_mode(asio::ssl::verify_peer);
+        s.set_verify_callback(asio::ssl::host_name_verification(ep.host));
+        auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, use_nothrow);
+        if (hec) co_return result_type{hec, nullptr};
+    }
+    tcp_layer.expires_never();
+    co_return result_type{beast::error_code{}, std::move(conn)};
+}
+
+}  // namespace bgw::net
