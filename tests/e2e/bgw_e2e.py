@@ -1,0 +1,264 @@
+"""Process plumbing for the end-to-end tests: the fake upstream, the gateway, raw HTTP.
+
+Both child processes announce readiness with a `listening on 127.0.0.1:PORT` line on stdout.
+Their output is drained continuously on threads (a child blocked on a full pipe would look like
+a hung gateway) and every wait has a deadline, so a broken build fails loudly instead of hanging.
+"""
+
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+# Lines that mean a sanitizer found something (ASan, LSan, UBSan, TSan).
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+    "UndefinedBehaviorSanitizer",
+    "WARNING: ThreadSanitizer",
+)
+
+STARTUP_TIMEOUT_S = 30.0  # generous: sanitizer builds start slowly on a shared 2-core machine
+STOP_TIMEOUT_S = 10.0
+
+
+class LineCollector:
+    """Reads a pipe to EOF on a daemon thread and keeps every line for later assertions."""
+
+    def __init__(self, stream, name):
+        self._lines = []
+        self._eof = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(stream,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, stream):
+        for raw in iter(stream.readline, b""):
+            with self._cond:
+                self._lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def lines(self):
+        with self._cond:
+            return list(self._lines)
+
+    def wait_for(self, predicate, timeout):
+        """Returns predicate(lines) once it is not None; None at EOF or after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = predicate(self._lines)
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                if self._eof or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def join(self, timeout):
+        self._thread.join(timeout)
+
+
+class ChildProcess:
+    """A child whose stdout/stderr are collected, started and stopped with deadlines."""
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.argv = argv
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env)
+        self.stdout = LineCollector(self.proc.stdout, name + "-stdout")
+        self.stderr = LineCollector(self.proc.stderr, name + "-stderr")
+        self.port = None
+
+    def output(self):
+        return "\n".join(["--- stdout:"] + self.stdout.lines() + ["--- stderr:"] +
+                         self.stderr.lines())
+
+    def wait_listening(self, timeout=STARTUP_TIMEOUT_S):
+        def find(lines):
+            for line in lines:
+                m = LISTENING.search(line)
+                if m:
+                    return int(m.group(1))
+            return None
+
+        port = self.stdout.wait_for(find, timeout)
+        if port is None:
+            self.kill()
+            raise AssertionError(
+                "%s did not print 'listening on 127.0.0.1:PORT' within %.0f s (exit code %r)\n"
+                "argv: %s\n%s" % (self.name, timeout, self.proc.poll(), self.argv, self.output()))
+        self.port = port
+        return port
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def sanitizer_reports(self):
+        return [line for line in self.stdout.lines() + self.stderr.lines()
+                if any(marker in line for marker in SANITIZER_MARKERS)]
+
+    def stop(self, timeout=STOP_TIMEOUT_S):
+        """SIGTERM, then wait; kills and raises if the process does not exit in time."""
+        hung = False
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                hung = True
+                self.kill()
+        self.stdout.join(timeout)
+        self.stderr.join(timeout)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        if hung:
+            raise AssertionError("%s did not exit within %.0f s of SIGTERM\n%s"
+                                 % (self.name, timeout, self.output()))
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class FakeBedrock(ChildProcess):
+    """tests/fakes/fake_bedrock_main.cpp: logs one JSON line per request it received."""
+
+    def __init__(self, binary, access_key, secret_key, regions, session_token=None):
+        argv = [binary, "--access-key", access_key, "--secret-key", secret_key,
+                "--regions", ",".join(regions)]
+        if session_token:
+            argv += ["--session-token", session_token]
+        super().__init__("fake_bedrock", argv)
+        self.wait_listening()
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    @staticmethod
+    def _parse(lines):
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def requests(self):
+        return self._parse(self.stdout.lines())
+
+    def mark(self):
+        """The number of requests seen so far; pass it to wait_requests() after acting."""
+        return len(self.requests())
+
+    def wait_requests(self, mark, count=1, timeout=10.0):
+        """The requests after `mark`, once there are at least `count` of them."""
+        def enough(lines):
+            seen = self._parse(lines)[mark:]
+            return seen if len(seen) >= count else None
+
+        seen = self.stdout.wait_for(enough, timeout)
+        if seen is None:
+            raise AssertionError("fake_bedrock saw %d request(s) after mark %d, expected %d"
+                                 % (len(self.requests()) - mark, mark, count))
+        return seen
+
+
+class Gateway(ChildProcess):
+    """The real gateway binary with a config file and credentials from the environment."""
+
+    def __init__(self, binary, config, workdir, name, access_key, secret_key):
+        path = os.path.join(workdir, name + ".json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+        # Only the credentials we mean to give it: nothing inherited from the developer's
+        # environment or ~/.aws may leak into what the gateway signs with.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "HOME": workdir,
+        })
+        super().__init__(name, [binary, "--config", path], env)
+        self.config = config
+        self.wait_listening()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+
+def closed_port():
+    """A port nobody listens on. The socket stays bound (never listening) so connecting to it
+    is refused and no other process can take the port while the test runs. Close it after use."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+class RawResponse:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case name -> value
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def error_code(self):
+        """The code part of x-amzn-ErrorType, as botocore reads it."""
+        return self.headers.get("x-amzn-errortype", "").split(":", 1)[0]
+
+    def __repr__(self):
+        return "RawResponse(%d, %r, %r)" % (self.status, self.headers, self.body[:300])
+
+
+def raw_exchange(port, head, body=b"", timeout=30.0):
+    """Writes bytes to the gateway exactly as given (no client-side normalisation) and parses
+    the one response. The body is sent in pieces and sending stops as soon as the gateway
+    answers, as a real client does when a server rejects an upload early."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        view = memoryview(body)
+        deadline = time.monotonic() + timeout
+        while view:
+            readable, writable, _ = select.select([s], [s], [], max(0.0, deadline - time.monotonic()))
+            if readable:
+                break  # the answer (or a close) is already here
+            if not writable:
+                raise AssertionError("gateway neither read the body nor answered within %s s"
+                                     % timeout)
+            try:
+                sent = s.send(view[:65536])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            view = view[sent:]
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        data = resp.read()
+        return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+
+
+def http_request(port, method, path, body=b"", headers=None, timeout=30.0):
+    """One request with http.client, which sends the path bytes unchanged (':' stays raw)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+    finally:
+        conn.close()

@@ -1,0 +1,110 @@
+// The AWS SDK for JavaScript v3 through bedrock-gateway. Started by ../test_js_sdk.py, which
+// runs the fake Bedrock and the gateway and passes BGW_GATEWAY_URL. The fake answers 403 to any
+// request whose SigV4 signature does not verify with the *gateway's* key, and echoes what it
+// received (wire path, region, body hash), so a 200 here proves the re-signing.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { test } from "node:test";
+
+import {
+  BedrockRuntimeClient,
+  ConverseCommand,
+  InvokeModelCommand,
+  ValidationException,
+  ThrottlingException,
+} from "@aws-sdk/client-bedrock-runtime";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+
+const endpoint = process.env.BGW_GATEWAY_URL;
+assert.ok(endpoint, "BGW_GATEWAY_URL must be set (test_js_sdk.py does)");
+
+function client(region) {
+  // The app signs with its own, unrelated keys: the gateway must drop that signature.
+  // BedrockRuntimeClient defaults to HTTP/2 (NodeHttp2Handler); the gateway speaks HTTP/1.1, so
+  // the app picks the SDK's HTTP/1.1 handler, as the README says.
+  return new BedrockRuntimeClient({
+    region,
+    endpoint,
+    requestHandler: new NodeHttpHandler(),
+    maxAttempts: 1,
+    credentials: { accessKeyId: "AKIDJSAPP", secretAccessKey: "js-app-secret", sessionToken: "js-app-token" },
+  });
+}
+
+const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+
+test("InvokeModel with a ':' model id, signed for a configured region", async () => {
+  const body = JSON.stringify({ inputText: "hello" });
+  const out = await client("eu-west-1").send(
+    new InvokeModelCommand({
+      modelId: "anthropic.claude-3-5-sonnet-20240620-v1:0",
+      contentType: "application/json",
+      accept: "application/json",
+      body,
+    }),
+  );
+  const echo = decode(out.body);
+  assert.equal(echo.modelId, "anthropic.claude-3-5-sonnet-20240620-v1:0");
+  assert.equal(echo.wirePath, "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke");
+  assert.equal(echo.region, "eu-west-1");
+  assert.equal(echo.bodySha256, createHash("sha256").update(body).digest("hex"));
+});
+
+test("InvokeModel with a provisioned-model ARN and a 1 MiB body, region outside the allow-list", async () => {
+  const arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdefghijkl";
+  const body = JSON.stringify({ inputText: "x".repeat(1024 * 1024) });
+  const out = await client("ap-south-1").send(
+    new InvokeModelCommand({ modelId: arn, contentType: "application/json", body }),
+  );
+  const echo = decode(out.body);
+  assert.equal(echo.modelId, arn);
+  assert.equal(
+    echo.wirePath,
+    "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aprovisioned-model%2Fabcdefghijkl/invoke",
+  );
+  assert.equal(echo.region, "us-east-1", "unconfigured app region falls back to default_region");
+  assert.equal(echo.bodyLength, Buffer.byteLength(body));
+  assert.equal(echo.bodySha256, createHash("sha256").update(body).digest("hex"));
+});
+
+test("Converse round-trips non-ASCII text", async () => {
+  const text = "héllo wörld — 日本語 🚀";
+  const out = await client("us-east-1").send(
+    new ConverseCommand({
+      modelId: "amazon.nova-lite-v1:0",
+      messages: [{ role: "user", content: [{ text }] }],
+    }),
+  );
+  assert.equal(out.output.message.content[0].text, text);
+  assert.equal(out.stopReason, "end_turn");
+  assert.ok(out.usage.inputTokens > 0);
+});
+
+test("upstream errors reach the SDK as its modeled exceptions", async () => {
+  const c = client("us-east-1");
+  await assert.rejects(
+    c.send(new InvokeModelCommand({ modelId: "fake-error-400-ValidationException", body: "{}" })),
+    (err) => err instanceof ValidationException && err.$metadata.httpStatusCode === 400,
+  );
+  await assert.rejects(
+    c.send(new InvokeModelCommand({ modelId: "fake-error-429-ThrottlingException", body: "{}" })),
+    (err) => err instanceof ThrottlingException && err.$metadata.httpStatusCode === 429,
+  );
+});
+
+test("the SDK's default HTTP/2 handler is refused cleanly with HTTP_1_1_REQUIRED", async () => {
+  const h2 = new BedrockRuntimeClient({
+    region: "us-east-1",
+    endpoint,
+    maxAttempts: 1,
+    credentials: { accessKeyId: "AKIDJSAPP", secretAccessKey: "js-app-secret" },
+  });
+  await assert.rejects(
+    h2.send(new InvokeModelCommand({ modelId: "m", body: "{}" })),
+    (err) => {
+      assert.match(String(err.message) + String(err.code), /13|HTTP_1_1_REQUIRED|GOAWAY/i, String(err));
+      return true;
+    },
+  );
+  h2.destroy();
+});

@@ -1,0 +1,712 @@
+#include "fakes/fake_bedrock.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <exception>
+#include <random>
+#include <set>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+namespace bgw::test {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// The gateway's own net/asio.hpp is not ours to depend on; the same idiom, spelled locally.
+inline constexpr auto use_nothrow = net::as_tuple(net::use_awaitable);
+
+constexpr std::string_view error_type_suffix =
+    ":http://internal.amazon.com/coral/com.amazon.bedrock/";
+constexpr std::string_view fake_account = "123456789012";
+
+std::string to_lower(std::string_view s) {
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) ==
+                      std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+    std::vector<std::string_view> parts;
+    for (;;) {
+        auto pos = s.find(sep);
+        parts.push_back(s.substr(0, pos));
+        if (pos == std::string_view::npos) return parts;
+        s.remove_prefix(pos + 1);
+    }
+}
+
+std::string random_hex(std::size_t n) {
+    // Request ids only need to be unique within a test run, not unpredictable.
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out(n, '0');
+    for (auto& c : out) c = digits[rng() & 0xf];
+    return out;
+}
+
+std::string make_uuid() {
+    auto h = random_hex(32);
+    h[12] = '4';                                                  // version 4
+    h[16] = "89ab"[std::stoi(h.substr(16, 1), nullptr, 16) & 3];  // RFC 4122 variant
+    return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+           "-" + h.substr(20);
+}
+
+using json_writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void write_string(json_writer& w, std::string_view s) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+void write_optional(json_writer& w, const std::optional<std::string>& s) {
+    if (s)
+        write_string(w, *s);
+    else
+        w.Null();
+}
+
+fake_response json_response(std::string body) {
+    fake_response r;
+    r.headers.push_back({"Content-Type", "application/json"});
+    r.body = std::move(body);
+    return r;
+}
+
+// Crude but stable token estimates: tests compare against what the fake reported, not a model.
+std::uint64_t estimate_tokens(std::size_t bytes) { return std::max<std::uint64_t>(1, bytes / 4); }
+
+// --- default routes --------------------------------------------------------------------------
+
+fake_response invoke(const recorded_request& req, std::string_view model_id) {
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    w.StartObject();
+    w.Key("modelId");
+    write_string(w, model_id);
+    w.Key("wirePath");
+    write_string(w, req.wire_path);
+    w.Key("bodySha256");
+    write_string(w, req.body_sha256);
+    w.Key("bodyLength");
+    w.Uint64(req.body.size());
+    w.Key("contentType");
+    write_optional(w, req.header("content-type"));
+    w.Key("accept");
+    write_optional(w, req.header("accept"));
+    w.Key("serviceTier");
+    write_optional(w, req.header("x-amzn-bedrock-service-tier"));
+    w.Key("region");
+    write_string(w, req.region);
+    w.EndObject();
+    auto r = json_response(sb.GetString());
+    r.headers.push_back(
+        {"X-Amzn-Bedrock-Input-Token-Count", std::to_string(estimate_tokens(req.body.size()))});
+    r.headers.push_back({"X-Amzn-Bedrock-Output-Token-Count", "7"});
+    r.headers.push_back({"X-Amzn-Bedrock-Invocation-Latency", "1"});
+    // The service model says the response echoes the tier that was actually used.
+    if (auto tier = req.header("x-amzn-bedrock-service-tier"))
+        r.headers.push_back({"X-Amzn-Bedrock-Service-Tier", *tier});
+    return r;
+}
+
+fake_response converse(const recorded_request& req) {
+    rapidjson::Document doc;
+    doc.Parse(req.body.data(), req.body.size());
+    if (doc.HasParseError() || !doc.IsObject())
+        return make_error(400, "ValidationException",
+                          "Malformed input request, please reformat your input and try again.");
+    auto messages = doc.FindMember("messages");
+    if (messages == doc.MemberEnd() || !messages->value.IsArray())
+        return make_error(400, "ValidationException",
+                          "The model returned the following errors: messages is required.");
+    std::optional<std::string> text;
+    for (const auto& m : messages->value.GetArray()) {
+        if (!m.IsObject()) continue;
+        auto role = m.FindMember("role");
+        auto content = m.FindMember("content");
+        if (role == m.MemberEnd() || !role->value.IsString() ||
+            std::string_view(role->value.GetString()) != "user" || content == m.MemberEnd() ||
+            !content->value.IsArray())
+            continue;
+        std::string joined;
+        for (const auto& block : content->value.GetArray()) {
+            if (!block.IsObject()) continue;
+            auto t = block.FindMember("text");
+            if (t != block.MemberEnd() && t->value.IsString())
+                joined.append(t->value.GetString(), t->value.GetStringLength());
+        }
+        text = std::move(joined);  // keep going: the echo is of the *last* user message
+    }
+    if (!text)
+        return make_error(400, "ValidationException",
+                          "A conversation must start with a user message.");
+
+    auto in_tokens = estimate_tokens(req.body.size());
+    auto out_tokens = estimate_tokens(text->size());
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    w.StartObject();
+    w.Key("output");
+    w.StartObject();
+    w.Key("message");
+    w.StartObject();
+    w.Key("role");
+    w.String("assistant");
+    w.Key("content");
+    w.StartArray();
+    w.StartObject();
+    w.Key("text");
+    write_string(w, *text);
+    w.EndObject();
+    w.EndArray();
+    w.EndObject();
+    w.EndObject();
+    w.Key("stopReason");
+    w.String("end_turn");
+    w.Key("usage");
+    w.StartObject();
+    w.Key("inputTokens");
+    w.Uint64(in_tokens);
+    w.Key("outputTokens");
+    w.Uint64(out_tokens);
+    w.Key("totalTokens");
+    w.Uint64(in_tokens + out_tokens);
+    w.EndObject();
+    w.Key("metrics");
+    w.StartObject();
+    w.Key("latencyMs");
+    w.Uint(1);
+    w.EndObject();
+    w.EndObject();
+    return json_response(sb.GetString());
+}
+
+fake_response count_tokens(const recorded_request& req) {
+    return json_response("{\"inputTokens\":" + std::to_string(estimate_tokens(req.body.size())) +
+                         "}");
+}
+
+fake_response apply_guardrail() {
+    return json_response(
+        R"({"usage":{"topicPolicyUnits":0,"contentPolicyUnits":1,"wordPolicyUnits":0,)"
+        R"("sensitiveInformationPolicyUnits":0,"sensitiveInformationPolicyFreeUnits":0,)"
+        R"("contextualGroundingPolicyUnits":0},"action":"NONE","actionReason":"No action.",)"
+        R"("outputs":[],"assessments":[{}]})");
+}
+
+std::string async_invoke_arn(std::string_view region) {
+    return "arn:aws:bedrock:" + std::string(region) + ":" + std::string(fake_account) +
+           ":async-invoke/" + random_hex(12);
+}
+
+fake_response start_async_invoke(const recorded_request& req) {
+    rapidjson::Document doc;
+    doc.Parse(req.body.data(), req.body.size());
+    if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("modelId"))
+        return make_error(400, "ValidationException",
+                          "modelId, modelInput and outputDataConfig are required.");
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    w.StartObject();
+    w.Key("invocationArn");
+    write_string(w, async_invoke_arn(req.region));
+    w.EndObject();
+    return json_response(sb.GetString());
+}
+
+fake_response get_async_invoke(const recorded_request& req, std::string_view arn) {
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    w.StartObject();
+    w.Key("invocationArn");
+    write_string(w, arn);
+    w.Key("modelArn");
+    write_string(w, "arn:aws:bedrock:" + req.region + "::foundation-model/amazon.nova-reel-v1:0");
+    w.Key("status");
+    w.String("InProgress");
+    w.Key("submitTime");
+    w.String("2024-11-20T17:45:23Z");
+    w.Key("outputDataConfig");
+    w.StartObject();
+    w.Key("s3OutputDataConfig");
+    w.StartObject();
+    w.Key("s3Uri");
+    w.String("s3://fake-bedrock-output/async/");
+    w.EndObject();
+    w.EndObject();
+    w.EndObject();
+    return json_response(sb.GetString());
+}
+
+// What a scripted model id asks for: an error now, or the normal answer after a delay.
+struct script {
+    std::optional<fake_response> error;
+    std::chrono::milliseconds delay{0};
+};
+
+// `fake-error-<status>-<Code>` and `fake-delay-<ms>`; an ordinary model id gives an empty script.
+script parse_script(std::string_view model_id) {
+    constexpr std::string_view error_prefix = "fake-error-";
+    constexpr std::string_view delay_prefix = "fake-delay-";
+    if (model_id.starts_with(error_prefix)) {
+        auto rest = model_id.substr(error_prefix.size());
+        unsigned status = 0;
+        auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), status);
+        auto code = rest.substr(static_cast<std::size_t>(end - rest.data()));
+        if (ec != std::errc{} || status < 400 || status > 599 || code.size() < 2 ||
+            code.front() != '-')
+            return {make_error(400, "ValidationException", "fake-bedrock: bad scripted error id")};
+        code.remove_prefix(1);
+        return {make_error(status, code, "fake-bedrock scripted " + std::string(code))};
+    }
+    if (model_id.starts_with(delay_prefix)) {
+        auto rest = model_id.substr(delay_prefix.size());
+        unsigned ms = 0;
+        auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), ms);
+        if (ec != std::errc{} || end != rest.data() + rest.size())
+            return {make_error(400, "ValidationException", "fake-bedrock: bad scripted delay id")};
+        return {std::nullopt, std::chrono::milliseconds(ms)};
+    }
+    return {};
+}
+
+fake_response model_route(const recorded_request& req,
+                          std::string_view model_id,
+                          std::string_view op) {
+    auto s = parse_script(model_id);
+    if (s.error) return std::move(*s.error);
+    fake_response r;
+    if (op == "invoke")
+        r = invoke(req, model_id);
+    else if (op == "converse")
+        r = converse(req);
+    else
+        r = count_tokens(req);
+    r.delay = s.delay;
+    return r;
+}
+
+fake_response unknown_operation() {
+    return make_error(404, "UnknownOperationException", "Unknown operation");
+}
+
+// --- the server ------------------------------------------------------------------------------
+
+recorded_request record(http::request<http::string_body>& msg) {
+    recorded_request rec;
+    rec.method = std::string(msg.method_string());
+    rec.target = std::string(msg.target());
+    auto q = rec.target.find('?');
+    rec.wire_path = rec.target.substr(0, q);
+    if (q != std::string::npos) rec.query = rec.target.substr(q + 1);
+    for (const auto& f : msg)
+        rec.headers.push_back({std::string(f.name_string()), std::string(f.value())});
+    rec.body = std::move(msg.body());
+    rec.body_sha256 = aws::sha256_hex(rec.body);
+    return rec;
+}
+
+bool has_header(const std::vector<aws::header>& headers, std::string_view name) {
+    return std::any_of(headers.begin(), headers.end(),
+                       [name](const aws::header& h) { return iequals(h.name, name); });
+}
+
+http::response<http::string_body> to_http(fake_response r, unsigned version, bool keep_alive) {
+    http::response<http::string_body> res;
+    res.version(version);
+    res.result(r.status);
+    for (auto& h : r.headers) res.insert(h.name, h.value);
+    res.body() = std::move(r.body);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    return res;
+}
+
+void report_exception(std::exception_ptr e) {
+    // Nothing may escape run(): a stray exception is a bug in the fake, so make it loud.
+    if (!e) return;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        std::fprintf(stderr, "fake_bedrock: coroutine threw: %s\n", ex.what());
+    }
+}
+
+}  // namespace
+
+struct fake_bedrock::state {
+    fake_options options;
+    std::function<void(const recorded_request&)> observer;  // written before start() only
+    mutable std::mutex mutex;
+    mutable std::condition_variable recorded;
+    std::vector<recorded_request> requests;
+    fake_behaviour behaviour = default_behaviour;
+};
+
+namespace {
+
+using state_ptr = std::shared_ptr<fake_bedrock::state>;
+
+// Verify, then run the behaviour, then publish the record (before the response is written, so a
+// client holding the response can always see the record).
+fake_response handle(recorded_request& rec, fake_bedrock::state& st) {
+    auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+    fake_response resp;
+    if (auto rejected = verify_signature(rec, st.options, now)) {
+        resp = std::move(*rejected);
+    } else {
+        fake_behaviour behaviour;
+        {
+            std::lock_guard lock(st.mutex);
+            behaviour = st.behaviour;
+        }
+        try {
+            resp = behaviour(rec);
+        } catch (const std::exception& e) {
+            resp = make_error(500, "InternalServerException",
+                              std::string("fake behaviour threw: ") + e.what());
+        }
+    }
+    if (!has_header(resp.headers, "x-amzn-RequestId"))
+        resp.headers.push_back({"x-amzn-RequestId", make_uuid()});
+    // What was answered goes into the record too, so end-to-end tests can prove the gateway
+    // relayed this very response.
+    rec.response_status = resp.status;
+    for (const auto& h : resp.headers)
+        if (iequals(h.name, "x-amzn-RequestId")) rec.request_id = h.value;
+    if (st.observer) st.observer(rec);
+    {
+        std::lock_guard lock(st.mutex);
+        st.requests.push_back(std::move(rec));
+    }
+    st.recorded.notify_all();
+    return resp;
+}
+
+net::awaitable<void> serve_connection(beast::tcp_stream stream, state_ptr st) {
+    beast::flat_buffer buffer;
+    for (;;) {
+        http::request_parser<http::string_body> parser;
+        parser.header_limit(64 * 1024);
+        parser.body_limit(st->options.max_body_bytes);
+        auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+        if (ec == http::error::body_limit) {
+            auto res = to_http(make_error(413, "ValidationException", "Request body too large"), 11,
+                               false);
+            co_await http::async_write(stream, res, use_nothrow);
+            break;
+        }
+        if (ec) break;  // peer closed (end_of_stream), reset, or garbage: just drop the connection
+        auto msg = parser.release();
+        auto rec = record(msg);
+        auto resp = handle(rec, *st);
+        if (resp.delay.count() > 0) {
+            net::steady_timer timer(stream.get_executor());
+            timer.expires_after(resp.delay);
+            co_await timer.async_wait(use_nothrow);
+        }
+        auto res = to_http(std::move(resp), msg.version(), msg.keep_alive());
+        auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
+        if (wec || !res.keep_alive()) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+net::awaitable<void> accept_loop(tcp::acceptor acceptor, state_ptr st) {
+    for (;;) {
+        auto [ec, socket] =
+            co_await acceptor.async_accept(net::make_strand(acceptor.get_executor()), use_nothrow);
+        if (ec == net::error::operation_aborted) co_return;
+        if (ec) continue;
+        // One strand per connection (style.md section 3), even though the fake has one thread.
+        auto ex = socket.get_executor();
+        net::co_spawn(ex, serve_connection(beast::tcp_stream(std::move(socket)), st),
+                      report_exception);
+    }
+}
+
+}  // namespace
+
+// --- public helpers ------------------------------------------------------------------------------
+
+std::optional<std::string> recorded_request::header(std::string_view name) const {
+    for (const auto& h : headers)
+        if (iequals(h.name, name)) return h.value;
+    return std::nullopt;
+}
+
+fake_response make_error(unsigned status, std::string_view code, std::string_view message) {
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    w.StartObject();
+    w.Key("message");
+    write_string(w, message);
+    w.EndObject();
+    auto r = json_response(sb.GetString());
+    r.status = status;
+    r.headers.push_back({"x-amzn-ErrorType", std::string(code) + std::string(error_type_suffix)});
+    return r;
+}
+
+std::string percent_decode(std::string_view s) {
+    auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+            out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+            i += 2;
+        } else {
+            out.push_back(s[i]);
+        }
+    }
+    return out;
+}
+
+fake_response default_behaviour(const recorded_request& req) {
+    if (req.wire_path.empty() || req.wire_path.front() != '/') return unknown_operation();
+    auto seg = split(std::string_view(req.wire_path).substr(1), '/');
+    const bool post = req.method == "POST";
+    const bool get = req.method == "GET";
+
+    if (post && seg.size() == 3 && seg[0] == "model" && !seg[1].empty() &&
+        (seg[2] == "invoke" || seg[2] == "converse" || seg[2] == "count-tokens"))
+        return model_route(req, percent_decode(seg[1]), seg[2]);
+    if (post && seg.size() == 5 && seg[0] == "guardrail" && !seg[1].empty() &&
+        seg[2] == "version" && !seg[3].empty() && seg[4] == "apply")
+        return apply_guardrail();
+    if (seg.size() == 1 && seg[0] == "async-invoke") {
+        if (post) return start_async_invoke(req);
+        if (get) return json_response(R"({"asyncInvokeSummaries":[]})");
+    }
+    if (get && seg.size() == 2 && seg[0] == "async-invoke" && !seg[1].empty())
+        return get_async_invoke(req, percent_decode(seg[1]));
+    return unknown_operation();
+}
+
+std::optional<fake_response> verify_signature(recorded_request& req,
+                                              const fake_options& opts,
+                                              std::chrono::sys_seconds now) {
+    auto reject = [&req](std::string_view code, std::string_view message) {
+        req.error_type = std::string(code);
+        return std::optional<fake_response>(make_error(403, code, message));
+    };
+    constexpr std::string_view mismatch =
+        "The request signature we calculated does not match the signature you provided. Check "
+        "your AWS Secret Access Key and signing method. Consult the service documentation for "
+        "details.";
+
+    auto authorization = req.header("authorization");
+    if (!authorization)
+        return reject("MissingAuthenticationTokenException", "Missing Authentication Token");
+    auto parsed = aws::parse_authorization(*authorization);
+    if (!parsed)
+        return reject("IncompleteSignatureException",
+                      "Authorization header requires 'Credential', 'Signature' and "
+                      "'SignedHeaders' parameters.");
+    req.access_key_id = parsed->access_key_id;
+    req.region = parsed->region;
+
+    if (parsed->access_key_id != opts.credentials.access_key_id)
+        return reject("UnrecognizedClientException",
+                      "The security token included in the request is invalid.");
+    // A token where none is expected is as wrong as a missing or different one: it means a
+    // client's credentials leaked through.
+    if (req.header("x-amz-security-token").value_or("") != opts.credentials.session_token)
+        return reject("UnrecognizedClientException",
+                      "The security token included in the request is invalid.");
+
+    auto amz_date = req.header("x-amz-date");
+    if (!amz_date)
+        return reject("IncompleteSignatureException",
+                      "Authorization header requires existence of either a 'X-Amz-Date' or a "
+                      "'Date' header.");
+    auto when = aws::parse_amz_date(*amz_date);
+    if (!when)
+        return reject("IncompleteSignatureException", "Date must be in ISO-8601 'basic format'.");
+    if (*when < now - opts.max_clock_skew)
+        return reject("InvalidSignatureException",
+                      "Signature expired: " + *amz_date + " is now earlier than " +
+                          aws::format_amz_date(now - opts.max_clock_skew) + " (" +
+                          aws::format_amz_date(now) + " - 5 min.)");
+    if (*when > now + opts.max_clock_skew)
+        return reject("InvalidSignatureException",
+                      "Signature not yet current: " + *amz_date + " is still later than " +
+                          aws::format_amz_date(now + opts.max_clock_skew) + " (" +
+                          aws::format_amz_date(now) + " + 5 min.)");
+    if (parsed->date != amz_date->substr(0, 8))
+        return reject("InvalidSignatureException",
+                      "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+                      "date from HTTP: '" +
+                          parsed->date + "' != '" + amz_date->substr(0, 8) + "'");
+    if (parsed->service != "bedrock")
+        return reject("InvalidSignatureException",
+                      "Credential should be scoped to correct service: 'bedrock'.");
+    if (std::find(opts.regions.begin(), opts.regions.end(), parsed->region) == opts.regions.end())
+        return reject("InvalidSignatureException",
+                      "Credential should be scoped to a valid region.");
+
+    std::set<std::string> signed_names;
+    for (const auto& n : parsed->signed_headers) signed_names.insert(to_lower(n));
+    if (!signed_names.contains("host"))
+        return reject("InvalidSignatureException",
+                      "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+    // Exactly the headers the client said it signed, as they arrived (repeats included).
+    std::vector<aws::header> signed_headers;
+    std::set<std::string> seen;
+    for (const auto& h : req.headers) {
+        auto lower = to_lower(h.name);
+        if (signed_names.contains(lower)) {
+            signed_headers.push_back(h);
+            seen.insert(lower);
+        }
+    }
+    if (seen != signed_names) return reject("InvalidSignatureException", mismatch);
+
+    aws::signing_input in;
+    in.method = req.method;
+    in.wire_path = req.wire_path;
+    in.query = req.query;
+    in.headers = signed_headers;
+    in.payload_sha256 = req.body_sha256;
+    in.region = parsed->region;
+    in.service = parsed->service;
+    in.time = *when;
+    auto sig = aws::sign_v4(in, opts.credentials);
+    if (sig.signature_hex != parsed->signature_hex)
+        return reject("InvalidSignatureException", mismatch);
+    req.signature_ok = true;
+    return std::nullopt;
+}
+
+void sign_request(http::request<http::string_body>& req,
+                  const aws::credentials& creds,
+                  std::string_view region,
+                  std::chrono::sys_seconds time,
+                  std::string_view service) {
+    if (req.find(http::field::host) == req.end())
+        req.set(http::field::host, "bedrock-runtime." + std::string(region) + ".amazonaws.com");
+    req.erase(http::field::authorization);
+    req.set("X-Amz-Date", aws::format_amz_date(time));
+    if (!creds.session_token.empty()) req.set("X-Amz-Security-Token", creds.session_token);
+    req.prepare_payload();  // Content-Length is sent, so botocore signs it; so do we
+
+    std::vector<aws::header> headers;
+    for (const auto& f : req)
+        headers.push_back({std::string(f.name_string()), std::string(f.value())});
+    std::string_view target = req.target();
+    auto q = target.find('?');
+    auto body_hash = aws::sha256_hex(req.body());
+
+    aws::signing_input in;
+    in.method = req.method_string();
+    in.wire_path = target.substr(0, q);
+    in.query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+    in.headers = headers;
+    in.payload_sha256 = body_hash;
+    in.region = region;
+    in.service = service;
+    in.time = time;
+    req.set(http::field::authorization, aws::sign_v4(in, creds).authorization);
+}
+
+// --- fake_bedrock --------------------------------------------------------------------------------
+
+fake_bedrock::fake_bedrock(fake_options opts) : state_(std::make_shared<state>()) {
+    state_->options = std::move(opts);
+}
+
+fake_bedrock::~fake_bedrock() { stop(); }
+
+void fake_bedrock::start() {
+    if (thread_.joinable()) return;
+    ioc_ = std::make_unique<net::io_context>(1);
+    tcp::acceptor acceptor(*ioc_);
+    tcp::endpoint ep(net::ip::make_address("127.0.0.1"), 0);
+    acceptor.open(ep.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    acceptor.bind(ep);
+    acceptor.listen();
+    port_ = acceptor.local_endpoint().port();
+    net::co_spawn(*ioc_, accept_loop(std::move(acceptor), state_), report_exception);
+    thread_ = std::thread([io = ioc_.get()] { io->run(); });
+}
+
+void fake_bedrock::stop() {
+    if (!thread_.joinable()) return;
+    // Stopping the loop (rather than cancelling each socket) cannot hang on a peer that never
+    // closes; destroying the io_context then destroys the suspended coroutine frames, which
+    // closes their sockets and timers.
+    ioc_->stop();
+    thread_.join();
+    ioc_.reset();
+}
+
+std::string fake_bedrock::endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+void fake_bedrock::set_behaviour(fake_behaviour behaviour) {
+    std::lock_guard lock(state_->mutex);
+    state_->behaviour = behaviour ? std::move(behaviour) : fake_behaviour(default_behaviour);
+}
+
+void fake_bedrock::set_observer(std::function<void(const recorded_request&)> observer) {
+    state_->observer = std::move(observer);
+}
+
+std::vector<recorded_request> fake_bedrock::requests() const {
+    std::lock_guard lock(state_->mutex);
+    return state_->requests;
+}
+
+std::size_t fake_bedrock::request_count() const {
+    std::lock_guard lock(state_->mutex);
+    return state_->requests.size();
+}
+
+void fake_bedrock::clear_requests() {
+    std::lock_guard lock(state_->mutex);
+    state_->requests.clear();
+}
+
+bool fake_bedrock::wait_for_requests(std::size_t n, std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(state_->mutex);
+    return state_->recorded.wait_for(lock, timeout, [&] { return state_->requests.size() >= n; });
+}
+
+}  // namespace bgw::test

@@ -1,0 +1,163 @@
+// fake_bedrock: the in-process fake as a standalone upstream for end-to-end tests with real SDKs.
+//
+//   fake_bedrock --access-key K --secret-key S [--session-token T] [--regions r1,r2]
+//
+// Prints `listening on 127.0.0.1:PORT` once, then one JSON line per request (what the upstream
+// saw: method, wire path, query, scope region, whether the signature verified, body hash and the
+// headers except Authorization), so tests can assert on it. Exits 0 on SIGTERM or SIGINT.
+
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "fakes/fake_bedrock.hpp"
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <signal.h>
+
+namespace {
+
+using bgw::test::recorded_request;
+
+void usage() {
+    std::fprintf(stderr,
+                 "usage: fake_bedrock --access-key K --secret-key S [--session-token T] "
+                 "[--regions us-east-1,eu-west-1]\n");
+}
+
+std::string to_lower(std::string_view s) {
+    std::string out(s);
+    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+void write_string(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view s) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+std::string log_line(const recorded_request& r) {
+    // Repeated headers are joined with ',' as HTTP allows; Authorization stays out of the log,
+    // its non-secret part (the access key id) is reported on its own.
+    std::map<std::string, std::string> headers;
+    for (const auto& h : r.headers) {
+        auto name = to_lower(h.name);
+        if (name == "authorization") continue;
+        auto [it, inserted] = headers.try_emplace(name, h.value);
+        if (!inserted) it->second += "," + h.value;
+    }
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    w.StartObject();
+    w.Key("method");
+    write_string(w, r.method);
+    w.Key("target");
+    write_string(w, r.target);
+    w.Key("wirePath");
+    write_string(w, r.wire_path);
+    w.Key("query");
+    write_string(w, r.query);
+    w.Key("region");
+    write_string(w, r.region);
+    w.Key("accessKeyId");
+    write_string(w, r.access_key_id);
+    w.Key("signatureOk");
+    w.Bool(r.signature_ok);
+    w.Key("errorType");
+    write_string(w, r.error_type);
+    w.Key("status");
+    w.Uint(r.response_status);
+    w.Key("requestId");
+    write_string(w, r.request_id);
+    w.Key("bodySha256");
+    write_string(w, r.body_sha256);
+    w.Key("bodyLength");
+    w.Uint64(r.body.size());
+    w.Key("headers");
+    w.StartObject();
+    for (const auto& [name, value] : headers) {
+        write_string(w, name);
+        write_string(w, value);
+    }
+    w.EndObject();
+    w.EndObject();
+    return sb.GetString();
+}
+
+void print_request(const recorded_request& r) {
+    // Runs on the server thread before the response is written, so by the time a client has
+    // its response the line is already in the pipe.
+    std::cout << log_line(r) << std::endl;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bgw::test::fake_options opts;
+    opts.credentials = {};
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            usage();
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            usage();
+            return 2;
+        }
+        std::string value = argv[++i];
+        if (arg == "--access-key") {
+            opts.credentials.access_key_id = value;
+        } else if (arg == "--secret-key") {
+            opts.credentials.secret_access_key = value;
+        } else if (arg == "--session-token") {
+            opts.credentials.session_token = value;
+        } else if (arg == "--regions") {
+            opts.regions.clear();
+            std::size_t start = 0;
+            while (start <= value.size()) {
+                auto comma = value.find(',', start);
+                auto region = value.substr(start, comma - start);
+                if (!region.empty()) opts.regions.push_back(region);
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+            }
+        } else {
+            std::fprintf(stderr, "fake_bedrock: unknown option %s\n", argv[i - 1]);
+            usage();
+            return 2;
+        }
+    }
+    if (opts.credentials.access_key_id.empty() || opts.credentials.secret_access_key.empty() ||
+        opts.regions.empty()) {
+        usage();
+        return 2;
+    }
+
+    // Block the signals before the server thread exists so it inherits the mask and sigwait()
+    // below is the only place they are delivered.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+    bgw::test::fake_bedrock fake(opts);
+    fake.set_observer(print_request);
+    try {
+        fake.start();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fake_bedrock: cannot listen: %s\n", e.what());
+        return 2;
+    }
+    std::cout << "listening on 127.0.0.1:" << fake.port() << std::endl;
+
+    int sig = 0;
+    sigwait(&signals, &sig);
+    fake.stop();
+    return 0;
+}
