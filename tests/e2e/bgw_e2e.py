@@ -153,8 +153,30 @@ class FakeBedrock(ChildProcess):
         return "http://127.0.0.1:%d" % self.port
 
     @staticmethod
-    def _parse(lines):
-        return [json.loads(line) for line in lines if line.startswith("{")]
+    def _parse(lines, event=None):
+        """Request lines (event=None) or the lines of one event kind ("stream_end")."""
+        out = []
+        for line in lines:
+            if line.startswith("{"):
+                obj = json.loads(line)
+                if obj.get("event") == event:
+                    out.append(obj)
+        return out
+
+    def stream_outcomes(self):
+        return self._parse(self.stdout.lines(), "stream_end")
+
+    def wait_stream_outcomes(self, mark, count=1, timeout=10.0):
+        """The stream_end lines after the first `mark` of them, once there are `count`."""
+        def enough(lines):
+            seen = self._parse(lines, "stream_end")[mark:]
+            return seen if len(seen) >= count else None
+
+        seen = self.stdout.wait_for(enough, timeout)
+        if seen is None:
+            raise AssertionError("fake_bedrock ended %d stream(s) after mark %d, expected %d"
+                                 % (len(self.stream_outcomes()) - mark, mark, count))
+        return seen
 
     def requests(self):
         return self._parse(self.stdout.lines())

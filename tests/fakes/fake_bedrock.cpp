@@ -1,5 +1,7 @@
 #include "fakes/fake_bedrock.hpp"
 
+#include "bgw/aws/eventstream.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -11,13 +13,18 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
@@ -316,6 +323,155 @@ fake_response model_route(const recorded_request& req,
     return r;
 }
 
+// --- streaming routes ----------------------------------------------------------------------------
+
+std::string base64(std::string_view in) {
+    namespace b64 = beast::detail::base64;
+    std::string out(b64::encoded_size(in.size()), '\0');
+    out.resize(b64::encode(out.data(), in.data(), in.size()));
+    return out;
+}
+
+std::string json_string(std::string_view s) {
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    write_string(w, s);
+    return sb.GetString();
+}
+
+/// The text the streams answer with: the last user text of a Converse body, else fixed words.
+std::vector<std::string> answer_pieces(const recorded_request& req) {
+    std::string text = "Hello from fake Bedrock";
+    rapidjson::Document doc;
+    doc.Parse(req.body.data(), req.body.size());
+    if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("messages") &&
+        doc["messages"].IsArray()) {
+        for (const auto& m : doc["messages"].GetArray()) {
+            if (!m.IsObject() || !m.HasMember("content") || !m["content"].IsArray()) continue;
+            for (const auto& block : m["content"].GetArray()) {
+                if (block.IsObject() && block.HasMember("text") && block["text"].IsString())
+                    text.assign(block["text"].GetString(), block["text"].GetStringLength());
+            }
+        }
+    }
+    // Split after each space so the pieces concatenate back to the text.
+    std::vector<std::string> pieces;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        auto space = text.find(' ', start);
+        auto end = space == std::string::npos ? text.size() : space + 1;
+        pieces.push_back(text.substr(start, end - start));
+        start = end;
+    }
+    if (pieces.empty()) pieces.push_back("");
+    return pieces;
+}
+
+/// InvokeModelWithResponseStream for an Anthropic Messages body: `chunk` events whose payload
+/// is {"bytes": base64(model JSON)}; the last one carries amazon-bedrock-invocationMetrics.
+std::vector<std::string> invoke_stream_events(const recorded_request& req) {
+    std::vector<std::string> events;
+    auto chunk = [&](const std::string& model_json) {
+        events.push_back(
+            aws::eventstream::bedrock_event("chunk", R"({"bytes":")" + base64(model_json) + "\"}"));
+    };
+    chunk(R"({"type":"message_start","message":{"role":"assistant","content":[]}})");
+    const auto pieces = answer_pieces(req);
+    for (const auto& piece : pieces) {
+        chunk(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":)" +
+              json_string(piece) + "}}");
+    }
+    chunk(R"({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":)" +
+          std::to_string(estimate_tokens(req.body.size())) + ",\"outputTokenCount\":" +
+          std::to_string(pieces.size()) + ",\"invocationLatency\":12,\"firstByteLatency\":3}}");
+    return events;
+}
+
+/// ConverseStream: messageStart, contentBlockDelta per piece, contentBlockStop, messageStop,
+/// metadata with usage.
+std::vector<std::string> converse_stream_events(const recorded_request& req) {
+    using aws::eventstream::bedrock_event;
+    std::vector<std::string> events;
+    events.push_back(bedrock_event("messageStart", R"({"role":"assistant"})"));
+    const auto pieces = answer_pieces(req);
+    for (const auto& piece : pieces) {
+        events.push_back(bedrock_event(
+            "contentBlockDelta",
+            R"({"contentBlockIndex":0,"delta":{"text":)" + json_string(piece) + "}}"));
+    }
+    events.push_back(bedrock_event("contentBlockStop", R"({"contentBlockIndex":0})"));
+    events.push_back(bedrock_event("messageStop", R"({"stopReason":"end_turn"})"));
+    const auto in = estimate_tokens(req.body.size());
+    const auto out = pieces.size();
+    events.push_back(bedrock_event("metadata", R"({"usage":{"inputTokens":)" + std::to_string(in) +
+                                                   ",\"outputTokens\":" + std::to_string(out) +
+                                                   ",\"totalTokens\":" + std::to_string(in + out) +
+                                                   R"(},"metrics":{"latencyMs":12}})"));
+    return events;
+}
+
+std::optional<unsigned> scripted_number(std::string_view model_id, std::string_view prefix) {
+    if (!model_id.starts_with(prefix)) return std::nullopt;
+    auto rest = model_id.substr(prefix.size());
+    unsigned n = 0;
+    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), n);
+    if (ec != std::errc{} || end != rest.data() + rest.size()) return std::nullopt;
+    return n;
+}
+
+fake_response stream_route(const recorded_request& req,
+                           std::string_view model_id,
+                           std::string_view op) {
+    std::chrono::milliseconds pause{0};
+    if (model_id.starts_with("fake-delay-")) {
+        auto ms = scripted_number(model_id, "fake-delay-");
+        if (!ms) return make_error(400, "ValidationException", "fake-bedrock: bad delay id");
+        pause = std::chrono::milliseconds(*ms);
+    } else if (model_id.starts_with("fake-error-")) {
+        return std::move(*parse_script(model_id).error);
+    }
+    std::vector<std::string> events;
+    if (op == "converse-stream") {
+        rapidjson::Document doc;
+        doc.Parse(req.body.data(), req.body.size());
+        if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("messages"))
+            return make_error(400, "ValidationException",
+                              "The model returned the following errors: messages is required.");
+        events = converse_stream_events(req);
+    } else {
+        events = invoke_stream_events(req);
+    }
+
+    fake_response r;
+    r.headers.push_back({"Content-Type", "application/vnd.amazon.eventstream"});
+    if (op == "invoke-with-response-stream")
+        r.headers.push_back({"X-Amzn-Bedrock-Content-Type", "application/json"});
+    constexpr std::string_view exception_prefix = "fake-stream-exception-";
+    if (model_id.starts_with(exception_prefix)) {
+        events.resize(2);
+        auto member = std::string(model_id.substr(exception_prefix.size()));
+        events.push_back(aws::eventstream::bedrock_exception(
+            member, R"({"message":"fake-bedrock scripted mid-stream )" + member + "\"}"));
+    } else if (model_id == "fake-stream-error") {
+        events.resize(2);
+        events.push_back(aws::eventstream::bedrock_error("InternalFailure",
+                                                         "fake-bedrock scripted error frame"));
+    } else if (model_id == "fake-stream-corrupt") {
+        events.resize(2);
+        events.back().back() = static_cast<char>(events.back().back() ^ 0x5a);  // message CRC
+        r.stall = std::chrono::seconds(30);
+    } else if (model_id == "fake-stream-cut") {
+        events.resize(2);
+        r.stream_complete = false;
+    } else if (auto stall = scripted_number(model_id, "fake-stream-stall-")) {
+        for (std::size_t i = 0; i < events.size(); ++i)
+            r.stream.push_back({i == 1 ? std::chrono::milliseconds(*stall) : pause, events[i]});
+        return r;
+    }
+    for (auto& e : events) r.stream.push_back({pause, std::move(e)});
+    return r;
+}
+
 fake_response unknown_operation() {
     return make_error(404, "UnknownOperationException", "Unknown operation");
 }
@@ -371,6 +527,8 @@ struct fake_bedrock::state {
     mutable std::condition_variable recorded;
     std::vector<recorded_request> requests;
     fake_behaviour behaviour = default_behaviour;
+    std::function<void(const stream_outcome&)> stream_observer;  // written before start() only
+    std::vector<stream_outcome> stream_outcomes;
 };
 
 namespace {
@@ -413,6 +571,90 @@ fake_response handle(recorded_request& rec, fake_bedrock::state& st) {
     return resp;
 }
 
+std::string rec_id(const fake_response& r) {
+    for (const auto& h : r.headers)
+        if (iequals(h.name, "x-amzn-RequestId")) return h.value;
+    return {};
+}
+
+/// Waits `pause` unless the peer closes first; true when the peer has gone. Data from the peer
+/// (a pipelined request) does not count as going away.
+net::awaitable<bool> pause_watching_peer(beast::tcp_stream& stream,
+                                         std::chrono::milliseconds pause) {
+    using namespace net::experimental::awaitable_operators;
+    net::steady_timer timer(stream.get_executor());
+    timer.expires_after(pause);
+    auto which = co_await (timer.async_wait(use_nothrow) ||
+                           stream.socket().async_wait(tcp::socket::wait_read, use_nothrow));
+    if (which.index() == 0) co_return false;
+    char probe;
+    beast::error_code ec;
+    auto n = stream.socket().receive(net::buffer(&probe, 1), tcp::socket::message_peek, ec);
+    if (ec || n == 0) co_return true;
+    // Readable with data: wait out the pause without watching.
+    timer.expires_after(pause);
+    co_await timer.async_wait(use_nothrow);
+    co_return false;
+}
+
+/// Writes a streamed response: header, one chunk per part after its pause, then the last chunk
+/// (or a dropped connection). Returns whether the connection can serve another request.
+net::awaitable<bool> write_stream(beast::tcp_stream& stream,
+                                  fake_response resp,
+                                  std::string request_id,
+                                  fake_bedrock::state& st) {
+    const auto started = std::chrono::steady_clock::now();
+    stream_outcome outcome;
+    outcome.request_id = std::move(request_id);
+    outcome.parts_total = resp.stream.size();
+
+    http::response<http::empty_body> head{static_cast<http::status>(resp.status), 11};
+    for (auto& h : resp.headers) head.insert(h.name, h.value);
+    head.chunked(true);
+    http::response_serializer<http::empty_body> sr{head};
+    auto [hec, hn] = co_await http::async_write_header(stream, sr, use_nothrow);
+    bool ok = !hec;
+    for (auto& part : resp.stream) {
+        if (!ok) break;
+        if (part.pause.count() > 0 && co_await pause_watching_peer(stream, part.pause)) {
+            outcome.peer_closed = true;
+            ok = false;
+            break;
+        }
+        auto [ec, n] = co_await net::async_write(stream, http::make_chunk(net::buffer(part.bytes)),
+                                                 use_nothrow);
+        if (ec) {
+            outcome.peer_closed = true;
+            ok = false;
+            break;
+        }
+        ++outcome.parts_sent;
+    }
+    if (ok && resp.stall.count() > 0 && co_await pause_watching_peer(stream, resp.stall)) {
+        outcome.peer_closed = true;
+        ok = false;
+    }
+    if (ok && resp.stream_complete) {
+        auto [ec, n] = co_await net::async_write(stream, http::make_chunk_last(), use_nothrow);
+        outcome.completed = !ec;
+        outcome.peer_closed = static_cast<bool>(ec);
+    }
+    outcome.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    if (st.stream_observer) st.stream_observer(outcome);
+    {
+        std::lock_guard lock(st.mutex);
+        st.stream_outcomes.push_back(outcome);
+    }
+    st.recorded.notify_all();
+    if (!outcome.completed) {
+        // A dropped upstream: close without the last chunk, so the peer sees a cut body.
+        beast::error_code ignored;
+        stream.socket().close(ignored);
+    }
+    co_return outcome.completed;
+}
+
 net::awaitable<void> serve_connection(beast::tcp_stream stream, state_ptr st) {
     beast::flat_buffer buffer;
     for (;;) {
@@ -435,6 +677,11 @@ net::awaitable<void> serve_connection(beast::tcp_stream stream, state_ptr st) {
             timer.expires_after(resp.delay);
             co_await timer.async_wait(use_nothrow);
         }
+        if (!resp.stream.empty()) {
+            auto id = rec_id(resp);
+            if (!co_await write_stream(stream, std::move(resp), std::move(id), *st)) break;
+            continue;
+        }
         auto res = to_http(std::move(resp), msg.version(), msg.keep_alive());
         auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
         if (wec || !res.keep_alive()) break;
@@ -449,6 +696,10 @@ net::awaitable<void> accept_loop(tcp::acceptor acceptor, state_ptr st) {
             co_await acceptor.async_accept(net::make_strand(acceptor.get_executor()), use_nothrow);
         if (ec == net::error::operation_aborted) co_return;
         if (ec) continue;
+        // Like Bedrock's own front end: small event frames go out at once, not after the
+        // peer's delayed ACK (Nagle).
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         // One strand per connection (style.md section 3), even though the fake has one thread.
         auto ex = socket.get_executor();
         net::co_spawn(ex, serve_connection(beast::tcp_stream(std::move(socket)), st),
@@ -508,6 +759,9 @@ fake_response default_behaviour(const recorded_request& req) {
     if (post && seg.size() == 3 && seg[0] == "model" && !seg[1].empty() &&
         (seg[2] == "invoke" || seg[2] == "converse" || seg[2] == "count-tokens"))
         return model_route(req, percent_decode(seg[1]), seg[2]);
+    if (post && seg.size() == 3 && seg[0] == "model" && !seg[1].empty() &&
+        (seg[2] == "invoke-with-response-stream" || seg[2] == "converse-stream"))
+        return stream_route(req, percent_decode(seg[1]), seg[2]);
     if (post && seg.size() == 5 && seg[0] == "guardrail" && !seg[1].empty() &&
         seg[2] == "version" && !seg[3].empty() && seg[4] == "apply")
         return apply_guardrail();
@@ -687,6 +941,22 @@ void fake_bedrock::set_behaviour(fake_behaviour behaviour) {
 
 void fake_bedrock::set_observer(std::function<void(const recorded_request&)> observer) {
     state_->observer = std::move(observer);
+}
+
+void fake_bedrock::set_stream_observer(std::function<void(const stream_outcome&)> observer) {
+    state_->stream_observer = std::move(observer);
+}
+
+std::vector<stream_outcome> fake_bedrock::stream_outcomes() const {
+    std::lock_guard lock(state_->mutex);
+    return state_->stream_outcomes;
+}
+
+bool fake_bedrock::wait_for_stream_outcomes(std::size_t n,
+                                            std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(state_->mutex);
+    return state_->recorded.wait_for(lock, timeout,
+                                     [&] { return state_->stream_outcomes.size() >= n; });
 }
 
 std::vector<recorded_request> fake_bedrock::requests() const {

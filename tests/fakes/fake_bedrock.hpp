@@ -9,7 +9,16 @@
 /// Accepted requests go to a behaviour function; the default one speaks the runtime API
 /// (bedrock-facts.md sections 1 and 2) and understands scripted model ids:
 ///   `fake-error-<status>-<Code>` answers with that error,
-///   `fake-delay-<ms>` answers normally after that delay (an asio timer, never a blocking sleep).
+///   `fake-delay-<ms>` answers normally after that delay (an asio timer, never a blocking sleep);
+///     for the streaming operations, that pause comes before every event instead.
+/// The streaming operations (`invoke-with-response-stream`, `converse-stream`) answer with
+/// event-stream frames made by the gateway's codec, and also understand:
+///   `fake-stream-exception-<member>` two events, then a modeled exception frame
+///     (`throttlingException`, `modelStreamErrorException`, ...);
+///   `fake-stream-error` two events, then a `:message-type error` frame;
+///   `fake-stream-corrupt` one event, then a frame with a bad message CRC, then a 30 s stall;
+///   `fake-stream-cut` two events, then the connection is dropped mid-body;
+///   `fake-stream-stall-<ms>` one event, then a silence of that long, then the rest.
 ///
 /// Every request (accepted or rejected) is recorded before its response is written, so once a
 /// client holds the response the record is visible through requests().
@@ -57,12 +66,38 @@ struct recorded_request {
     std::optional<std::string> header(std::string_view name) const;
 };
 
+/// One piece of a streamed body (usually one event-stream frame), written as its own HTTP chunk
+/// after `pause`.
+struct stream_part {
+    std::chrono::milliseconds pause{0};
+    std::string bytes;
+};
+
 /// What the fake answers. `delay` postpones the response on the server's own timer.
 struct fake_response {
     unsigned status = 200;
     std::vector<aws::header> headers;  ///< Content-Type, x-amzn-RequestId etc. (added if absent)
     std::string body;
     std::chrono::milliseconds delay{0};
+    /// When non-empty, the body is streamed instead of `body`: headers first, then one chunk per
+    /// part, as Bedrock's event streams arrive. While pausing, the fake watches its peer, so a
+    /// client that goes away is noticed at once (see stream_outcome).
+    std::vector<stream_part> stream;
+    /// After the last part, hold the connection open this long before finishing (a stalled
+    /// upstream).
+    std::chrono::milliseconds stall{0};
+    /// Finish with the last chunk (true) or drop the connection mid-body (a failed upstream).
+    bool stream_complete = true;
+};
+
+/// How a streamed response ended, reported once it has.
+struct stream_outcome {
+    std::string request_id;
+    std::size_t parts_total = 0;
+    std::size_t parts_sent = 0;
+    bool completed = false;    ///< every part and the last chunk were written
+    bool peer_closed = false;  ///< the peer closed (or reset) the connection before that
+    std::chrono::milliseconds elapsed{0};  ///< from the response header to the end
 };
 
 using fake_behaviour = std::function<fake_response(const recorded_request&)>;
@@ -119,6 +154,13 @@ public:
     /// Called on the server thread for every recorded request, before the response is written.
     /// Set it before start().
     void set_observer(std::function<void(const recorded_request&)> observer);
+
+    /// Called on the server thread when a streamed response ends. Set it before start().
+    void set_stream_observer(std::function<void(const stream_outcome&)> observer);
+    /// Every stream outcome so far (thread-safe).
+    std::vector<stream_outcome> stream_outcomes() const;
+    /// Waits until at least `n` streams have ended; false on timeout.
+    bool wait_for_stream_outcomes(std::size_t n, std::chrono::milliseconds timeout) const;
 
     /// A snapshot of everything recorded so far (thread-safe).
     std::vector<recorded_request> requests() const;

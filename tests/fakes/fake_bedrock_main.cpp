@@ -4,7 +4,9 @@
 //
 // Prints `listening on 127.0.0.1:PORT` once, then one JSON line per request (what the upstream
 // saw: method, wire path, query, scope region, whether the signature verified, body hash and the
-// headers except Authorization), so tests can assert on it. Exits 0 on SIGTERM or SIGINT.
+// headers except Authorization), and an `{"event":"stream_end",...}` line when a streamed
+// response ends (parts sent, completed, whether the peer closed first), so tests can assert on
+// it. Exits 0 on SIGTERM or SIGINT.
 
 #include <cctype>
 #include <cstdio>
@@ -94,6 +96,28 @@ void print_request(const recorded_request& r) {
     std::cout << log_line(r) << std::endl;
 }
 
+void print_stream_outcome(const bgw::test::stream_outcome& o) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    w.StartObject();
+    w.Key("event");
+    w.String("stream_end");
+    w.Key("requestId");
+    write_string(w, o.request_id);
+    w.Key("partsTotal");
+    w.Uint64(o.parts_total);
+    w.Key("partsSent");
+    w.Uint64(o.parts_sent);
+    w.Key("completed");
+    w.Bool(o.completed);
+    w.Key("peerClosed");
+    w.Bool(o.peer_closed);
+    w.Key("elapsedMs");
+    w.Int64(o.elapsed.count());
+    w.EndObject();
+    std::cout << sb.GetString() << std::endl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -148,6 +172,7 @@ int main(int argc, char** argv) {
 
     bgw::test::fake_bedrock fake(opts);
     fake.set_observer(print_request);
+    fake.set_stream_observer(print_stream_outcome);
     try {
         fake.start();
     } catch (const std::exception& e) {
