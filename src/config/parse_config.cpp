@@ -105,9 +105,9 @@ result<void> parse_regions(const json& v, config& out) {
 
 result<void> parse_upstream(const json& v, config& out) {
     if (!v.IsObject()) return bad("upstream", "must be an object");
-    if (auto r = only_known(
-            v, "upstream",
-            {"ca_file", "connect_timeout_ms", "response_timeout_ms", "max_idle_per_host"});
+    if (auto r = only_known(v, "upstream",
+                            {"ca_file", "connect_timeout_ms", "response_timeout_ms",
+                             "stream_idle_timeout_ms", "max_idle_per_host"});
         !r) {
         return r.error();
     }
@@ -125,6 +125,11 @@ result<void> parse_upstream(const json& v, config& out) {
         auto n = get_int(m->value, "upstream.response_timeout_ms", 1, 3'600'000);
         if (!n) return n.error();
         out.upstream.response_timeout = std::chrono::milliseconds(*n);
+    }
+    if (auto m = v.FindMember("stream_idle_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "upstream.stream_idle_timeout_ms", 1, 3'600'000);
+        if (!n) return n.error();
+        out.upstream.stream_idle_timeout = std::chrono::milliseconds(*n);
     }
     if (auto m = v.FindMember("max_idle_per_host"); m != v.MemberEnd()) {
         auto n = get_int(m->value, "upstream.max_idle_per_host", 0, 10'000);

@@ -2,6 +2,7 @@
 // region, forward it, and relay the response as it arrives (never buffering a whole response).
 
 #include "bgw/http/error_response.hpp"
+#include "bgw/http/event_relay.hpp"
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/net/gateway.hpp"
@@ -37,6 +38,7 @@ struct request_log {
     std::string upstream_request_id;
     std::string error;
     clock::time_point start = clock::now();
+    std::optional<bgw::http::stream_summary> stream;  ///< set for event-stream responses
 };
 
 void write_log(const request_log& l) {
@@ -64,6 +66,23 @@ void write_log(const request_log& l) {
     w.Uint64(l.bytes_out);
     if (!l.upstream_request_id.empty()) str("upstream_request_id", l.upstream_request_id);
     if (!l.error.empty()) str("error", l.error);
+    if (l.stream) {
+        w.Key("stream_events");
+        w.Uint64(l.stream->events);
+        if (l.stream->input_tokens) {
+            w.Key("input_tokens");
+            w.Uint64(*l.stream->input_tokens);
+        }
+        if (l.stream->output_tokens) {
+            w.Key("output_tokens");
+            w.Uint64(*l.stream->output_tokens);
+        }
+        if (!l.stream->exception.empty()) {
+            // The exception's type only: its message may quote the prompt.
+            str("stream_exception", l.stream->exception);
+        }
+        if (!l.stream->corrupt.empty()) str("stream_corrupt", l.stream->corrupt);
+    }
     w.EndObject();
     spdlog::info("{}", std::string_view(buf.GetString(), buf.GetSize()));
 }
@@ -101,12 +120,23 @@ awaitable<beast::error_code> send_and_read_header(Stream& up,
     co_return rec;
 }
 
+/// How a relayed body ended.
+enum class relay_end {
+    done,
+    client_failed,
+    upstream_failed,
+    upstream_truncated,
+    corrupt,      ///< ended with an error frame
+    idle_timeout  ///< ended with an error frame
+};
+
 /// Relays the response body piece by piece: each piece read from upstream is written to the
-/// client before the next read, so memory per stream is one fixed buffer and a slow client
-/// slows the upstream read (back-pressure). Returns the first error and whether it was the
-/// client's side.
+/// client before the next read, so memory per stream is one fixed buffer (plus, for an event
+/// stream, the one frame in progress) and a slow client slows the upstream read
+/// (back-pressure). For an event stream (`events` set) whole frames go out as soon as their last
+/// byte arrives, and a corrupt frame ends the client's stream with an error frame instead.
 template <class Stream>
-awaitable<std::pair<beast::error_code, bool>> relay_body(
+awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     Stream& up,
     beast::flat_buffer& upbuf,
     http::response_parser<http::buffer_body>& p,
@@ -115,33 +145,101 @@ awaitable<std::pair<beast::error_code, bool>> relay_body(
     http::response<http::buffer_body>& res,
     std::chrono::milliseconds read_timeout,
     std::chrono::milliseconds write_timeout,
-    std::size_t& bytes_out) {
+    std::size_t& bytes_out,
+    bgw::http::event_relay* events) {
     char piece[16 * 1024];
+    std::string frames;
     for (;;) {
+        std::string_view out;
+        bool corrupt = false;
         if (!p.is_done()) {
             p.get().body().data = piece;
             p.get().body().size = sizeof piece;
             beast::get_lowest_layer(up).expires_after(read_timeout);
             auto [ec, n] = co_await http::async_read_some(up, upbuf, p, use_nothrow);
             if (ec == http::error::need_buffer) ec = {};
-            if (ec) co_return std::pair{ec, false};
-            res.body().data = piece;
-            res.body().size = sizeof piece - p.get().body().size;
-            res.body().more = !p.is_done();
-        } else {
-            res.body().data = nullptr;
-            res.body().size = 0;
-            res.body().more = false;
+            if (ec == beast::error::timeout && events && res.chunked() && events->pending() == 0) {
+                // A silent stream, cut between frames: say so in a frame of its own.
+                frames = bgw::http::stream_failure_frame(
+                    "bedrock-gateway: no event from upstream for " +
+                    std::to_string(read_timeout.count()) +
+                    " ms (upstream.stream_idle_timeout_ms); the stream was ended");
+                res.body().data = frames.data();
+                res.body().size = frames.size();
+                res.body().more = false;
+                client.expires_after(write_timeout);
+                auto [wec, wn] = co_await http::async_write(client, sr, use_nothrow);
+                bytes_out += wn;
+                if (wec == http::error::need_buffer) wec = {};
+                co_return std::pair{wec ? relay_end::client_failed : relay_end::idle_timeout, wec};
+            }
+            if (ec) co_return std::pair{relay_end::upstream_failed, ec};
+            out = {piece, sizeof piece - p.get().body().size};
+            if (events) {
+                frames.clear();
+                corrupt = !events->feed(out, frames);
+                out = frames;
+                if (!corrupt && p.is_done() && events->pending() != 0)
+                    co_return std::pair{relay_end::upstream_truncated, beast::error_code{}};
+            }
         }
+        bool last = p.is_done();
+        if (corrupt) {
+            // Not a byte of the bad frame goes out. A chunked body can still end properly,
+            // with one error frame that says why; a fixed-length one can only be cut.
+            if (!res.chunked()) co_return std::pair{relay_end::corrupt, beast::error_code{}};
+            frames += bgw::http::stream_failure_frame(
+                "bedrock-gateway: the upstream event stream is corrupt (" +
+                events->summary().corrupt + "); the stream was ended");
+            out = frames;
+            last = true;
+        }
+        res.body().data = const_cast<char*>(out.data());
+        res.body().size = out.size();
+        res.body().more = !last;
         // An empty piece with more to come would make the serializer end the chunked body.
-        if (res.body().size == 0 && res.body().more) continue;
+        if (out.empty() && !last) continue;
         client.expires_after(write_timeout);
         auto [wec, wn] = co_await http::async_write(client, sr, use_nothrow);
         bytes_out += wn;
         if (wec == http::error::need_buffer) wec = {};
-        if (wec) co_return std::pair{wec, true};
-        if (sr.is_done()) co_return std::pair{beast::error_code{}, false};
+        if (wec) co_return std::pair{relay_end::client_failed, wec};
+        if (corrupt) co_return std::pair{relay_end::corrupt, beast::error_code{}};
+        if (sr.is_done()) co_return std::pair{relay_end::done, beast::error_code{}};
     }
+}
+
+/// Watches the client while its request is in flight: a client that closes (or resets) is
+/// noticed at once, and the upstream request is cancelled then rather than at the next write.
+/// Bytes from the client (a pipelined request) end the watch without counting as gone.
+struct client_watch {
+    bool active = true;
+    bool client_gone = false;
+    upstream_connection* upstream = nullptr;  ///< the connection in use, if any yet
+};
+
+void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>& w) {
+    auto& sock = client.socket();
+    sock.async_wait(asio::socket_base::wait_read, [&sock, w](const beast::error_code& ec) {
+        if (!w->active || ec) return;  // inactive: the session (and `sock`) may be gone
+        char probe;
+        beast::error_code pec;
+        sock.non_blocking(true, pec);
+        const auto n = sock.receive(asio::buffer(&probe, 1), asio::socket_base::message_peek, pec);
+        beast::error_code ignored;
+        sock.non_blocking(false, ignored);
+        if (pec == asio::error::would_block) return;
+        if (!pec && n > 0) return;  // pipelined bytes: the client is still there
+        w->client_gone = true;
+        if (w->upstream) w->upstream->tcp().cancel();
+    });
+}
+
+/// Ends a watch: the pending wait completes (aborted) and finds it inactive.
+void stop_watch(beast::tcp_stream& client, client_watch& w) {
+    w.active = false;
+    beast::error_code ignored;
+    client.socket().cancel(ignored);
 }
 
 /// Forwards one accepted request; returns whether the client connection may be kept.
@@ -174,6 +272,20 @@ awaitable<bool> forward(beast::tcp_stream& client,
     out.keep_alive(true);
     out.prepare_payload();
 
+    // From here until the response is relayed, a client that hangs up cancels the upstream.
+    auto watch = std::make_shared<client_watch>();
+    watch_client(client, watch);
+    struct watch_guard {
+        beast::tcp_stream& client;
+        client_watch& w;
+        ~watch_guard() { stop_watch(client, w); }
+    } guard{client, *watch};
+    auto client_gone = [&] {
+        log.status = 499;  // nginx's "client closed request"
+        log.error = "client went away before the response was complete";
+        return false;
+    };
+
     // Send; a pooled connection the upstream closed while idle fails before any response byte,
     // and only then is the request sent once more, on a fresh connection.
     std::unique_ptr<upstream_connection> conn;
@@ -192,6 +304,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             }
             conn = std::move(fresh);
         }
+        watch->upstream = conn.get();
         p.emplace();
         p->header_limit(64 * 1024);
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
@@ -205,6 +318,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
         if (ec && conn->reused && log.attempts == 1 && is_benign(ec) && !p->got_some()) continue;
         break;
     }
+    if (watch->client_gone) co_return client_gone();
     if (ec) {
         co_return !co_await send_error(client, upstream_failure(ec, "response"), log, keep_alive) &&
             keep_alive;
@@ -234,21 +348,47 @@ awaitable<bool> forward(beast::tcp_stream& client,
         log.error = "client went away: " + hec.message();
         co_return false;
     }
-    std::pair<beast::error_code, bool> relayed;
+    // Event streams are relayed frame by frame and read on the side (usage, exceptions).
+    std::optional<bgw::http::event_relay> events;
+    const auto content_type = head[http::field::content_type];
+    if (head.result() == http::status::ok &&
+        bgw::http::iequals(content_type.substr(0, content_type.find(';')),
+                           "application/vnd.amazon.eventstream"))
+        events.emplace();
+    const auto read_timeout =
+        events ? cfg.upstream.stream_idle_timeout : cfg.upstream.response_timeout;
+    std::pair<relay_end, beast::error_code> relayed;
+    bgw::http::event_relay* ev = events ? &*events : nullptr;
     if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        relayed = co_await relay_body(*plain, conn->buffer, *p, client, sr, res,
-                                      cfg.upstream.response_timeout, cfg.limits.client_idle_timeout,
-                                      log.bytes_out);
+        relayed = co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
+                                      cfg.limits.client_idle_timeout, log.bytes_out, ev);
     } else {
         relayed = co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
-                                      sr, res, cfg.upstream.response_timeout,
-                                      cfg.limits.client_idle_timeout, log.bytes_out);
+                                      sr, res, read_timeout, cfg.limits.client_idle_timeout,
+                                      log.bytes_out, ev);
     }
-    if (relayed.first) {
-        // The status line is out: the only honest signal left is to cut the client's stream.
-        log.error = std::string(relayed.second ? "client" : "upstream") +
-                    " failed mid-body: " + relayed.first.message();
-        co_return false;
+    if (events) log.stream = events->summary();
+    switch (relayed.first) {
+        case relay_end::done:
+            break;
+        case relay_end::corrupt:
+            // The upstream connection has lost its framing; the client's stream ended properly.
+            log.error = "upstream event stream corrupt: " + events->summary().corrupt;
+            co_return keep_alive&& res.chunked();
+        case relay_end::idle_timeout:
+            log.error = "event stream idle for longer than upstream.stream_idle_timeout_ms";
+            co_return keep_alive;
+        case relay_end::upstream_truncated:
+            log.error = "upstream ended the body inside an event-stream frame";
+            co_return false;
+        case relay_end::client_failed:
+        case relay_end::upstream_failed:
+            // The status line is out: the only honest signal left is to cut the client's stream.
+            if (watch->client_gone) co_return client_gone();
+            log.error =
+                std::string(relayed.first == relay_end::client_failed ? "client" : "upstream") +
+                " failed mid-body: " + relayed.second.message();
+            co_return false;
     }
     if (p->keep_alive()) g.pool.give_back(std::move(conn));
     co_return keep_alive;

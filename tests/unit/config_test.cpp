@@ -37,6 +37,15 @@ TEST(config, issue_example_parses) {
     EXPECT_EQ(c->upstream.response_timeout.count(), 120000);
 }
 
+TEST(config, stream_idle_timeout) {
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->upstream.stream_idle_timeout.count(), 300000);  // above long thinking pauses
+    auto c = parse_config(R"({"upstream":{"stream_idle_timeout_ms":2500}})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->upstream.stream_idle_timeout.count(), 2500);
+}
+
 TEST(config, listen_forms) {
     auto c = parse_config(R"({"listen":"[::1]:0"})");
     ASSERT_TRUE(c) << c.error().message;
@@ -79,6 +88,7 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{R"({"regions":{}})", "at least one"},
         bad_case{R"({"upstream":{"connect_timeout_ms":0}})", "upstream.connect_timeout_ms"},
         bad_case{R"({"upstream":{"response_timeout_ms":"5"}})", "upstream.response_timeout_ms"},
+        bad_case{R"({"upstream":{"stream_idle_timeout_ms":0}})", "upstream.stream_idle_timeout_ms"},
         bad_case{R"({"limits":{"max_body_bytes":-1}})", "limits.max_body_bytes"},
         bad_case{R"({"log_level":"loud"})", "log_level"},
         bad_case{R"({"listen":"127.0.0.1:1","listen":"127.0.0.1:2"})", "twice"}));

@@ -25,7 +25,9 @@ struct region_endpoint {
 struct upstream_config {
     std::string ca_file;  ///< empty: the system CA store
     std::chrono::milliseconds connect_timeout{3000};
-    std::chrono::milliseconds response_timeout{120000};
+    std::chrono::milliseconds response_timeout{120000};  ///< response head; non-stream body gaps
+    /// Longest silence inside an event stream (Bedrock streams pause while a model thinks).
+    std::chrono::milliseconds stream_idle_timeout{300000};
     std::size_t max_idle_per_host = 64;  ///< keep-alive pool bound per upstream host
 };
 
