@@ -9,7 +9,9 @@ import { test } from "node:test";
 import {
   BedrockRuntimeClient,
   ConverseCommand,
+  ConverseStreamCommand,
   InvokeModelCommand,
+  InvokeModelWithResponseStreamCommand,
   ValidationException,
   ThrottlingException,
 } from "@aws-sdk/client-bedrock-runtime";
@@ -107,4 +109,57 @@ test("the SDK's default HTTP/2 handler is refused cleanly with HTTP_1_1_REQUIRED
     },
   );
   h2.destroy();
+});
+
+test("ConverseStream events arrive in order, with the text and usage", async () => {
+  const text = "stream me — ünïcode ✓ please";
+  const out = await client("us-east-1").send(
+    new ConverseStreamCommand({
+      modelId: "amazon.nova-lite-v1:0",
+      messages: [{ role: "user", content: [{ text }] }],
+    }),
+  );
+  const kinds = [];
+  let streamed = "";
+  let usage;
+  for await (const event of out.stream) {
+    const kind = Object.keys(event).find((k) => event[k] !== undefined);
+    kinds.push(kind);
+    if (kind === "contentBlockDelta") streamed += event.contentBlockDelta.delta.text;
+    if (kind === "metadata") usage = event.metadata.usage;
+  }
+  assert.equal(kinds[0], "messageStart");
+  assert.deepEqual(kinds.slice(-3), ["contentBlockStop", "messageStop", "metadata"]);
+  assert.equal(streamed, text);
+  assert.ok(usage.inputTokens > 0 && usage.outputTokens > 0);
+});
+
+test("a mid-stream exception is raised by the SDK as its modeled exception", async () => {
+  const out = await client("us-east-1").send(
+    new ConverseStreamCommand({
+      modelId: "fake-stream-exception-throttlingException",
+      messages: [{ role: "user", content: [{ text: "a b c" }] }],
+    }),
+  );
+  let received = 0;
+  await assert.rejects(
+    (async () => {
+      for await (const _event of out.stream) received += 1;
+    })(),
+    (err) => err instanceof ThrottlingException && /mid-stream/.test(err.message),
+  );
+  assert.equal(received, 2);
+});
+
+test("InvokeModelWithResponseStream chunks decode to the model's JSON", async () => {
+  const out = await client("us-east-1").send(
+    new InvokeModelWithResponseStreamCommand({
+      modelId: "anthropic.claude-3-haiku-20240307-v1:0",
+      body: JSON.stringify({ messages: [] }),
+    }),
+  );
+  const chunks = [];
+  for await (const event of out.body) chunks.push(decode(event.chunk.bytes));
+  assert.equal(chunks[0].type, "message_start");
+  assert.ok(chunks.at(-1)["amazon-bedrock-invocationMetrics"].outputTokenCount > 0);
 });
