@@ -31,6 +31,26 @@ STARTUP_TIMEOUT_S = 30.0  # generous: sanitizer builds start slowly on a shared 
 STOP_TIMEOUT_S = 10.0
 
 
+def required_env(name):
+    """A variable ctest sets (tests/CMakeLists.txt); a clear failure when run some other way."""
+    value = os.environ.get(name)
+    if not value:
+        raise AssertionError("%s is not set; run this through ctest (see tests/CMakeLists.txt)"
+                             % name)
+    return value
+
+
+def isolate_sdk_environment(workdir):
+    """This process's own SDK clients must not read the developer's ~/.aws, call IMDS or pick
+    up credentials from the environment."""
+    os.environ["AWS_CONFIG_FILE"] = os.path.join(workdir, "no-config")
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(workdir, "no-credentials")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        os.environ.pop(name, None)
+
+
 class LineCollector:
     """Reads a pipe to EOF on a daemon thread and keeps every line for later assertions."""
 

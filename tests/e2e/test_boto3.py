@@ -42,12 +42,6 @@ MAX_BODY = 1536 * 1024  # above the 1 MiB test body, below the over-limit one
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def required_env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise AssertionError("%s is not set; run this through ctest (see tests/CMakeLists.txt)"
-                             % name)
-    return value
 
 
 def gateway_config(regions, response_timeout_ms=120000):
@@ -82,18 +76,13 @@ def expected_invoke_echo(seen, model_id):
 class GatewayEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.gateway_binary = required_env("BGW_GATEWAY_BINARY")
-        fake_binary = required_env("BGW_FAKE_BEDROCK")
-        required_env("AWS_DATA_PATH")
+        cls.gateway_binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
+        fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
+        bgw_e2e.required_env("AWS_DATA_PATH")
         # This process's own SDK clients must not read the developer's ~/.aws or call IMDS.
         cls.workdir = tempfile.mkdtemp(prefix="bgw-e2e-")
         cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        os.environ["AWS_CONFIG_FILE"] = os.path.join(cls.workdir, "no-config")
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(cls.workdir, "no-credentials")
-        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                     "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
-            os.environ.pop(name, None)
+        bgw_e2e.isolate_sdk_environment(cls.workdir)
 
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET,
                                        ["us-east-1", "eu-west-1"])

@@ -7,10 +7,8 @@ from each stream on the side (`stream_events`, `input_tokens`, `output_tokens`,
 `stream_exception`). Every wait has a deadline; nothing sleeps to synchronise.
 """
 
-import base64
 import http.client
 import json
-import os
 import shutil
 import socket
 import struct
@@ -32,11 +30,6 @@ TEXT = "Streams arrive frame by frame — ünïcode ✓ included"
 DEFAULT_TEXT = "Hello from fake Bedrock"  # what the fake's invoke stream says
 
 
-def required_env(name):
-    value = os.environ.get(name)
-    if not value:
-        raise AssertionError("%s is not set; run this through ctest" % name)
-    return value
 
 
 def gateway_config(endpoint, stream_idle_timeout_ms=300000):
@@ -66,17 +59,12 @@ def request_logs(gateway):
 class StreamingEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        gateway_binary = required_env("BGW_GATEWAY_BINARY")
-        fake_binary = required_env("BGW_FAKE_BEDROCK")
-        required_env("AWS_DATA_PATH")
+        gateway_binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
+        fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
+        bgw_e2e.required_env("AWS_DATA_PATH")
         cls.workdir = tempfile.mkdtemp(prefix="bgw-stream-")
         cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        os.environ["AWS_CONFIG_FILE"] = os.path.join(cls.workdir, "no-config")
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(cls.workdir, "no-credentials")
-        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                     "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
-            os.environ.pop(name, None)
+        bgw_e2e.isolate_sdk_environment(cls.workdir)
 
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
