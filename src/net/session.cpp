@@ -210,7 +210,7 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
 }
 
 /// Watches the client while its request is in flight: a client that closes (or resets) is
-/// noticed at once, and the upstream request is cancelled then rather than at the next write.
+/// noticed at once, and the upstream connection is closed then rather than at the next write.
 /// Bytes from the client (a pipelined request) end the watch without counting as gone.
 struct client_watch {
     bool active = true;
@@ -231,7 +231,10 @@ void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>
         if (pec == asio::error::would_block) return;
         if (!pec && n > 0) return;  // pipelined bytes: the client is still there
         w->client_gone = true;
-        if (w->upstream) w->upstream->tcp().cancel();
+        // Close rather than cancel: a cancel finds nothing to cancel when the relay is between
+        // two reads (its next read would then wait on as if nothing happened); a closed socket
+        // fails that read at once.
+        if (w->upstream) w->upstream->tcp().close();
     });
 }
 
@@ -305,6 +308,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             conn = std::move(fresh);
         }
         watch->upstream = conn.get();
+        if (watch->client_gone) co_return client_gone();  // it left while we connected
         p.emplace();
         p->header_limit(64 * 1024);
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
@@ -315,7 +319,9 @@ awaitable<bool> forward(beast::tcp_stream& client,
             ec = co_await send_and_read_header(std::get<tls_stream>(conn->stream), conn->buffer,
                                                out, *p);
         }
-        if (ec && conn->reused && log.attempts == 1 && is_benign(ec) && !p->got_some()) continue;
+        if (ec && conn->reused && log.attempts == 1 && is_benign(ec) && !p->got_some() &&
+            !watch->client_gone)
+            continue;
         break;
     }
     if (watch->client_gone) co_return client_gone();
