@@ -15,33 +15,6 @@ namespace {
 /// something upstream hands us an unexpected variety of keys or regions.
 constexpr std::size_t max_entries = 1024;
 
-signing_key hmac(std::span<const std::uint8_t> key, std::string_view msg) {
-    signing_key out{};
-    unsigned int len = 0;
-    // With a built-in digest, HMAC() fails only on memory exhaustion, which is fatal in the
-    // gateway anyway (see sigv4.cpp).
-    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-             reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out.data(),
-             &len) == nullptr ||
-        len != out.size()) {
-        std::abort();
-    }
-    return out;
-}
-
-/// SHA-256 of the secret: lets the cache notice a rotated secret without keeping a second copy
-/// of the secret itself.
-std::string fingerprint(std::string_view secret) {
-    std::string out(EVP_MAX_MD_SIZE, '\0');
-    unsigned int len = 0;
-    if (EVP_Digest(secret.data(), secret.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
-                   EVP_sha256(), nullptr) != 1) {
-        std::abort();
-    }
-    out.resize(len);
-    return out;
-}
-
 std::string entry_key(const credentials& creds, std::string_view region, std::string_view service) {
     // NUL cannot occur in any of the parts, so the concatenation is unambiguous.
     std::string k = creds.access_key_id;
@@ -54,6 +27,20 @@ std::string entry_key(const credentials& creds, std::string_view region, std::st
 
 }  // namespace
 
+signing_key hmac_sha256(std::span<const std::uint8_t> key, std::string_view msg) {
+    signing_key out{};
+    unsigned int len = 0;
+    // With a built-in digest, HMAC() fails only on memory exhaustion, which the gateway treats
+    // as fatal everywhere (std::string would throw bad_alloc just the same).
+    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+             reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out.data(),
+             &len) == nullptr ||
+        len != out.size()) {
+        std::abort();
+    }
+    return out;
+}
+
 signing_key derive_signing_key(std::string_view secret,
                                std::string_view date,
                                std::string_view region,
@@ -61,12 +48,12 @@ signing_key derive_signing_key(std::string_view secret,
     std::string k_secret = "AWS4";
     k_secret += secret;
     const auto* secret_bytes = reinterpret_cast<const std::uint8_t*>(k_secret.data());
-    const signing_key k_date = hmac({secret_bytes, k_secret.size()}, date);
+    const signing_key k_date = hmac_sha256({secret_bytes, k_secret.size()}, date);
     // Do not leave a copy of the secret behind in freed memory.
     OPENSSL_cleanse(k_secret.data(), k_secret.size());
-    const signing_key k_region = hmac(k_date, region);
-    const signing_key k_service = hmac(k_region, service);
-    return hmac(k_service, "aws4_request");
+    const signing_key k_region = hmac_sha256(k_date, region);
+    const signing_key k_service = hmac_sha256(k_region, service);
+    return hmac_sha256(k_service, "aws4_request");
 }
 
 signing_key signing_key_cache::get(const credentials& creds,
@@ -74,7 +61,8 @@ signing_key signing_key_cache::get(const credentials& creds,
                                    std::string_view region,
                                    std::string_view service) {
     const std::string key = entry_key(creds, region, service);
-    const std::string print = fingerprint(creds.secret_access_key);
+    // SHA-256 of the secret: notices a rotated secret without keeping a second copy of it.
+    const std::string print = sha256_hex(creds.secret_access_key);
     {
         std::lock_guard lock(mutex_);
         if (date == current_date_) {

@@ -11,7 +11,6 @@
 #include <utility>
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 namespace bgw::aws {
 namespace {
@@ -167,21 +166,6 @@ std::string to_hex(const unsigned char* data, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
         out += hex_digits[data[i] >> 4];
         out += hex_digits[data[i] & 0x0f];
-    }
-    return out;
-}
-
-/// One-shot HMAC-SHA256. With a built-in digest the only failure is memory exhaustion, which
-/// the gateway treats as fatal everywhere (std::string would throw bad_alloc just the same).
-std::array<unsigned char, 32> hmac_sha256(std::span<const unsigned char> key,
-                                          std::string_view msg) {
-    std::array<unsigned char, 32> out{};
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-             reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), out.data(),
-             &len) == nullptr ||
-        len != out.size()) {
-        std::abort();
     }
     return out;
 }
@@ -350,7 +334,7 @@ std::optional<std::chrono::sys_seconds> parse_amz_date(std::string_view s) {
 std::string sha256_hex(std::string_view data) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    // Same reasoning as hmac_sha256: failure means memory exhaustion.
+    // With a built-in digest the only failure is memory exhaustion: fatal, as everywhere.
     if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) std::abort();
     return to_hex(md, len);
 }

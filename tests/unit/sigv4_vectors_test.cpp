@@ -14,11 +14,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -295,7 +297,37 @@ struct crt_context {
     bool normalize = true;
     bool sign_body = false;
     bool omit_session_token = false;
+    std::optional<unsigned> expiration_in_seconds;  ///< presigned (query-*) variants
 };
+
+/// A file of an aws-c-auth case; a missing one fails the test and reads as "".
+std::string read_case_file(const vector_case& c, std::string_view file) {
+    auto text = slurp(c.dir / file);
+    EXPECT_TRUE(text.has_value()) << "missing " << (c.dir / file).string();
+    return text.value_or("");
+}
+
+/// What aws-c-auth signs for `req` under `ctx`, with the query and headers of the variant
+/// (header signing adds headers; presigning adds query parameters).
+bgw::aws::signing_input crt_signing_input(const bgw::aws::raw_request& req,
+                                          const crt_context& ctx,
+                                          std::chrono::sys_seconds when,
+                                          std::string_view query,
+                                          std::span<const header> headers,
+                                          std::string_view body_hash) {
+    bgw::aws::signing_input in;
+    in.method = req.method;
+    in.wire_path = req.path();
+    in.query = query;
+    in.headers = headers;
+    in.payload_sha256 = body_hash;
+    in.region = ctx.region;
+    in.service = ctx.service;
+    in.time = when;
+    in.normalize_path = ctx.normalize;
+    in.double_encode_path = ctx.service != "s3";
+    return in;
+}
 
 std::optional<crt_context> load_context(const std::string& json) {
     rapidjson::Document doc;
@@ -330,6 +362,9 @@ std::optional<crt_context> load_context(const std::string& json) {
     ctx.normalize = flag(doc, "normalize", true);
     ctx.sign_body = flag(doc, "sign_body", false);
     ctx.omit_session_token = flag(doc, "omit_session_token", false);
+    if (auto it = doc.FindMember("expiration_in_seconds");
+        it != doc.MemberEnd() && it->value.IsUint())
+        ctx.expiration_in_seconds = it->value.GetUint();
     return ctx;
 }
 
@@ -337,11 +372,7 @@ class sigv4_crt_suite : public testing::TestWithParam<vector_case> {};
 
 TEST_P(sigv4_crt_suite, vector) {
     const vector_case& c = GetParam();
-    auto read = [&](std::string_view file) {
-        auto text = slurp(c.dir / file);
-        EXPECT_TRUE(text.has_value()) << "missing " << (c.dir / file).string();
-        return text.value_or("");
-    };
+    auto read = [&](std::string_view file) { return read_case_file(c, file); };
     const std::string req_text = read("request.txt");
     const std::string creq = read("header-canonical-request.txt");
     const std::string sts = read("header-string-to-sign.txt");
@@ -369,17 +400,7 @@ TEST_P(sigv4_crt_suite, vector) {
 
     std::vector<header> headers = req->headers;
     headers.insert(headers.end(), added.begin(), added.end());
-    bgw::aws::signing_input in;
-    in.method = req->method;
-    in.wire_path = req->path();
-    in.query = req->query();
-    in.headers = headers;
-    in.payload_sha256 = body_hash;
-    in.region = ctx->region;
-    in.service = ctx->service;
-    in.time = *when;
-    in.normalize_path = ctx->normalize;
-    in.double_encode_path = ctx->service != "s3";
+    const auto in = crt_signing_input(*req, *ctx, *when, req->query(), headers, body_hash);
 
     const std::string actual_creq = bgw::aws::canonical_request(in);
     ASSERT_EQ(actual_creq, creq) << "canonical request";
@@ -460,23 +481,15 @@ class sigv4_crt_presigned : public testing::TestWithParam<vector_case> {};
 
 TEST_P(sigv4_crt_presigned, vector) {
     const vector_case& c = GetParam();
-    auto read = [&](std::string_view file) {
-        auto text = slurp(c.dir / file);
-        EXPECT_TRUE(text.has_value()) << "missing " << (c.dir / file).string();
-        return text.value_or("");
-    };
+    auto read = [&](std::string_view file) { return read_case_file(c, file); };
     const std::string req_text = read("request.txt");
-    const std::string context = read("context.json");
     const std::string creq = read("query-canonical-request.txt");
     const std::string sts = read("query-string-to-sign.txt");
     const std::string signature_hex = read("query-signature.txt");
+    const auto ctx = load_context(read("context.json"));
     ASSERT_FALSE(::testing::Test::HasFailure());
-    const auto ctx = load_context(context);
     ASSERT_TRUE(ctx) << "unreadable context.json";
-    rapidjson::Document doc;
-    doc.Parse(context.data(), context.size());
-    ASSERT_TRUE(doc.HasMember("expiration_in_seconds") && doc["expiration_in_seconds"].IsUint());
-    const unsigned expires = doc["expiration_in_seconds"].GetUint();
+    ASSERT_TRUE(ctx->expiration_in_seconds) << "presigned variants need expiration_in_seconds";
     const auto when = bgw::aws::parse_amz_date(ctx->timestamp);
     ASSERT_TRUE(when) << ctx->timestamp;
     auto req = bgw::aws::parse_raw_request(req_text);
@@ -494,22 +507,12 @@ TEST_P(sigv4_crt_presigned, vector) {
     add("X-Amz-Credential", scope);
     add("X-Amz-Date", ctx->timestamp);
     add("X-Amz-SignedHeaders", bgw::aws::signed_header_names(req->headers));
-    add("X-Amz-Expires", std::to_string(expires));
+    add("X-Amz-Expires", std::to_string(*ctx->expiration_in_seconds));
     if (!ctx->creds.session_token.empty() && !ctx->omit_session_token)
         add("X-Amz-Security-Token", ctx->creds.session_token);
 
     const std::string body_hash = bgw::aws::sha256_hex(req->body);
-    bgw::aws::signing_input in;
-    in.method = req->method;
-    in.wire_path = req->path();
-    in.query = query;
-    in.headers = req->headers;
-    in.payload_sha256 = body_hash;
-    in.region = ctx->region;
-    in.service = ctx->service;
-    in.time = *when;
-    in.normalize_path = ctx->normalize;
-    in.double_encode_path = ctx->service != "s3";
+    const auto in = crt_signing_input(*req, *ctx, *when, query, req->headers, body_hash);
 
     const std::string actual_creq = bgw::aws::canonical_request(in);
     ASSERT_EQ(actual_creq, creq) << "canonical request";

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -14,6 +15,9 @@
 namespace bgw::aws {
 
 using signing_key = std::array<std::uint8_t, 32>;
+
+/// One-shot HMAC-SHA256 (OpenSSL), the step SigV4 repeats: key derivation and the signature.
+signing_key hmac_sha256(std::span<const std::uint8_t> key, std::string_view msg);
 
 /// Computes the derived key without any cache.
 signing_key derive_signing_key(std::string_view secret,
