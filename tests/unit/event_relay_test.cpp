@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "unit/slurp.hpp"
 #include <boost/beast/core/detail/base64.hpp>
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
@@ -23,11 +24,9 @@ using bgw::http::event_relay;
 const fs::path frames_dir = fs::path(BGW_REFERENCE_DIR) / "eventstream" / "bedrock-frames";
 
 std::string slurp(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    EXPECT_TRUE(f) << "missing " << p;
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
+    auto text = bgw::test::slurp(p);
+    EXPECT_TRUE(text) << "missing " << p;
+    return text.value_or("");
 }
 
 /// The frames' descriptions from X.json: one document, an array of {headers, payload_utf8}.

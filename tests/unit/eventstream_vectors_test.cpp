@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "unit/slurp.hpp"
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
@@ -35,13 +36,7 @@ namespace es = bgw::aws::eventstream;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-std::optional<std::string> slurp(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    if (!f) return std::nullopt;
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
+using bgw::test::slurp;
 
 fs::path reference(std::string_view sub) {
     return fs::path(BGW_REFERENCE_DIR) / "eventstream" / sub;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "unit/slurp.hpp"
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
@@ -68,13 +69,7 @@ constexpr std::string_view crt_unnormalized_cli_reason =
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-std::optional<std::string> slurp(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    if (!f) return std::nullopt;
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
+using bgw::test::slurp;
 
 fs::path reference(std::string_view sub) { return fs::path(BGW_REFERENCE_DIR) / sub; }
 
