@@ -151,7 +151,8 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     std::string frames;
     for (;;) {
         std::string_view out;
-        bool corrupt = false;
+        // Set when the gateway ends an event stream itself, with one error frame that says why.
+        std::optional<relay_end> ending;
         if (!p.is_done()) {
             p.get().body().data = piece;
             p.get().body().size = sizeof piece;
@@ -164,36 +165,28 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
                     "bedrock-gateway: no event from upstream for " +
                     std::to_string(read_timeout.count()) +
                     " ms (upstream.stream_idle_timeout_ms); the stream was ended");
-                res.body().data = frames.data();
-                res.body().size = frames.size();
-                res.body().more = false;
-                client.expires_after(write_timeout);
-                auto [wec, wn] = co_await http::async_write(client, sr, use_nothrow);
-                bytes_out += wn;
-                if (wec == http::error::need_buffer) wec = {};
-                co_return std::pair{wec ? relay_end::client_failed : relay_end::idle_timeout, wec};
-            }
-            if (ec) co_return std::pair{relay_end::upstream_failed, ec};
-            out = {piece, sizeof piece - p.get().body().size};
-            if (events) {
+                ending = relay_end::idle_timeout;
+            } else if (ec) {
+                co_return std::pair{relay_end::upstream_failed, ec};
+            } else if (events) {
                 frames.clear();
-                corrupt = !events->feed(out, frames);
-                out = frames;
-                if (!corrupt && p.is_done() && events->pending() != 0)
+                if (!events->feed({piece, sizeof piece - p.get().body().size}, frames)) {
+                    // Not a byte of the bad frame goes out. A chunked body can still end
+                    // properly, with one error frame; a fixed-length one can only be cut.
+                    if (!res.chunked())
+                        co_return std::pair{relay_end::corrupt, beast::error_code{}};
+                    frames += bgw::http::stream_failure_frame(
+                        "bedrock-gateway: the upstream event stream is corrupt (" +
+                        events->summary().corrupt + "); the stream was ended");
+                    ending = relay_end::corrupt;
+                } else if (p.is_done() && events->pending() != 0) {
                     co_return std::pair{relay_end::upstream_truncated, beast::error_code{}};
+                }
             }
+            out = events ? std::string_view(frames)
+                         : std::string_view(piece, sizeof piece - p.get().body().size);
         }
-        bool last = p.is_done();
-        if (corrupt) {
-            // Not a byte of the bad frame goes out. A chunked body can still end properly,
-            // with one error frame that says why; a fixed-length one can only be cut.
-            if (!res.chunked()) co_return std::pair{relay_end::corrupt, beast::error_code{}};
-            frames += bgw::http::stream_failure_frame(
-                "bedrock-gateway: the upstream event stream is corrupt (" +
-                events->summary().corrupt + "); the stream was ended");
-            out = frames;
-            last = true;
-        }
+        const bool last = p.is_done() || ending.has_value();
         res.body().data = const_cast<char*>(out.data());
         res.body().size = out.size();
         res.body().more = !last;
@@ -204,7 +197,7 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         bytes_out += wn;
         if (wec == http::error::need_buffer) wec = {};
         if (wec) co_return std::pair{relay_end::client_failed, wec};
-        if (corrupt) co_return std::pair{relay_end::corrupt, beast::error_code{}};
+        if (ending) co_return std::pair{*ending, beast::error_code{}};
         if (sr.is_done()) co_return std::pair{relay_end::done, beast::error_code{}};
     }
 }
