@@ -289,6 +289,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     beast::error_code ec;
     for (;;) {
         ++log.attempts;
+        watch->upstream = nullptr;  // the watcher must never close a connection we dropped
         conn = g.pool.take(pool_key(ep));
         if (!conn) {
             auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
@@ -389,7 +390,9 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 " failed mid-body: " + relayed.second.message();
             co_return false;
     }
-    if (p->keep_alive()) g.pool.give_back(std::move(conn));
+    // The client may have hung up just after the last byte, and its watcher closed this
+    // connection before we got here: a closed connection must never reach the pool.
+    if (p->keep_alive() && !watch->client_gone) g.pool.give_back(std::move(conn));
     co_return keep_alive;
 }
 

@@ -55,7 +55,7 @@ std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key)
         // Newest first: the most recently used connection is the least likely to be closed.
         auto conn = std::move(q.back());
         q.pop_back();
-        if (now - conn->idle_since < max_idle_age_) {
+        if (now - conn->idle_since < max_idle_age_ && conn->tcp().socket().is_open()) {
             conn->reused = true;
             return conn;
         }
@@ -64,6 +64,7 @@ std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key)
 }
 
 void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
+    if (!conn->tcp().socket().is_open()) return;
     conn->idle_since = std::chrono::steady_clock::now();
     std::lock_guard lock(mutex_);
     auto& q = idle_[conn->key];

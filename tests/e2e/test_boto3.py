@@ -301,6 +301,15 @@ class GatewayEndToEnd(unittest.TestCase):
         self.assert_upstream_error("fake-error-429-ThrottlingException", 429,
                                    "ThrottlingException")
 
+    def test_client_hanging_up_right_after_the_response_never_poisons_the_pool(self):
+        # A client that closes the moment it has read the last byte races the gateway's
+        # hang-up watcher against the end of the relay. Whoever wins, the next request (which
+        # takes the pooled upstream connection) must succeed; once it got a closed one: 502.
+        for i in range(100):
+            resp = bgw_e2e.http_request(self.gateway.port, "POST", CLAUDE_WIRE, b"{}",
+                                        {"Content-Type": "application/json"})
+            self.assertEqual(resp.status, 200, "request %d: %r" % (i, resp))
+
     # --- what other clients send: raw paths and foreign auth headers ---------------------------
 
     def test_raw_colon_in_path_is_encoded_upstream(self):
