@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <map>
 #include <random>
 #include <set>
 #include <utility>
@@ -275,33 +277,114 @@ fake_response get_async_invoke(const recorded_request& req, std::string_view arn
     return json_response(sb.GetString());
 }
 
+// Accepted requests per model id, for `fake-flaky-*`. One per fake, so two fakes in one test
+// process (or one test after another) never see each other's counts.
+class request_counter {
+public:
+    /// How many requests with `key` came before this one (which is counted too).
+    std::uint64_t next(std::string_view key) {
+        std::lock_guard lock(mutex_);
+        auto it = counts_.find(key);
+        if (it == counts_.end()) it = counts_.emplace(std::string(key), 0).first;
+        return it->second++;
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<std::string, std::uint64_t, std::less<>> counts_;
+};
+
+// The counter of the fake whose behaviour is running on this thread. A behaviour sees only the
+// request (and tests wrap default_behaviour in their own), but it always runs inside handle() on
+// its fake's own thread, which points this at that fake's counter for the duration.
+thread_local request_counter* current_counter = nullptr;
+
+// Outside a fake there is nothing to count against: every request is the first.
+std::uint64_t count_request(std::string_view model_id) {
+    return current_counter ? current_counter->next(model_id) : 0;
+}
+
+// The other shape of AWS JSON errors: no x-amzn-ErrorType, the code only in the body's `__type`
+// (botocore takes what follows the '#').
+fake_response make_body_error(unsigned status, std::string_view code, std::string_view message) {
+    rapidjson::StringBuffer sb;
+    json_writer w(sb);
+    w.StartObject();
+    w.Key("__type");
+    write_string(w, "com.amazon.bedrock#" + std::string(code));
+    w.Key("message");
+    write_string(w, message);
+    w.EndObject();
+    auto r = json_response(sb.GetString());
+    r.status = status;
+    return r;
+}
+
 // What a scripted model id asks for: an error now, or the normal answer after a delay.
 struct script {
     std::optional<fake_response> error;
     std::chrono::milliseconds delay{0};
 };
 
-// `fake-error-<status>-<Code>` and `fake-delay-<ms>`; an ordinary model id gives an empty script.
+// `<number>-<rest>`: the number and what follows the '-'.
+std::optional<std::pair<unsigned, std::string_view>> number_then_dash(std::string_view s) {
+    unsigned n = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc{} || end == s.data() + s.size() || *end != '-') return std::nullopt;
+    return std::pair{n, s.substr(static_cast<std::size_t>(end - s.data()) + 1)};
+}
+
+bool error_status(unsigned status) { return status >= 400 && status <= 599; }
+
+bool nonempty_all(std::string_view s, bool (*pred)(char)) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), pred);
+}
+
+bool alnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
+bool tag_char(char c) { return alnum(c) || c == '.' || c == '_'; }
+
+script bad_script(std::string_view what) {
+    return {make_error(400, "ValidationException",
+                       "fake-bedrock: bad scripted " + std::string(what) + " id")};
+}
+
+// `fake-error-<status>-<Code>`, `fake-errorbody-<status>-<Code>`,
+// `fake-flaky-<n>-<status>-<Code>[-<tag>]` and `fake-delay-<ms>`; an ordinary model id gives an
+// empty script. A flaky id is counted here, so call this once per request.
 script parse_script(std::string_view model_id) {
     constexpr std::string_view error_prefix = "fake-error-";
+    constexpr std::string_view errorbody_prefix = "fake-errorbody-";
+    constexpr std::string_view flaky_prefix = "fake-flaky-";
     constexpr std::string_view delay_prefix = "fake-delay-";
-    if (model_id.starts_with(error_prefix)) {
-        auto rest = model_id.substr(error_prefix.size());
-        unsigned status = 0;
-        auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), status);
-        auto code = rest.substr(static_cast<std::size_t>(end - rest.data()));
-        if (ec != std::errc{} || status < 400 || status > 599 || code.size() < 2 ||
-            code.front() != '-')
-            return {make_error(400, "ValidationException", "fake-bedrock: bad scripted error id")};
-        code.remove_prefix(1);
-        return {make_error(status, code, "fake-bedrock scripted " + std::string(code))};
+    if (model_id.starts_with(error_prefix) || model_id.starts_with(errorbody_prefix)) {
+        const bool in_body = model_id.starts_with(errorbody_prefix);
+        auto sc =
+            number_then_dash(model_id.substr((in_body ? errorbody_prefix : error_prefix).size()));
+        if (!sc || !error_status(sc->first) || sc->second.empty()) return bad_script("error");
+        auto [status, code] = *sc;
+        auto message = "fake-bedrock scripted " + std::string(code);
+        return {in_body ? make_body_error(status, code, message)
+                        : make_error(status, code, message)};
+    }
+    if (model_id.starts_with(flaky_prefix)) {
+        // The Code has no '-' in it (AWS codes are CamelCase words), so the first '-' after it
+        // starts the tag.
+        auto n = number_then_dash(model_id.substr(flaky_prefix.size()));
+        auto sc = n ? number_then_dash(n->second) : std::nullopt;
+        if (!sc || n->first > 1000 || !error_status(sc->first)) return bad_script("flaky");
+        auto dash = sc->second.find('-');
+        auto code = sc->second.substr(0, dash);
+        if (!nonempty_all(code, alnum) || (dash != std::string_view::npos &&
+                                           !nonempty_all(sc->second.substr(dash + 1), tag_char)))
+            return bad_script("flaky");
+        if (count_request(model_id) >= n->first) return {};
+        return {make_error(sc->first, code, "fake-bedrock scripted " + std::string(code))};
     }
     if (model_id.starts_with(delay_prefix)) {
         auto rest = model_id.substr(delay_prefix.size());
         unsigned ms = 0;
         auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), ms);
-        if (ec != std::errc{} || end != rest.data() + rest.size())
-            return {make_error(400, "ValidationException", "fake-bedrock: bad scripted delay id")};
+        if (ec != std::errc{} || end != rest.data() + rest.size()) return bad_script("delay");
         return {std::nullopt, std::chrono::milliseconds(ms)};
     }
     return {};
@@ -422,14 +505,9 @@ std::optional<unsigned> scripted_number(std::string_view model_id, std::string_v
 fake_response stream_route(const recorded_request& req,
                            std::string_view model_id,
                            std::string_view op) {
-    std::chrono::milliseconds pause{0};
-    if (model_id.starts_with("fake-delay-")) {
-        auto ms = scripted_number(model_id, "fake-delay-");
-        if (!ms) return make_error(400, "ValidationException", "fake-bedrock: bad delay id");
-        pause = std::chrono::milliseconds(*ms);
-    } else if (model_id.starts_with("fake-error-")) {
-        return std::move(*parse_script(model_id).error);
-    }
+    auto s = parse_script(model_id);
+    if (s.error) return std::move(*s.error);
+    const auto pause = s.delay;
     std::vector<std::string> events;
     if (op == "converse-stream") {
         rapidjson::Document doc;
@@ -529,6 +607,7 @@ struct fake_bedrock::state {
     fake_behaviour behaviour = default_behaviour;
     std::function<void(const stream_outcome&)> stream_observer;  // written before start() only
     std::vector<stream_outcome> stream_outcomes;
+    request_counter flaky_counts;
 };
 
 namespace {
@@ -548,6 +627,12 @@ fake_response handle(recorded_request& rec, fake_bedrock::state& st) {
             std::lock_guard lock(st.mutex);
             behaviour = st.behaviour;
         }
+        struct counter_scope {
+            explicit counter_scope(request_counter& c) { current_counter = &c; }
+            ~counter_scope() { current_counter = nullptr; }
+            counter_scope(const counter_scope&) = delete;
+            counter_scope& operator=(const counter_scope&) = delete;
+        } scope(st.flaky_counts);
         try {
             resp = behaviour(rec);
         } catch (const std::exception& e) {

@@ -8,9 +8,19 @@
 /// minutes. Rejections use Bedrock's wire format (403, `x-amzn-ErrorType`, JSON `{"message"}`).
 /// Accepted requests go to a behaviour function; the default one speaks the runtime API
 /// (bedrock-facts.md sections 1 and 2) and understands scripted model ids:
-///   `fake-error-<status>-<Code>` answers with that error,
+///   `fake-error-<status>-<Code>` answers with that error (status 400..599);
+///   `fake-errorbody-<status>-<Code>` answers that status with the error's other AWS JSON shape:
+///     no x-amzn-ErrorType, the code only in the body,
+///     `{"__type":"com.amazon.bedrock#<Code>","message":...}`;
+///   `fake-flaky-<n>-<status>-<Code>[-<tag>]` answers as `fake-error-<status>-<Code>` to the first
+///     n (0..1000) accepted requests with exactly this model id, whatever the operation, and
+///     normally after that. The count belongs to the fake instance. Code is letters and digits
+///     (so it ends at the next '-'); tag is letters, digits, '.' and '_', there only to give a
+///     test a fresh count;
 ///   `fake-delay-<ms>` answers normally after that delay (an asio timer, never a blocking sleep);
 ///     for the streaming operations, that pause comes before every event instead.
+/// A malformed scripted id answers 400 ValidationException. These apply to every model
+/// operation (invoke, converse, count-tokens and the two streaming ones).
 /// The streaming operations (`invoke-with-response-stream`, `converse-stream`) answer with
 /// event-stream frames made by the gateway's codec, and also understand:
 ///   `fake-stream-exception-<member>` two events, then a modeled exception frame
@@ -113,7 +123,9 @@ struct fake_options {
 fake_response make_error(unsigned status, std::string_view code, std::string_view message);
 
 /// The default behaviour: the runtime routes of bedrock-facts.md section 1 and the scripted
-/// `fake-error-*` / `fake-delay-*` model ids; anything else is 404 UnknownOperationException.
+/// model ids above; anything else is 404 UnknownOperationException. `fake-flaky-*` counts against
+/// the fake whose thread runs it (so a custom behaviour may delegate here); called outside a
+/// fake, every request counts as the first.
 fake_response default_behaviour(const recorded_request& req);
 
 /// Checks the request's SigV4 signature as AWS would. Sets `req.signature_ok`, `access_key_id`

@@ -4,6 +4,7 @@
 
 #include "fakes/fake_bedrock.hpp"
 
+#include "bgw/aws/eventstream.hpp"
 #include "bgw/aws/sigv4.hpp"
 
 #include <chrono>
@@ -358,6 +359,133 @@ TEST_F(fake_bedrock_test, scripted_errors_use_the_requested_status_and_code) {
         EXPECT_EQ(res.result_int(), status) << id;
         EXPECT_EQ(error_code(res), code) << id;
         EXPECT_TRUE(parse_json(res.body()).HasMember("message")) << id;
+    }
+}
+
+// --- scripted error shapes and flaky ids ---------------------------------------------------------
+
+constexpr const char* model_ops[] = {"invoke", "converse", "count-tokens",
+                                     "invoke-with-response-stream", "converse-stream"};
+constexpr std::string_view chat_body =
+    R"({"messages":[{"role":"user","content":[{"text":"hi there"}]}]})";
+
+request model_request(std::string_view model_id, std::string_view op) {
+    return make_request(http::verb::post, "/model/" + std::string(model_id) + "/" + std::string(op),
+                        std::string(chat_body));
+}
+
+/// "<status> <x-amzn-ErrorType code>" ("200 " for a success), so attempts compare at a glance.
+std::string outcome(const response& res) {
+    return std::to_string(res.result_int()) + " " + error_code(res);
+}
+
+TEST_F(fake_bedrock_test, scripted_errorbody_puts_the_code_only_in_the_body) {
+    for (const char* op : model_ops) {
+        auto res = signed_send(model_request("fake-errorbody-503-ServiceUnavailableException", op));
+        EXPECT_EQ(res.result_int(), 503u) << op;
+        EXPECT_EQ(res.find("x-amzn-ErrorType"), res.end()) << op;
+        EXPECT_EQ(res[http::field::content_type], "application/json") << op;
+        EXPECT_FALSE(res["x-amzn-RequestId"].empty()) << op;
+        auto doc = parse_json(res.body());
+        ASSERT_TRUE(doc.IsObject()) << op << ": " << res.body();
+        EXPECT_EQ(json_string(doc, "__type"), "com.amazon.bedrock#ServiceUnavailableException")
+            << op;
+        EXPECT_EQ(json_string(doc, "message"), "fake-bedrock scripted ServiceUnavailableException")
+            << op;
+    }
+}
+
+TEST_F(fake_bedrock_test, scripted_flaky_fails_n_times_across_operations_then_answers_normally) {
+    constexpr std::string_view id = "fake-flaky-2-429-ThrottlingException-t1";
+    auto first = signed_send(model_request(id, "invoke"));
+    auto second = signed_send(model_request(id, "converse"));
+    auto third = signed_send(model_request(id, "invoke"));
+    auto fourth = signed_send(model_request(id, "converse"));
+
+    for (const auto* res : {&first, &second}) {
+        EXPECT_EQ(outcome(*res), "429 ThrottlingException");
+        EXPECT_EQ(json_string(parse_json(res->body()), "message"),
+                  "fake-bedrock scripted ThrottlingException");
+    }
+    ASSERT_EQ(third.result_int(), 200u) << third.body();
+    EXPECT_EQ(third.find("x-amzn-ErrorType"), third.end());
+    EXPECT_EQ(json_string(parse_json(third.body()), "modelId"), id);  // the normal invoke echo
+    ASSERT_EQ(fourth.result_int(), 200u) << fourth.body();
+    EXPECT_EQ(json_string(parse_json(fourth.body())["output"]["message"]["content"][0], "text"),
+              "hi there");
+}
+
+TEST_F(fake_bedrock_test, scripted_flaky_counts_each_id_on_its_own_and_only_accepted_requests) {
+    constexpr std::string_view a = "fake-flaky-1-503-ServiceUnavailableException-a";
+    constexpr std::string_view b = "fake-flaky-1-503-ServiceUnavailableException-b.2_x";
+    constexpr std::string_view untagged = "fake-flaky-1-429-ThrottlingException";
+
+    auto bad_sig = model_request(a, "invoke");
+    bgw::test::sign_request(bad_sig, {good_creds.access_key_id, "not-the-secret", ""}, "us-east-1",
+                            now());
+    EXPECT_EQ(send_once(fake_.port(), bad_sig).result_int(), 403u);
+
+    EXPECT_EQ(outcome(signed_send(model_request(a, "invoke"))), "503 ServiceUnavailableException");
+    EXPECT_EQ(outcome(signed_send(model_request(a, "invoke"))), "200 ");
+    EXPECT_EQ(outcome(signed_send(model_request(b, "invoke"))), "503 ServiceUnavailableException");
+    EXPECT_EQ(outcome(signed_send(model_request(b, "invoke"))), "200 ");
+    EXPECT_EQ(outcome(signed_send(model_request(untagged, "count-tokens"))),
+              "429 ThrottlingException");
+    EXPECT_EQ(outcome(signed_send(model_request(untagged, "count-tokens"))), "200 ");
+    EXPECT_EQ(
+        outcome(signed_send(model_request("fake-flaky-0-500-InternalServerException", "invoke"))),
+        "200 ");
+
+    // Another fake in the same process starts from zero.
+    fake_bedrock other{options()};
+    other.start();
+    auto req = model_request(a, "invoke");
+    bgw::test::sign_request(req, good_creds, "us-east-1", now());
+    EXPECT_EQ(outcome(send_once(other.port(), req)), "503 ServiceUnavailableException");
+}
+
+TEST_F(fake_bedrock_test, scripted_flaky_stream_errors_first_then_streams_for_real) {
+    for (auto [op, id, first_event] :
+         {std::tuple{"converse-stream", "fake-flaky-1-429-ThrottlingException-cs", "messageStart"},
+          std::tuple{"invoke-with-response-stream", "fake-flaky-1-429-ThrottlingException-iwrs",
+                     "chunk"}}) {
+        auto error = signed_send(model_request(id, op));
+        EXPECT_EQ(outcome(error), "429 ThrottlingException") << op;
+        EXPECT_EQ(error[http::field::content_type], "application/json") << op;
+
+        auto res = signed_send(model_request(id, op));
+        ASSERT_EQ(res.result_int(), 200u) << op << ": " << res.body();
+        EXPECT_EQ(res[http::field::content_type], "application/vnd.amazon.eventstream") << op;
+        auto frames = bgw::aws::eventstream::decode_all(res.body());
+        ASSERT_TRUE(frames) << op;
+        ASSERT_GE(frames->size(), 3u) << op;
+        EXPECT_EQ(frames->front().string_header(":event-type"), first_event) << op;
+        for (const auto& f : *frames) EXPECT_EQ(f.string_header(":message-type"), "event") << op;
+    }
+}
+
+TEST_F(fake_bedrock_test, malformed_scripted_ids_are_validation_errors) {
+    for (const char* id : {
+             "fake-flaky-",
+             "fake-flaky-x-429-ThrottlingException",
+             "fake-flaky-1001-429-ThrottlingException",
+             "fake-flaky--1-429-ThrottlingException",
+             "fake-flaky-1-399-ThrottlingException",
+             "fake-flaky-1-600-ThrottlingException",
+             "fake-flaky-1-429",
+             "fake-flaky-1-429-",
+             "fake-flaky-1-429-Throttling_Exception",
+             "fake-flaky-1-429-ThrottlingException-",
+             "fake-flaky-1-429-ThrottlingException-a-b",
+             "fake-flaky-1-429-ThrottlingException-a%2Fb",
+             "fake-errorbody-42-ThrottlingException",
+             "fake-errorbody-503-",
+             "fake-errorbody-503",
+         }) {
+        for (const char* op : {"invoke", "converse-stream"}) {
+            auto res = signed_send(model_request(id, op));
+            EXPECT_EQ(outcome(res), "400 ValidationException") << id << " " << op;
+        }
     }
 }
 
