@@ -165,6 +165,60 @@ result<void> parse_limits(const json& v, config& out) {
     return {};
 }
 
+result<void> parse_retry(const json& v, config& out) {
+    if (!v.IsObject()) return bad("retry", "must be an object");
+    if (auto r = only_known(v, "retry", {"max_attempts", "base_delay_ms", "max_delay_ms"}); !r)
+        return r.error();
+    if (auto m = v.FindMember("max_attempts"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "retry.max_attempts", 1, 10);
+        if (!n) return n.error();
+        out.retry.max_attempts = static_cast<int>(*n);
+    }
+    if (auto m = v.FindMember("base_delay_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "retry.base_delay_ms", 1, 60'000);
+        if (!n) return n.error();
+        out.retry.base_delay = std::chrono::milliseconds(*n);
+    }
+    if (auto m = v.FindMember("max_delay_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "retry.max_delay_ms", 1, 300'000);
+        if (!n) return n.error();
+        out.retry.max_delay = std::chrono::milliseconds(*n);
+    }
+    if (out.retry.max_delay < out.retry.base_delay) {
+        return bad("retry.max_delay_ms", "must not be below retry.base_delay_ms (" +
+                                             std::to_string(out.retry.base_delay.count()) + ")");
+    }
+    return {};
+}
+
+result<void> parse_rate_limits(const json& v, config& out) {
+    if (!v.IsObject()) return bad("rate_limits", "must be an object of model id -> {rpm, tpm}");
+    for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
+        std::string model(it->name.GetString(), it->name.GetStringLength());
+        std::string path = "rate_limits." + model;
+        if (model.empty() || model.size() > 2048)
+            return bad("rate_limits", "a model id must be 1 to 2048 characters");
+        if (out.rate_limits.contains(model)) return bad(path, "key appears twice");
+        const json& limit = it->value;
+        if (!limit.IsObject()) return bad(path, "must be an object with rpm and/or tpm");
+        if (auto r = only_known(limit, path, {"rpm", "tpm"}); !r) return r.error();
+        rate_limit rl;
+        if (auto m = limit.FindMember("rpm"); m != limit.MemberEnd()) {
+            auto n = get_int(m->value, path + ".rpm", 1, 1'000'000'000);
+            if (!n) return n.error();
+            rl.rpm = static_cast<std::uint64_t>(*n);
+        }
+        if (auto m = limit.FindMember("tpm"); m != limit.MemberEnd()) {
+            auto n = get_int(m->value, path + ".tpm", 1, 1'000'000'000'000);
+            if (!n) return n.error();
+            rl.tpm = static_cast<std::uint64_t>(*n);
+        }
+        if (rl.rpm == 0 && rl.tpm == 0) return bad(path, "needs rpm, tpm or both");
+        out.rate_limits.emplace(std::move(model), rl);
+    }
+    return {};
+}
+
 }  // namespace
 
 const std::vector<std::string_view>& default_regions() {
@@ -245,9 +299,9 @@ result<config> parse_config(std::string_view text) {
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
-    if (auto r = only_known(
-            doc, "",
-            {"listen", "default_region", "regions", "upstream", "limits", "log_level", "threads"});
+    if (auto r = only_known(doc, "",
+                            {"listen", "default_region", "regions", "upstream", "limits", "retry",
+                             "rate_limits", "log_level", "threads"});
         !r) {
         return r.error();
     }
@@ -275,6 +329,12 @@ result<config> parse_config(std::string_view text) {
     }
     if (auto m = doc.FindMember("limits"); m != doc.MemberEnd()) {
         if (auto r = parse_limits(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("retry"); m != doc.MemberEnd()) {
+        if (auto r = parse_retry(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("rate_limits"); m != doc.MemberEnd()) {
+        if (auto r = parse_rate_limits(m->value, out); !r) return r.error();
     }
     if (auto m = doc.FindMember("log_level"); m != doc.MemberEnd()) {
         auto s = get_string(m->value, "log_level");

@@ -91,7 +91,43 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{R"({"upstream":{"stream_idle_timeout_ms":0}})", "upstream.stream_idle_timeout_ms"},
         bad_case{R"({"limits":{"max_body_bytes":-1}})", "limits.max_body_bytes"},
         bad_case{R"({"log_level":"loud"})", "log_level"},
-        bad_case{R"({"listen":"127.0.0.1:1","listen":"127.0.0.1:2"})", "twice"}));
+        bad_case{R"({"listen":"127.0.0.1:1","listen":"127.0.0.1:2"})", "twice"},
+        bad_case{R"({"retry":{"max_attempts":0}})", "retry.max_attempts"},
+        bad_case{R"({"retry":{"max_attempts":3,"tries":2}})", "retry.tries: unknown key"},
+        bad_case{R"({"retry":{"base_delay_ms":500,"max_delay_ms":100}})", "retry.max_delay_ms"},
+        bad_case{R"({"retry":[]})", "retry"},
+        bad_case{R"({"rate_limits":{"m":{"rpm":0}}})", "rate_limits.m.rpm"},
+        bad_case{R"({"rate_limits":{"m":{"rpm":1.5}}})", "rate_limits.m.rpm"},
+        bad_case{R"({"rate_limits":{"m":{"rps":5}}})", "rate_limits.m.rps: unknown key"},
+        bad_case{R"({"rate_limits":{"m":{}}})", "rate_limits.m: needs rpm, tpm or both"},
+        bad_case{R"({"rate_limits":{"m":{"rpm":1},"m":{"rpm":2}}})",
+                 "rate_limits.m: key appears twice"},
+        bad_case{R"({"rate_limits":{"m":5}})", "rate_limits.m"},
+        bad_case{R"({"rate_limits":[]})", "rate_limits"}));
+
+TEST(config, retry_and_rate_limits_as_in_issue_4) {
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->retry.max_attempts, 3);
+    EXPECT_EQ(d->retry.base_delay.count(), 100);
+    EXPECT_EQ(d->retry.max_delay.count(), 20000);
+    EXPECT_TRUE(d->rate_limits.empty());
+
+    auto c = parse_config(R"({
+      "retry": { "max_attempts": 1, "base_delay_ms": 250, "max_delay_ms": 5000 },
+      "rate_limits": { "anthropic.claude-3-5-sonnet-20240620-v1:0": { "rpm": 50, "tpm": 200000 },
+                       "*": { "rpm": 1000 } } })");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->retry.max_attempts, 1);
+    EXPECT_EQ(c->retry.base_delay.count(), 250);
+    EXPECT_EQ(c->retry.max_delay.count(), 5000);
+    ASSERT_EQ(c->rate_limits.size(), 2u);
+    const auto& claude = c->rate_limits.at("anthropic.claude-3-5-sonnet-20240620-v1:0");
+    EXPECT_EQ(claude.rpm, 50u);
+    EXPECT_EQ(claude.tpm, 200000u);
+    EXPECT_EQ(c->rate_limits.at("*").rpm, 1000u);
+    EXPECT_EQ(c->rate_limits.at("*").tpm, 0u);  // no token limit for the others
+}
 
 TEST(config, region_names) {
     using bgw::config::is_region_name;

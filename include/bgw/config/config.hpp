@@ -37,6 +37,19 @@ struct limits_config {
     std::chrono::milliseconds client_idle_timeout{60000};  ///< keep-alive / header read bound
 };
 
+/// Retries inside the gateway (issue 4), before any response byte has gone to the client.
+struct retry_config {
+    int max_attempts = 3;  ///< counts the first try: 1 = never retry
+    std::chrono::milliseconds base_delay{100};
+    std::chrono::milliseconds max_delay{20000};
+};
+
+/// A local quota for one model id (or "*"): requests and tokens per minute; 0 = no limit.
+struct rate_limit {
+    std::uint64_t rpm = 0;
+    std::uint64_t tpm = 0;
+};
+
 struct config {
     std::string listen_host = "127.0.0.1";
     std::uint16_t listen_port = 8080;
@@ -44,6 +57,9 @@ struct config {
     std::map<std::string, region_endpoint, std::less<>> regions;  ///< the allow-list
     upstream_config upstream;
     limits_config limits;
+    retry_config retry;
+    /// Model id as the client sends it (or "*" for each model without its own entry).
+    std::map<std::string, rate_limit, std::less<>> rate_limits;
     std::string log_level = "info";
     unsigned threads = 0;  ///< 0: one per core
 };
