@@ -145,6 +145,18 @@ rate_limiter::state* rate_limiter::find(const std::string& model, clock::time_po
     auto lim = limits_.find(model);
     if (lim == limits_.end()) lim = limits_.find("*");
     if (lim == limits_.end()) return nullptr;
+    if (state_.size() >= max_tracked_models) {
+        // Model ids come from clients: forget every model whose buckets are full again (it
+        // behaves exactly like one never seen), so the table cannot grow without bound.
+        for (auto it = state_.begin(); it != state_.end();) {
+            auto& st = it->second;
+            refill(st.requests.level, st.requests.at, st.limit.rpm, now);
+            refill(st.tokens.level, st.tokens.at, st.limit.tpm, now);
+            const bool fresh = st.requests.level >= static_cast<double>(st.limit.rpm) &&
+                               st.tokens.level >= static_cast<double>(st.limit.tpm);
+            it = fresh ? state_.erase(it) : std::next(it);
+        }
+    }
     const auto& l = lim->second;
     auto [it, inserted] = state_.emplace(
         model, state{l, {static_cast<double>(l.rpm), now}, {static_cast<double>(l.tpm), now}});

@@ -4,6 +4,7 @@
 
 #include "bgw/error.hpp"
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -19,5 +20,16 @@ std::string error_body(std::string_view message);
 /// unknown).
 boost::beast::http::response<boost::beast::http::string_body> make_error_response(
     const error& e, std::string_view request_id, unsigned version = 11, bool keep_alive = true);
+
+/// The uniform 429 (issue 4) every final throttling outcome becomes: `Retry-After` in whole
+/// seconds (at least 1, rounded up), `x-amz-retry-after` in milliseconds, `x-amzn-ErrorType:
+/// ThrottlingException`, `x-amzn-RequestId` (upstream's when there was one), and
+/// `{"message": ..., "retryAfterSeconds": N}`.
+boost::beast::http::response<boost::beast::http::string_body> make_throttle_response(
+    std::chrono::milliseconds wait,
+    std::string_view message,
+    std::string_view request_id,
+    unsigned version = 11,
+    bool keep_alive = true);
 
 }  // namespace bgw::http

@@ -153,6 +153,8 @@ private:
     };
     state* find(const std::string& model, clock::time_point now);
 
+    static constexpr std::size_t max_tracked_models = 4096;
+
     std::mutex mutex_;
     std::map<std::string, model_limit> limits_;
     std::map<std::string, state> state_;

@@ -1,0 +1,126 @@
+#pragma once
+/// The throttling policy one request goes through (issue 4), as a plain class over the cores in
+/// throttle.hpp, so the session only moves bytes and asks:
+///
+///   admit()          before the first attempt: is (region, model) cooling down, is a local
+///                    RPM/TPM quota spent? If so the answer is a 429 at once, upstream never sees
+///                    the request;
+///   after_failure()  an attempt was throttled or failed transiently before any byte went to
+///                    the client: retry (after how long) or stop;
+///   final_throttle() the 429 the client gets when it stops on a throttle;
+///   succeeded() / stream_throttled() / settle()  what the answer teaches the policy.
+///
+/// Cool-downs escalate: the k-th consecutive upstream throttle of a (region, model) rests it for
+/// backoff_cap(k, base_delay, max_delay); a success ends the streak. Retries of requests already
+/// in flight wait out the rest too (never less than their full-jitter backoff), so the gateway
+/// never sends what it would tell its clients not to send.
+///
+/// Every method takes `now`; the class has no clock and no sockets. Thread-safe.
+
+#include "bgw/config/config.hpp"
+#include "bgw/policy/throttle.hpp"
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+namespace bgw::policy {
+
+/// The uniform 429's content: how long to wait, and a message that says which limit it was.
+struct throttle_answer {
+    milliseconds wait;
+    std::string message;
+    std::string_view source;  ///< "local_limit", "cooldown" or "upstream" (for the log)
+};
+
+/// Tokens a request may use, estimated before the call: its output cap (`max_tokens`,
+/// `inferenceConfig.maxTokens`, `max_tokens_to_sample`, `max_gen_len`,
+/// `textGenerationConfig.maxTokenCount`, whichever is present) plus one token per four body
+/// bytes for the input. Never zero.
+std::uint64_t estimate_tokens(std::string_view body);
+
+/// Actual usage, when the answer says: input + output tokens.
+struct usage {
+    std::uint64_t input = 0;
+    std::uint64_t output = 0;
+    std::uint64_t total() const { return input + output; }
+};
+/// From `X-Amzn-Bedrock-Input-Token-Count` / `X-Amzn-Bedrock-Output-Token-Count`; nullopt unless
+/// both are plain decimal numbers.
+std::optional<usage> usage_from_headers(std::string_view input, std::string_view output);
+/// From a Converse answer's `usage.inputTokens` / `usage.outputTokens`.
+std::optional<usage> usage_from_converse_body(std::string_view body);
+
+class traffic_policy {
+public:
+    traffic_policy(const config::retry_config& retry,
+                   const std::map<std::string, config::rate_limit, std::less<>>& limits,
+                   int retry_budget = retry_quota::initial);
+
+    /// True when some local limit applies to `model` (only then is a token estimate needed).
+    bool limits(std::string_view model) const;
+
+    /// Before the first attempt. nullopt: go ahead (the estimate, if any, is now charged).
+    std::optional<throttle_answer> admit(const std::string& region,
+                                         const std::string& model,
+                                         std::uint64_t estimated_tokens,
+                                         clock::time_point now);
+
+    struct step {
+        bool retry;
+        milliseconds wait;  ///< before the next attempt
+        int cost;           ///< retry budget this retry took (for succeeded())
+        std::string why;    ///< when not retrying: why not (for the log)
+    };
+    /// Attempt number `attempt` (1 = the first) ended `throttled` or `transient` (a `timed_out`
+    /// one costs more retry budget) with nothing relayed yet. A throttle starts or extends the
+    /// (region, model) cool-down before the decision.
+    step after_failure(int attempt,
+                       outcome o,
+                       bool timed_out,
+                       const std::string& region,
+                       const std::string& model,
+                       clock::time_point now,
+                       std::mt19937_64& rng);
+
+    /// The 429 for a request that ends on an upstream throttle after `attempts` attempts: the
+    /// wait is what remains of the cool-down, and never less than the next backoff cap.
+    throttle_answer final_throttle(int attempts,
+                                   const std::string& region,
+                                   const std::string& model,
+                                   clock::time_point now) const;
+
+    /// The upstream answered with success: refunds the retry budget (what the last retry took,
+    /// `last_retry_cost` from step::cost, or 1 with none) and ends the (region, model) streak.
+    void succeeded(const std::string& region, const std::string& model, int last_retry_cost);
+    /// A `throttlingException` arrived inside a stream: it counts toward the cool-down.
+    void stream_throttled(const std::string& region,
+                          const std::string& model,
+                          clock::time_point now);
+    /// Replaces an admitted request's token estimate with what it used.
+    void settle(const std::string& model,
+                std::uint64_t estimated,
+                std::uint64_t actual,
+                clock::time_point now);
+
+    int retry_budget() const { return quota_.available(); }
+
+private:
+    milliseconds cool_down(const std::string& region,
+                           const std::string& model,
+                           clock::time_point now);
+
+    config::retry_config retry_;
+    retry_quota quota_;
+    rate_limiter limiter_;
+    std::map<std::string, config::rate_limit, std::less<>> limits_;
+    cooldown_table rests_;
+    mutable std::mutex mutex_;
+    std::map<std::pair<std::string, std::string>, int> streaks_;  ///< consecutive throttles
+};
+
+}  // namespace bgw::policy

@@ -1,0 +1,181 @@
+#include "bgw/policy/traffic.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include <rapidjson/document.h>
+
+namespace bgw::policy {
+namespace {
+
+/// Beyond this many (region, model) streaks, forget the ones no longer resting.
+constexpr std::size_t max_streaks = 4096;
+
+std::optional<std::uint64_t> number(const rapidjson::Value& obj, const char* key) {
+    if (!obj.IsObject()) return std::nullopt;
+    auto it = obj.FindMember(key);
+    if (it == obj.MemberEnd() || !it->value.IsUint64()) return std::nullopt;
+    return it->value.GetUint64();
+}
+
+std::optional<std::uint64_t> nested(const rapidjson::Value& obj,
+                                    const char* outer,
+                                    const char* key) {
+    if (!obj.IsObject()) return std::nullopt;
+    auto it = obj.FindMember(outer);
+    if (it == obj.MemberEnd()) return std::nullopt;
+    return number(it->value, key);
+}
+
+std::optional<std::uint64_t> decimal(std::string_view s) {
+    std::uint64_t v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+}  // namespace
+
+std::uint64_t estimate_tokens(std::string_view body) {
+    const std::uint64_t input = (body.size() + 3) / 4;
+    std::uint64_t output = 0;
+    rapidjson::Document doc;
+    doc.Parse(body.data(), body.size());
+    if (!doc.HasParseError() && doc.IsObject()) {
+        // The output cap as each model family spells it; Bedrock charges it up front as well.
+        for (auto v : {number(doc, "max_tokens"), nested(doc, "inferenceConfig", "maxTokens"),
+                       number(doc, "max_tokens_to_sample"), number(doc, "max_gen_len"),
+                       nested(doc, "textGenerationConfig", "maxTokenCount")}) {
+            if (v) {
+                output = *v;
+                break;
+            }
+        }
+    }
+    return std::max<std::uint64_t>(1, input + output);
+}
+
+std::optional<usage> usage_from_headers(std::string_view input, std::string_view output) {
+    auto in = decimal(input);
+    auto out = decimal(output);
+    if (!in || !out) return std::nullopt;
+    return usage{*in, *out};
+}
+
+std::optional<usage> usage_from_converse_body(std::string_view body) {
+    rapidjson::Document doc;
+    doc.Parse(body.data(), body.size());
+    if (doc.HasParseError()) return std::nullopt;
+    auto in = nested(doc, "usage", "inputTokens");
+    auto out = nested(doc, "usage", "outputTokens");
+    if (!in || !out) return std::nullopt;
+    return usage{*in, *out};
+}
+
+traffic_policy::traffic_policy(const config::retry_config& retry,
+                               const std::map<std::string, config::rate_limit, std::less<>>& limits,
+                               int retry_budget)
+    : retry_(retry),
+      quota_(retry_budget),
+      limiter_([&] {
+          std::map<std::string, model_limit> m;
+          for (const auto& [model, l] : limits) m.emplace(model, model_limit{l.rpm, l.tpm});
+          return m;
+      }()),
+      limits_(limits) {}
+
+bool traffic_policy::limits(std::string_view model) const {
+    return limits_.contains(model) || limits_.contains("*");
+}
+
+std::optional<throttle_answer> traffic_policy::admit(const std::string& region,
+                                                     const std::string& model,
+                                                     std::uint64_t estimated_tokens,
+                                                     clock::time_point now) {
+    if (auto rest = rests_.remaining(region, model, now); rest.count() > 0) {
+        return throttle_answer{
+            rest,
+            "upstream throttled " + model + " in " + region +
+                " moments ago; the gateway holds requests back until the cool-down ends",
+            "cooldown"};
+    }
+    if (!limits(model)) return std::nullopt;
+    auto d = limiter_.try_acquire(model, estimated_tokens, now);
+    if (d.allowed) return std::nullopt;
+    return throttle_answer{d.wait,
+                           "local rate limit for " + model +
+                               " (rate_limits: requests or tokens per minute) reached; "
+                               "not sent upstream",
+                           "local_limit"};
+}
+
+milliseconds traffic_policy::cool_down(const std::string& region,
+                                       const std::string& model,
+                                       clock::time_point now) {
+    int streak = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (streaks_.size() >= max_streaks) {
+            std::erase_if(streaks_, [&](const auto& e) {
+                return rests_.remaining(e.first.first, e.first.second, now).count() == 0;
+            });
+        }
+        streak = ++streaks_[{region, model}];
+    }
+    auto length = backoff_cap(streak, retry_.base_delay, retry_.max_delay);
+    rests_.throttled(region, model, now, length);
+    return rests_.remaining(region, model, now);
+}
+
+traffic_policy::step traffic_policy::after_failure(int attempt,
+                                                   outcome o,
+                                                   bool timed_out,
+                                                   const std::string& region,
+                                                   const std::string& model,
+                                                   clock::time_point now,
+                                                   std::mt19937_64& rng) {
+    milliseconds rest{0};
+    if (o == outcome::throttled) rest = cool_down(region, model, now);
+    if (attempt >= retry_.max_attempts) {
+        return {false, milliseconds{0}, 0,
+                "retry.max_attempts (" + std::to_string(retry_.max_attempts) + ") reached"};
+    }
+    if (!quota_.try_acquire(timed_out))
+        return {false, milliseconds{0}, 0, "retry budget spent (too many failures recently)"};
+    auto wait = std::max(full_jitter(attempt, retry_.base_delay, retry_.max_delay, rng), rest);
+    return {true, wait, timed_out ? retry_quota::timeout_cost : retry_quota::retry_cost, {}};
+}
+
+throttle_answer traffic_policy::final_throttle(int attempts,
+                                               const std::string& region,
+                                               const std::string& model,
+                                               clock::time_point now) const {
+    auto rest = rests_.remaining(region, model, now);
+    auto next = backoff_cap(attempts, retry_.base_delay, retry_.max_delay);
+    return {std::max({rest, next, milliseconds{1}}),
+            "upstream (Bedrock) throttled " + model + " in " + region + "; retry after the wait",
+            "upstream"};
+}
+
+void traffic_policy::succeeded(const std::string& region,
+                               const std::string& model,
+                               int last_retry_cost) {
+    quota_.on_success(last_retry_cost);
+    std::lock_guard lock(mutex_);
+    streaks_.erase({region, model});
+}
+
+void traffic_policy::stream_throttled(const std::string& region,
+                                      const std::string& model,
+                                      clock::time_point now) {
+    cool_down(region, model, now);
+}
+
+void traffic_policy::settle(const std::string& model,
+                            std::uint64_t estimated,
+                            std::uint64_t actual,
+                            clock::time_point now) {
+    if (limits(model)) limiter_.correct(model, estimated, actual, now);
+}
+
+}  // namespace bgw::policy
