@@ -6,6 +6,7 @@
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/net/gateway.hpp"
+#include "bgw/policy/traffic.hpp"
 #include "bgw/routing/runtime_path.hpp"
 #include "bgw/routing/upstream_request.hpp"
 
@@ -13,6 +14,7 @@
 #include <random>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 #include <rapidjson/stringbuffer.h>
@@ -36,6 +38,8 @@ struct request_log {
     std::size_t bytes_in = 0;
     std::size_t bytes_out = 0;
     std::string upstream_request_id;
+    int upstream_throttles = 0;  ///< attempts upstream answered with a throttle
+    std::string_view throttle;   ///< when the gateway answered 429: which limit
     std::string error;
     clock::time_point start = clock::now();
     std::optional<bgw::http::stream_summary> stream;  ///< set for event-stream responses
@@ -65,6 +69,11 @@ void write_log(const request_log& l) {
     w.Key("bytes_out");
     w.Uint64(l.bytes_out);
     if (!l.upstream_request_id.empty()) str("upstream_request_id", l.upstream_request_id);
+    if (l.upstream_throttles) {
+        w.Key("upstream_throttles");
+        w.Int(l.upstream_throttles);
+    }
+    if (!l.throttle.empty()) str("throttle", l.throttle);
     if (!l.error.empty()) str("error", l.error);
     if (l.stream) {
         w.Key("stream_events");
@@ -120,6 +129,21 @@ awaitable<beast::error_code> send_and_read_header(Stream& up,
     co_return rec;
 }
 
+/// A bounded copy of a relayed body, for reading usage out of it afterwards.
+struct body_capture {
+    std::size_t cap;
+    std::string data;
+    bool overflow = false;
+    void add(std::string_view piece) {
+        if (overflow || data.size() + piece.size() > cap) {
+            overflow = true;
+            data.clear();
+            return;
+        }
+        data.append(piece);
+    }
+};
+
 /// How a relayed body ended.
 enum class relay_end {
     done,
@@ -146,14 +170,18 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     std::chrono::milliseconds read_timeout,
     std::chrono::milliseconds write_timeout,
     std::size_t& bytes_out,
-    bgw::http::event_relay* events) {
+    bgw::http::event_relay* events,
+    std::string_view prefix,
+    body_capture* capture) {
     char piece[16 * 1024];
     std::string frames;
     for (;;) {
         std::string_view out;
         // Set when the gateway ends an event stream itself, with one error frame that says why.
         std::optional<relay_end> ending;
-        if (!p.is_done()) {
+        if (!prefix.empty()) {
+            out = std::exchange(prefix, {});  // already read (an error body, to classify it)
+        } else if (!p.is_done()) {
             p.get().body().data = piece;
             p.get().body().size = sizeof piece;
             beast::get_lowest_layer(up).expires_after(read_timeout);
@@ -192,6 +220,7 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         res.body().more = !last;
         // An empty piece with more to come would make the serializer end the chunked body.
         if (out.empty() && !last) continue;
+        if (capture) capture->add(out);
         client.expires_after(write_timeout);
         auto [wec, wn] = co_await http::async_write(client, sr, use_nothrow);
         bytes_out += wn;
@@ -209,6 +238,7 @@ struct client_watch {
     bool active = true;
     bool client_gone = false;
     upstream_connection* upstream = nullptr;  ///< the connection in use, if any yet
+    asio::steady_timer* sleeper = nullptr;    ///< the wait before a retry, while it runs
 };
 
 void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>& w) {
@@ -228,6 +258,7 @@ void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>
         // two reads (its next read would then wait on as if nothing happened); a closed socket
         // fails that read at once.
         if (w->upstream) w->upstream->tcp().close();
+        if (w->sleeper) w->sleeper->cancel();
     });
 }
 
@@ -236,6 +267,58 @@ void stop_watch(beast::tcp_stream& client, client_watch& w) {
     w.active = false;
     beast::error_code ignored;
     client.socket().cancel(ignored);
+}
+
+/// The operations that run a model: the ones local quotas and cool-downs apply to.
+bool runs_model(routing::operation op) {
+    using routing::operation;
+    return op == operation::invoke_model || op == operation::invoke_model_with_response_stream ||
+           op == operation::converse || op == operation::converse_stream;
+}
+
+std::mt19937_64& jitter_rng() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return rng;
+}
+
+awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
+                                           const policy::throttle_answer& a,
+                                           std::string_view request_id,
+                                           request_log& log,
+                                           bool keep_alive) {
+    auto res = bgw::http::make_throttle_response(a.wait, a.message, request_id, 11, keep_alive);
+    log.status = 429;
+    log.throttle = a.source;
+    log.error = a.message;
+    auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
+    log.bytes_out += n;
+    co_return ec;
+}
+
+/// Reads an error answer's body (into `into`, at most `cap` bytes) so it can be classified
+/// before anything goes to the client. Bedrock's error bodies are a few hundred bytes; a longer
+/// one is left for the relay to finish.
+template <class Stream>
+awaitable<beast::error_code> read_error_body(Stream& up,
+                                             beast::flat_buffer& buf,
+                                             http::response_parser<http::buffer_body>& p,
+                                             std::string& into,
+                                             std::size_t cap) {
+    into.resize(cap);
+    std::size_t have = 0;
+    beast::error_code ec;
+    while (!p.is_done() && have < cap) {
+        p.get().body().data = into.data() + have;
+        p.get().body().size = cap - have;
+        auto [rec, n] = co_await http::async_read_some(up, buf, p, use_nothrow);
+        have = cap - p.get().body().size;
+        if (rec && rec != http::error::need_buffer) {
+            ec = rec;
+            break;
+        }
+    }
+    into.resize(have);
+    co_return ec;
 }
 
 /// Forwards one accepted request; returns whether the client connection may be kept.
@@ -259,14 +342,35 @@ awaitable<bool> forward(beast::tcp_stream& client,
     log.region = routing::choose_region(req[http::field::authorization], cfg);
     const config::region_endpoint& ep = cfg.regions.at(log.region);
 
-    auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-    auto prepared = routing::prepare_upstream_request(req.method(), *rt, req, ep, log.region,
-                                                      req.body(), *g.creds, now, &g.keys);
-    http::request<http::string_body> out{prepared.method, prepared.target, 11};
-    for (auto& h : prepared.headers) out.insert(h.name, h.value);
+    // Cool-downs and local quotas first: a request over them never reaches upstream.
+    const std::string throttle_key = rt->model_id.empty() ? std::string(log.op) : rt->model_id;
+    std::uint64_t estimate = 0;
+    if (runs_model(rt->op)) {
+        if (g.traffic.limits(rt->model_id)) estimate = policy::estimate_tokens(req.body());
+        if (auto no = g.traffic.admit(log.region, rt->model_id, estimate, clock::now())) {
+            co_return !co_await send_throttle(client, *no, log.id, log, keep_alive) && keep_alive;
+        }
+    }
+    // Tokens charged up front are given back for answers that used none (errors, throttles).
+    auto settle = [&](std::uint64_t actual) {
+        if (estimate) g.traffic.settle(rt->model_id, estimate, actual, clock::now());
+    };
+
+    // Every attempt is signed afresh (a new X-Amz-Date); the body is moved once, never copied.
+    http::request<http::string_body> out;
     out.body() = std::move(req.body());
-    out.keep_alive(true);
-    out.prepare_payload();
+    auto sign = [&] {
+        auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+        auto prepared = routing::prepare_upstream_request(req.method(), *rt, req, ep, log.region,
+                                                          out.body(), *g.creds, now, &g.keys);
+        out.base() = {};
+        out.method(prepared.method);
+        out.target(prepared.target);
+        out.version(11);
+        for (auto& h : prepared.headers) out.insert(h.name, h.value);
+        out.keep_alive(true);
+        out.prepare_payload();
+    };
 
     // From here until the response is relayed, a client that hangs up cancels the upstream.
     auto watch = std::make_shared<client_watch>();
@@ -279,53 +383,123 @@ awaitable<bool> forward(beast::tcp_stream& client,
     auto client_gone = [&] {
         log.status = 499;  // nginx's "client closed request"
         log.error = "client went away before the response was complete";
+        settle(0);
         return false;
     };
 
-    // Send; a pooled connection the upstream closed while idle fails before any response byte,
-    // and only then is the request sent once more, on a fresh connection.
+    // Attempts: each one that is throttled or fails transiently, before a byte went to the
+    // client, may be retried as the policy allows (backoff, budget, cool-down).
     std::unique_ptr<upstream_connection> conn;
     std::optional<http::response_parser<http::buffer_body>> p;
-    beast::error_code ec;
-    for (;;) {
-        ++log.attempts;
-        watch->upstream = nullptr;  // the watcher must never close a connection we dropped
-        conn = g.pool.take(pool_key(ep));
-        if (!conn) {
-            auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
-                                                          cfg.upstream.connect_timeout);
-            if (cec) {
-                co_return !co_await send_error(client, upstream_failure(cec, "connect"), log,
+    std::string error_body;  // a failed answer's body, read to classify it
+    asio::steady_timer sleeper(client.get_executor());
+    int last_retry_cost = 0;
+    for (int attempt = 1;; ++attempt) {
+        sign();
+        beast::error_code ec;
+        std::string_view during = "response";
+        // A pooled connection the upstream closed while idle fails before any response byte;
+        // only then is the request sent once more at once, on a fresh connection.
+        for (bool stale_retry = false;;) {
+            ++log.attempts;
+            watch->upstream = nullptr;  // the watcher must never close a connection we dropped
+            conn = g.pool.take(pool_key(ep));
+            if (!conn) {
+                auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
+                                                              cfg.upstream.connect_timeout);
+                if (cec) {
+                    ec = cec;
+                    during = "connect";
+                    break;
+                }
+                conn = std::move(fresh);
+            }
+            watch->upstream = conn.get();
+            if (watch->client_gone) co_return client_gone();  // it left while we connected
+            p.emplace();
+            p->header_limit(64 * 1024);
+            p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
+            conn->tcp().expires_after(cfg.upstream.response_timeout);
+            if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
+                ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
+            } else {
+                ec = co_await send_and_read_header(std::get<tls_stream>(conn->stream), conn->buffer,
+                                                   out, *p);
+            }
+            if (ec && conn->reused && !stale_retry && is_benign(ec) && !p->got_some() &&
+                !watch->client_gone) {
+                stale_retry = true;
+                continue;
+            }
+            break;
+        }
+        if (watch->client_gone) co_return client_gone();
+
+        // What this attempt means: an answer to relay, or a failure the policy may retry.
+        auto failed = policy::outcome::success;
+        error_body.clear();
+        if (ec) {
+            failed = policy::classify_no_response();
+        } else if (p->get().result_int() >= 400) {
+            constexpr std::size_t error_body_cap = 64 * 1024;
+            if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
+                ec = co_await read_error_body(*plain, conn->buffer, *p, error_body, error_body_cap);
+            } else {
+                ec = co_await read_error_body(std::get<tls_stream>(conn->stream), conn->buffer, *p,
+                                              error_body, error_body_cap);
+            }
+            if (watch->client_gone) co_return client_gone();
+            if (ec) {
+                failed = policy::classify_no_response();
+            } else {
+                const auto& head = p->get();
+                auto code = policy::error_code(head["x-amzn-ErrorType"],
+                                               p->is_done() ? error_body : std::string_view{});
+                auto o = policy::classify(head.result_int(), code);
+                if (o == policy::outcome::throttled || o == policy::outcome::transient) failed = o;
+            }
+        }
+        if (failed == policy::outcome::success) break;  // relay this answer, whatever it says
+
+        const bool throttled = failed == policy::outcome::throttled;
+        if (throttled) ++log.upstream_throttles;
+        auto step = g.traffic.after_failure(attempt, failed, ec == beast::error::timeout,
+                                            log.region, throttle_key, clock::now(), jitter_rng());
+        if (!step.retry) {
+            if (throttled) {
+                auto answer =
+                    g.traffic.final_throttle(attempt, log.region, throttle_key, clock::now());
+                std::string upstream_id(p->get()["x-amzn-RequestId"]);
+                log.upstream_request_id = upstream_id;
+                settle(0);
+                auto wec = co_await send_throttle(
+                    client, answer, upstream_id.empty() ? log.id : upstream_id, log, keep_alive);
+                log.error += " (" + step.why + ")";
+                co_return !wec && keep_alive;
+            }
+            if (ec) {
+                settle(0);
+                co_return !co_await send_error(client, upstream_failure(ec, during), log,
                                                keep_alive) &&
                     keep_alive;
             }
-            conn = std::move(fresh);
+            break;  // a transient error answer, out of retries: the client gets it as it came
         }
-        watch->upstream = conn.get();
-        if (watch->client_gone) co_return client_gone();  // it left while we connected
-        p.emplace();
-        p->header_limit(64 * 1024);
-        p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
-        conn->tcp().expires_after(cfg.upstream.response_timeout);
-        if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-            ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
-        } else {
-            ec = co_await send_and_read_header(std::get<tls_stream>(conn->stream), conn->buffer,
-                                               out, *p);
-        }
-        if (ec && conn->reused && log.attempts == 1 && is_benign(ec) && !p->got_some() &&
-            !watch->client_gone)
-            continue;
-        break;
-    }
-    if (watch->client_gone) co_return client_gone();
-    if (ec) {
-        co_return !co_await send_error(client, upstream_failure(ec, "response"), log, keep_alive) &&
-            keep_alive;
+        last_retry_cost = step.cost;
+        // An error answer read to its end leaves the connection fit for the next request.
+        watch->upstream = nullptr;
+        if (!ec && p->is_done() && p->keep_alive()) g.pool.give_back(std::move(conn));
+        conn.reset();
+        sleeper.expires_after(step.wait);
+        watch->sleeper = &sleeper;
+        co_await sleeper.async_wait(use_nothrow);
+        watch->sleeper = nullptr;
+        if (watch->client_gone) co_return client_gone();
     }
     auto& head = p->get();
     log.status = head.result_int();
     log.upstream_request_id = std::string(head["x-amzn-RequestId"]);
+    if (log.status < 400) g.traffic.succeeded(log.region, throttle_key, last_retry_cost);
 
     // The status line and headers go out as soon as upstream sent them; the body follows piece
     // by piece (chunked unless upstream gave a length).
@@ -346,6 +520,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     log.bytes_out += hn;
     if (hec) {
         log.error = "client went away: " + hec.message();
+        settle(0);
         co_return false;
     }
     // Event streams are relayed frame by frame and read on the side (usage, exceptions).
@@ -355,19 +530,46 @@ awaitable<bool> forward(beast::tcp_stream& client,
         bgw::http::iequals(content_type.substr(0, content_type.find(';')),
                            "application/vnd.amazon.eventstream"))
         events.emplace();
+    // A Converse answer carries its usage in the body: keep a bounded copy to read it.
+    std::optional<body_capture> capture;
+    if (estimate && !events && log.status < 400 && rt->op == routing::operation::converse)
+        capture.emplace(body_capture{256 * 1024, {}});
     const auto read_timeout =
         events ? cfg.upstream.stream_idle_timeout : cfg.upstream.response_timeout;
     std::pair<relay_end, beast::error_code> relayed;
     bgw::http::event_relay* ev = events ? &*events : nullptr;
+    body_capture* cap = capture ? &*capture : nullptr;
     if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        relayed = co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
-                                      cfg.limits.client_idle_timeout, log.bytes_out, ev);
+        relayed =
+            co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
+                                cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body, cap);
     } else {
         relayed = co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
                                       sr, res, read_timeout, cfg.limits.client_idle_timeout,
-                                      log.bytes_out, ev);
+                                      log.bytes_out, ev, error_body, cap);
     }
-    if (events) log.stream = events->summary();
+    if (events) {
+        log.stream = events->summary();
+        // A throttle inside a stream cannot change the status, but it does teach the policy.
+        if (policy::is_throttling_code(log.stream->exception))
+            g.traffic.stream_throttled(log.region, throttle_key, clock::now());
+    }
+    // Replace the estimate with what the answer says it used.
+    if (estimate) {
+        std::optional<policy::usage> used;
+        if (log.status >= 400) {
+            used = policy::usage{};
+        } else if (events && log.stream->input_tokens && log.stream->output_tokens) {
+            used = policy::usage{*log.stream->input_tokens, *log.stream->output_tokens};
+        } else if (capture && !capture->overflow && relayed.first == relay_end::done) {
+            used = policy::usage_from_converse_body(capture->data);
+        }
+        if (!used) {
+            used = policy::usage_from_headers(head["X-Amzn-Bedrock-Input-Token-Count"],
+                                              head["X-Amzn-Bedrock-Output-Token-Count"]);
+        }
+        if (used) settle(used->total());
+    }
     switch (relayed.first) {
         case relay_end::done:
             break;
@@ -418,7 +620,8 @@ gateway_context::gateway_context(std::shared_ptr<const config::config> c,
     : cfg(std::move(c)),
       creds(std::move(cr)),
       tls(make_tls_context(cfg->upstream.ca_file)),
-      pool(cfg->upstream.max_idle_per_host, std::chrono::seconds(50)) {}
+      pool(cfg->upstream.max_idle_per_host, std::chrono::seconds(50)),
+      traffic(cfg->retry, cfg->rate_limits) {}
 
 awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gateway_context> g) {
     beast::tcp_stream client(std::move(socket));

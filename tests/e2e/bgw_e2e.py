@@ -242,6 +242,30 @@ class Gateway(ChildProcess):
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
+    def request_logs(self):
+        """The gateway's per-request JSON log lines (`{"event":"request",...}`)."""
+        out = []
+        for line in self.stdout.lines():
+            at = line.find('{"event":"request"')
+            if at >= 0:
+                out.append(json.loads(line[at:]))
+        return out
+
+    def wait_log(self, predicate, timeout=10.0):
+        """The first request log line that satisfies `predicate`, once it is written (the
+        line follows the response, so a client may hold its answer before the line exists)."""
+        def find(_lines):
+            for entry in self.request_logs():
+                if predicate(entry):
+                    return entry
+            return None
+
+        entry = self.stdout.wait_for(find, timeout)
+        if entry is None:
+            raise AssertionError("%s wrote no matching request log line\n%s"
+                                 % (self.name, self.output()))
+        return entry
+
 
 def closed_port():
     """A port nobody listens on. The socket stays bound (never listening) so connecting to it

@@ -278,7 +278,7 @@ class GatewayEndToEnd(unittest.TestCase):
         self.assertEqual(got["invocationArn"], arn)
         self.assertEqual(got["status"], "InProgress")
 
-    # --- upstream errors reach the SDK as Bedrock sent them -----------------------------------
+    # --- final upstream errors reach the SDK as Bedrock sent them -----------------------------
 
     def assert_upstream_error(self, model_id, status, code):
         mark = self.fake.mark()
@@ -297,9 +297,10 @@ class GatewayEndToEnd(unittest.TestCase):
         self.assert_upstream_error("fake-error-400-ValidationException", 400,
                                    "ValidationException")
 
-    def test_upstream_throttling_error(self):
-        self.assert_upstream_error("fake-error-429-ThrottlingException", 429,
-                                   "ThrottlingException")
+    def test_upstream_access_denied(self):
+        # Final errors are never retried and never reshaped (throttles are: test_throttling.py).
+        self.assert_upstream_error("fake-error-403-AccessDeniedException", 403,
+                                   "AccessDeniedException")
 
     def test_client_hanging_up_right_after_the_response_never_poisons_the_pool(self):
         # A client that closes the moment it has read the last byte races the gateway's

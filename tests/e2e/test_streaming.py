@@ -46,16 +46,6 @@ def converse_body(text=TEXT):
     return {"messages": [{"role": "user", "content": [{"text": text}]}]}
 
 
-def request_logs(gateway):
-    """The gateway's per-request JSON log lines."""
-    out = []
-    for line in gateway.stdout.lines():
-        at = line.find('{"event":"request"')
-        if at >= 0:
-            out.append(json.loads(line[at:]))
-    return out
-
-
 class StreamingEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -103,15 +93,7 @@ class StreamingEndToEnd(unittest.TestCase):
 
     def log_for(self, gateway, request_id, timeout=10.0):
         """The gateway's log line for the request whose upstream id is `request_id`."""
-        def find(_lines):
-            for entry in request_logs(gateway):
-                if entry.get("upstream_request_id") == request_id:
-                    return entry
-            return None
-
-        entry = gateway.stdout.wait_for(find, timeout)
-        self.assertIsNotNone(entry, "no log line for %s\n%s" % (request_id, gateway.output()))
-        return entry
+        return gateway.wait_log(lambda e: e.get("upstream_request_id") == request_id, timeout)
 
     def stream_end(self, mark, request_id):
         ends = self.fake.wait_stream_outcomes(mark, 1)

@@ -6,6 +6,7 @@
 #include "bgw/config/config.hpp"
 #include "bgw/net/asio.hpp"
 #include "bgw/net/upstream.hpp"
+#include "bgw/policy/traffic.hpp"
 
 #include <memory>
 #include <optional>
@@ -24,6 +25,7 @@ struct gateway_context {
     aws::signing_key_cache keys;
     asio::ssl::context tls;
     upstream_pool pool;
+    policy::traffic_policy traffic;  ///< retries, cool-downs, local rate limits (issue 4)
 };
 
 /// Serves one client connection (HTTP/1.1 keep-alive) until it closes or idles out.
