@@ -219,7 +219,110 @@ result<void> parse_rate_limits(const json& v, config& out) {
     return {};
 }
 
+/// The region inside a provisioned-model ARN
+/// (`arn:aws:bedrock:REGION:ACCOUNT:provisioned-model/ID`).
+std::string_view arn_region(std::string_view arn) {
+    for (int i = 0; i < 3; ++i) {
+        auto colon = arn.find(':');
+        if (colon == std::string_view::npos) return {};
+        arn.remove_prefix(colon + 1);
+    }
+    return arn.substr(0, arn.find(':'));
+}
+
+result<route_target> parse_target(const json& v, const std::string& path, const config& out) {
+    if (!v.IsObject()) return bad(path, "must be an object with region, tier and model_id");
+    if (auto r = only_known(v, path, {"region", "tier", "model_id", "service_tier"}); !r)
+        return r.error();
+    route_target t;
+    for (const char* key : {"region", "tier", "model_id"}) {
+        if (!v.HasMember(key)) return bad(path + "." + key, "is required");
+    }
+    auto region = get_string(v["region"], path + ".region");
+    if (!region) return region.error();
+    if (!out.regions.contains(*region))
+        return bad(path + ".region", "\"" + *region + "\" is not in regions (the allow-list)");
+    t.region = *region;
+    auto tier_text = get_string(v["tier"], path + ".tier");
+    if (!tier_text) return tier_text.error();
+    if (!parse_tier(*tier_text, t.tier))
+        return bad(path + ".tier", "must be on-demand, provisioned or batch");
+    auto model = get_string(v["model_id"], path + ".model_id");
+    if (!model) return model.error();
+    if (model->empty() || model->size() > 2048)
+        return bad(path + ".model_id", "must be 1 to 2048 characters");
+    t.model_id = *model;
+    if (t.tier == tier::provisioned) {
+        // The ARN is regional: sending it to another region can only fail.
+        if (!t.model_id.starts_with("arn:") ||
+            t.model_id.find(":provisioned-model/") == std::string::npos)
+            return bad(path + ".model_id", "a provisioned target needs a provisioned-model ARN");
+        if (arn_region(t.model_id) != t.region) {
+            return bad(path + ".model_id", "the ARN is in region \"" +
+                                               std::string(arn_region(t.model_id)) +
+                                               "\", not the target's \"" + t.region + "\"");
+        }
+    }
+    if (auto m = v.FindMember("service_tier"); m != v.MemberEnd()) {
+        auto st = get_string(m->value, path + ".service_tier");
+        if (!st) return st.error();
+        static constexpr std::array tiers = {"priority", "default", "flex", "reserved"};
+        if (std::find(tiers.begin(), tiers.end(), *st) == tiers.end())
+            return bad(path + ".service_tier", "must be priority, default, flex or reserved");
+        t.service_tier = *st;
+    }
+    return t;
+}
+
+result<void> parse_routes(const json& v, config& out) {
+    if (!v.IsObject()) return bad("routes", "must be an object of route name -> {targets}");
+    for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
+        std::string name(it->name.GetString(), it->name.GetStringLength());
+        const std::string path = "routes." + name;
+        if (name.empty() || name.size() > 2048)
+            return bad("routes", "a route name must be 1 to 2048 characters");
+        if (out.routes.contains(name)) return bad(path, "key appears twice");
+        if (!it->value.IsObject()) return bad(path, "must be an object with targets");
+        if (auto r = only_known(it->value, path, {"targets"}); !r) return r.error();
+        auto targets = it->value.FindMember("targets");
+        if (targets == it->value.MemberEnd()) return bad(path + ".targets", "is required");
+        if (!targets->value.IsArray() || targets->value.Empty() || targets->value.Size() > 16)
+            return bad(path + ".targets", "must be an array of 1 to 16 targets");
+        route r;
+        for (rapidjson::SizeType i = 0; i < targets->value.Size(); ++i) {
+            auto t =
+                parse_target(targets->value[i], path + ".targets[" + std::to_string(i) + "]", out);
+            if (!t) return t.error();
+            r.targets.push_back(std::move(*t));
+        }
+        out.routes.emplace(std::move(name), std::move(r));
+    }
+    return {};
+}
+
 }  // namespace
+
+std::string_view tier_name(tier t) {
+    switch (t) {
+        case tier::on_demand:
+            return "on-demand";
+        case tier::provisioned:
+            return "provisioned";
+        case tier::batch:
+            return "batch";
+    }
+    return "on-demand";
+}
+
+bool parse_tier(std::string_view s, tier& out) {
+    for (tier t : {tier::on_demand, tier::provisioned, tier::batch}) {
+        if (s == tier_name(t)) {
+            out = t;
+            return true;
+        }
+    }
+    return false;
+}
 
 const std::vector<std::string_view>& default_regions() {
     // Commercial-partition regions where the bedrock-runtime endpoint is offered.
@@ -301,7 +404,7 @@ result<config> parse_config(std::string_view text) {
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
     if (auto r = only_known(doc, "",
                             {"listen", "default_region", "regions", "upstream", "limits", "retry",
-                             "rate_limits", "log_level", "threads"});
+                             "rate_limits", "routes", "log_level", "threads"});
         !r) {
         return r.error();
     }
@@ -335,6 +438,9 @@ result<config> parse_config(std::string_view text) {
     }
     if (auto m = doc.FindMember("rate_limits"); m != doc.MemberEnd()) {
         if (auto r = parse_rate_limits(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("routes"); m != doc.MemberEnd()) {
+        if (auto r = parse_routes(m->value, out); !r) return r.error();
     }
     if (auto m = doc.FindMember("log_level"); m != doc.MemberEnd()) {
         auto s = get_string(m->value, "log_level");

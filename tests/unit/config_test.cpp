@@ -103,7 +103,29 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{R"({"rate_limits":{"m":{"rpm":1},"m":{"rpm":2}}})",
                  "rate_limits.m: key appears twice"},
         bad_case{R"({"rate_limits":{"m":5}})", "rate_limits.m"},
-        bad_case{R"({"rate_limits":[]})", "rate_limits"}));
+        bad_case{R"({"rate_limits":[]})", "rate_limits"},
+        bad_case{R"({"routes":{"r":{}}})", "routes.r.targets: is required"},
+        bad_case{R"({"routes":{"r":{"targets":[]}}})", "routes.r.targets: must be an array"},
+        bad_case{R"({"routes":{"r":{"targets":[{"region":"us-east-1","tier":"on-demand"}]}}})",
+                 "routes.r.targets[0].model_id: is required"},
+        bad_case{R"({"regions":{"us-east-1":{}},"routes":{"r":{"targets":[
+                   {"region":"eu-west-1","tier":"on-demand","model_id":"m"}]}}})",
+                 "routes.r.targets[0].region: \"eu-west-1\" is not in regions"},
+        bad_case{R"({"routes":{"r":{"targets":[
+                   {"region":"us-east-1","tier":"spot","model_id":"m"}]}}})",
+                 "routes.r.targets[0].tier"},
+        bad_case{R"({"routes":{"r":{"targets":[
+                   {"region":"us-east-1","tier":"provisioned","model_id":"m"}]}}})",
+                 "needs a provisioned-model ARN"},
+        bad_case{R"({"routes":{"r":{"targets":[{"region":"us-east-1","tier":"provisioned",
+                   "model_id":"arn:aws:bedrock:eu-west-1:1:provisioned-model/p"}]}}})",
+                 "the ARN is in region \"eu-west-1\""},
+        bad_case{R"({"routes":{"r":{"targets":[{"region":"us-east-1","tier":"on-demand",
+                   "model_id":"m","service_tier":"cheap"}]}}})",
+                 "routes.r.targets[0].service_tier"},
+        bad_case{R"({"routes":{"r":{"targets":[{"region":"us-east-1","tier":"on-demand",
+                   "model_id":"m","weight":2}]}}})",
+                 "routes.r.targets[0].weight: unknown key"}));
 
 TEST(config, retry_and_rate_limits_as_in_issue_4) {
     auto d = parse_config("{}");
@@ -155,6 +177,27 @@ TEST(config, endpoint_override) {
     EXPECT_EQ(v6->host_header, "[::1]:9000");
     EXPECT_FALSE(bgw::config::parse_endpoint("http://user:pw@host:1"));
     EXPECT_FALSE(bgw::config::parse_endpoint("http://host:1?x=1"));
+}
+
+TEST(config, routes_as_in_issue_5) {
+    auto c = parse_config(R"({
+      "regions": { "us-east-1": {}, "eu-west-1": {} },
+      "routes": { "claude-prod": { "targets": [
+        { "region": "us-east-1", "tier": "provisioned",
+          "model_id": "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pt1" },
+        { "region": "us-east-1", "tier": "on-demand",
+          "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0" },
+        { "region": "eu-west-1", "tier": "on-demand",
+          "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0", "service_tier": "flex" } ] } } })");
+    ASSERT_TRUE(c) << c.error().message;
+    const auto& targets = c->routes.at("claude-prod").targets;
+    ASSERT_EQ(targets.size(), 3u);
+    EXPECT_EQ(targets[0].tier, bgw::config::tier::provisioned);
+    EXPECT_EQ(targets[0].region, "us-east-1");
+    EXPECT_EQ(targets[1].tier, bgw::config::tier::on_demand);
+    EXPECT_EQ(targets[2].region, "eu-west-1");
+    EXPECT_EQ(targets[2].service_tier, "flex");
+    EXPECT_EQ(targets[1].service_tier, "");
 }
 
 }  // namespace

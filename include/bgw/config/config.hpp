@@ -50,6 +50,27 @@ struct rate_limit {
     std::uint64_t tpm = 0;
 };
 
+/// How a target is paid for (issue 5).
+enum class tier { on_demand, provisioned, batch };
+
+/// "on-demand", "provisioned", "batch".
+std::string_view tier_name(tier t);
+/// The inverse of tier_name(); false for anything else.
+bool parse_tier(std::string_view s, tier& out);
+
+/// One place a routed request may run.
+struct route_target {
+    std::string region;  ///< always in `regions`
+    config::tier tier = tier::on_demand;
+    std::string model_id;      ///< sent upstream instead of the route name (a provisioned ARN...)
+    std::string service_tier;  ///< priority|default|flex|reserved, or empty: the client's own
+};
+
+/// A named, ordered list of targets; the app names it where a model id goes.
+struct route {
+    std::vector<route_target> targets;
+};
+
 struct config {
     std::string listen_host = "127.0.0.1";
     std::uint16_t listen_port = 8080;
@@ -60,6 +81,7 @@ struct config {
     retry_config retry;
     /// Model id as the client sends it (or "*" for each model without its own entry).
     std::map<std::string, rate_limit, std::less<>> rate_limits;
+    std::map<std::string, route, std::less<>> routes;  ///< by name (what the app sends)
     std::string log_level = "info";
     unsigned threads = 0;  ///< 0: one per core
 };
