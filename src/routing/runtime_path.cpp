@@ -1,5 +1,6 @@
 #include "bgw/routing/runtime_path.hpp"
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -129,6 +130,18 @@ result<runtime_request> parse_runtime_target(http::verb method, std::string_view
     // encoded_segments keeps `%2F` inside a label (an ARN) as part of that label.
     std::vector<boost::urls::pct_string_view> segs;
     for (auto seg : url.encoded_segments()) segs.push_back(seg);
+    // `/{region}/model/...`: an SDK endpoint URL with a path (`http://gw:8080/eu-west-1`) pins
+    // a region. Anything in that place that is not a first segment of the API is taken as one,
+    // and the router decides whether it is a region the gateway may use.
+    std::string region_prefix;
+    if (segs.size() >= 2 && !std::any_of(routes.begin(), routes.end(), [&](const route_entry& r) {
+            return segs[0] == r.pattern[0];
+        })) {
+        auto prefix = decode_label(segs[0], "region prefix");
+        if (!prefix) return prefix.error();
+        region_prefix = std::move(*prefix);
+        segs.erase(segs.begin());
+    }
     // A trailing slash yields an empty last segment; the runtime API has none.
     for (const route_entry& r : routes) {
         std::size_t n = pattern_size(r);
@@ -140,7 +153,7 @@ result<runtime_request> parse_runtime_target(http::verb method, std::string_view
         if (!literal_match) continue;
         if (r.method != method) continue;
 
-        runtime_request out{r.op, {}, {}, {}};
+        runtime_request out{r.op, {}, {}, {}, std::move(region_prefix)};
         for (std::size_t i = 0; i < n; ++i) {
             out.wire_path += '/';
             if (r.pattern[i] != "{}") {
@@ -166,6 +179,14 @@ result<runtime_request> parse_runtime_target(http::verb method, std::string_view
         return out;
     }
     return unknown_operation(method, url.encoded_path());
+}
+
+std::string model_wire_path(operation op, std::string_view model_id) {
+    for (const route_entry& r : routes) {
+        if (r.op == op && r.pattern[0] == "model")
+            return "/model/" + encode_label(model_id) + "/" + std::string(r.pattern[2]);
+    }
+    return {};
 }
 
 }  // namespace bgw::routing

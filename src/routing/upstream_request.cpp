@@ -2,14 +2,11 @@
 
 #include "bgw/http/headers.hpp"
 
-namespace bgw::routing {
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
-std::string choose_region(std::string_view authorization, const config::config& cfg) {
-    if (auto parsed = aws::parse_authorization(authorization); parsed) {
-        if (cfg.regions.contains(parsed->region)) return parsed->region;
-    }
-    return cfg.default_region;
-}
+namespace bgw::routing {
 
 upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const runtime_request& req,
@@ -19,17 +16,21 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           std::string_view body,
                                           const aws::credentials& creds,
                                           std::chrono::sys_seconds now,
-                                          aws::signing_key_cache* cache) {
+                                          aws::signing_key_cache* cache,
+                                          std::string_view service_tier) {
     upstream_request out{method, req.wire_path, {}};
     if (!req.query.empty()) out.target += "?" + req.query;
 
     out.headers.push_back({"Host", endpoint.host_header});
     for (const auto& field : incoming) {
         std::string_view name = field.name_string();
+        if (!service_tier.empty() && http::iequals(name, "x-amzn-bedrock-service-tier")) continue;
         if (http::forward_request_header(name) && http::is_safe_header_value(field.value())) {
             out.headers.push_back({std::string(name), std::string(field.value())});
         }
     }
+    if (!service_tier.empty())
+        out.headers.push_back({"X-Amzn-Bedrock-Service-Tier", std::string(service_tier)});
     out.headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
     if (!creds.session_token.empty()) {
         out.headers.push_back({"X-Amz-Security-Token", creds.session_token});
@@ -49,6 +50,26 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
     aws::signature sig = aws::sign_v4(in, creds, cache);
     out.headers.push_back({"Authorization", std::move(sig.authorization)});
     return out;
+}
+
+std::optional<std::string> with_converse_service_tier(std::string_view body,
+                                                      std::string_view tier) {
+    rapidjson::Document doc;
+    doc.Parse(body.data(), body.size());
+    if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+    auto& a = doc.GetAllocator();
+    rapidjson::Value value(rapidjson::kObjectType);
+    value.AddMember(
+        "type", rapidjson::Value(tier.data(), static_cast<rapidjson::SizeType>(tier.size()), a), a);
+    if (auto it = doc.FindMember("serviceTier"); it != doc.MemberEnd()) {
+        it->value = std::move(value);
+    } else {
+        doc.AddMember("serviceTier", std::move(value), a);
+    }
+    rapidjson::StringBuffer buf;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+    doc.Accept(w);
+    return std::string(buf.GetString(), buf.GetSize());
 }
 
 }  // namespace bgw::routing

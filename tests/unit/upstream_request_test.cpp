@@ -21,16 +21,6 @@ const std::string app_sig_eu =
     "SignedHeaders=host;x-amz-date, "
     "Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-TEST(choose_region, follows_the_apps_credential_scope_only_inside_the_allow_list) {
-    auto cfg = two_regions();
-    EXPECT_EQ(bgw::routing::choose_region(app_sig_eu, cfg), "eu-west-1");
-    std::string ap = app_sig_eu;
-    ap.replace(ap.find("eu-west-1"), 9, "ap-south-1");
-    EXPECT_EQ(bgw::routing::choose_region(ap, cfg), "us-east-1");
-    EXPECT_EQ(bgw::routing::choose_region("", cfg), "us-east-1");
-    EXPECT_EQ(bgw::routing::choose_region("Bearer abc", cfg), "us-east-1");
-}
-
 const bgw::aws::header* find(const std::vector<bgw::aws::header>& hs, std::string_view name) {
     auto it = std::find_if(hs.begin(), hs.end(), [&](const auto& h) {
         return h.name.size() == name.size() &&
@@ -123,6 +113,36 @@ TEST(prepare_upstream_request, keeps_the_query_for_list_operations) {
         std::chrono::sys_seconds{std::chrono::seconds{1'700'000'000}}, nullptr);
     EXPECT_EQ(up.target, "/async-invoke?maxResults=10&sortOrder=Descending");
     EXPECT_FALSE(find(up.headers, "x-amz-security-token"));
+}
+
+TEST(prepare_upstream_request, a_route_service_tier_replaces_the_clients) {
+    auto cfg = two_regions();
+    auto rt = bgw::routing::parse_runtime_target(http::verb::post, "/model/m/invoke");
+    ASSERT_TRUE(rt);
+    http::fields in;
+    in.set("X-Amzn-Bedrock-Service-Tier", "priority");
+    bgw::aws::credentials creds{"AKID", "secret", ""};
+    auto up = bgw::routing::prepare_upstream_request(
+        http::verb::post, *rt, in, cfg.regions.at("us-east-1"), "us-east-1", "{}", creds,
+        std::chrono::sys_seconds{1700000000s}, nullptr, "flex");
+    auto tiers = std::count_if(up.headers.begin(), up.headers.end(), [](const auto& h) {
+        return h.name == "X-Amzn-Bedrock-Service-Tier";
+    });
+    EXPECT_EQ(tiers, 1);
+    ASSERT_TRUE(find(up.headers, "x-amzn-bedrock-service-tier"));
+    EXPECT_EQ(find(up.headers, "x-amzn-bedrock-service-tier")->value, "flex");
+}
+
+TEST(with_converse_service_tier, sets_or_replaces_the_body_field) {
+    auto added = bgw::routing::with_converse_service_tier(R"({"messages":[]})", "flex");
+    ASSERT_TRUE(added);
+    EXPECT_EQ(*added, R"({"messages":[],"serviceTier":{"type":"flex"}})");
+    auto replaced = bgw::routing::with_converse_service_tier(
+        R"({"serviceTier":{"type":"priority"},"messages":[]})", "default");
+    ASSERT_TRUE(replaced);
+    EXPECT_EQ(*replaced, R"({"serviceTier":{"type":"default"},"messages":[]})");
+    EXPECT_FALSE(bgw::routing::with_converse_service_tier("[1]", "flex"));
+    EXPECT_FALSE(bgw::routing::with_converse_service_tier("{", "flex"));
 }
 
 }  // namespace

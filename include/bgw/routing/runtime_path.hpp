@@ -37,6 +37,9 @@ struct runtime_request {
     std::string model_id;   ///< decoded `{modelId}` (empty when the operation has none)
     std::string wire_path;  ///< the path to send upstream: every label re-encoded canonically
     std::string query;      ///< raw query (without '?'), only for operations that take one
+    /// The decoded first segment of `/{region}/model/...`, unchecked (the router checks it);
+    /// empty when the path has no prefix.
+    std::string region_prefix;
 };
 
 /// Longest model id / label the gateway accepts (the service model allows 2048 for modelId).
@@ -46,10 +49,14 @@ inline constexpr std::size_t max_label_bytes = 2048;
 /// a URI label.
 std::string encode_label(std::string_view s);
 
-/// Parses `target` (origin-form: path and optional query). Labels may arrive raw (`a:b`, as
-/// AnthropicBedrock sends them) or percent-encoded (`a%3Ab`); both give the same wire path.
-/// Errors: 404 UnknownOperationException for paths/methods outside the runtime API, 400
-/// ValidationException for malformed targets or labels (bad escapes, control characters,
+/// The wire path of a model operation for another model id (a route target's): `op` must be
+/// one of the `/model/{modelId}/...` operations.
+std::string model_wire_path(operation op, std::string_view model_id);
+
+/// Parses `target` (origin-form: path and optional query), after an optional region prefix. Labels
+/// may arrive raw (`a:b`, as AnthropicBedrock sends them) or percent-encoded (`a%3Ab`); both give
+/// the same wire path. Errors: 404 UnknownOperationException for paths/methods outside the runtime
+/// API, 400 ValidationException for malformed targets or labels (bad escapes, control characters,
 /// `..`, empty or over-long labels).
 result<runtime_request> parse_runtime_target(boost::beast::http::verb method,
                                              std::string_view target);

@@ -1,5 +1,5 @@
 #pragma once
-/// Turns an accepted client request into the exact request sent upstream: region choice, the
+/// Turns an accepted client request into the exact request sent upstream: the
 /// headers that cross, Host, X-Amz-Date, X-Amz-Security-Token and the SigV4 Authorization.
 /// Pure: time and credentials are passed in.
 
@@ -8,6 +8,7 @@
 #include "bgw/routing/runtime_path.hpp"
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,10 +17,6 @@
 #include <boost/beast/http/verb.hpp>
 
 namespace bgw::routing {
-
-/// The region a request goes to: the credential scope's region of an incoming SigV4
-/// `Authorization` header when that region is in the allow-list, else `default_region`.
-std::string choose_region(std::string_view authorization, const config::config& cfg);
 
 /// The request line and headers to send (Authorization last). Content-Length is left to the
 /// transport, which sets it from the body.
@@ -31,6 +28,7 @@ struct upstream_request {
 
 /// Builds and signs the upstream request. `incoming` is the client's header set (only the
 /// forwardable ones are kept, see http::forward_request_header). Service name is `bedrock`.
+/// A non-empty `service_tier` replaces the client's `X-Amzn-Bedrock-Service-Tier`.
 upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const runtime_request& req,
                                           const boost::beast::http::fields& incoming,
@@ -39,6 +37,11 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           std::string_view body,
                                           const aws::credentials& creds,
                                           std::chrono::sys_seconds now,
-                                          aws::signing_key_cache* cache);
+                                          aws::signing_key_cache* cache,
+                                          std::string_view service_tier = {});
+
+/// `body` (a Converse request) with its `serviceTier` set to `{"type": tier}`; nullopt when the
+/// body is not a JSON object (it then goes as it is, and Bedrock judges it).
+std::optional<std::string> with_converse_service_tier(std::string_view body, std::string_view tier);
 
 }  // namespace bgw::routing

@@ -1,0 +1,118 @@
+#include "bgw/routing/router.hpp"
+
+#include "bgw/aws/sigv4.hpp"
+
+#include <algorithm>
+
+namespace bgw::routing {
+namespace {
+
+namespace beast_http = boost::beast::http;
+
+/// Checks a strongly asked-for region: a region name, and one this gateway may use.
+result<std::string> pinned(std::string_view asked,
+                           std::string_view where,
+                           const config::config& cfg) {
+    std::string region(asked);
+    if (!config::is_region_name(region)) {
+        return validation_error(std::string(where) + " \"" + region +
+                                "\" is not a region name (like eu-west-1)");
+    }
+    if (!cfg.regions.contains(region)) {
+        std::string allowed;
+        for (const auto& [name, ep] : cfg.regions) allowed += (allowed.empty() ? "" : ", ") + name;
+        return error{beast_http::status::forbidden, "AccessDeniedException",
+                     "region " + region + " (" + std::string(where) +
+                         ") is not allowed by this gateway; allowed: " + allowed};
+    }
+    return region;
+}
+
+std::string tiers_of(const std::vector<config::route_target>& targets) {
+    std::string out;
+    for (auto t : {config::tier::on_demand, config::tier::provisioned, config::tier::batch}) {
+        if (std::any_of(targets.begin(), targets.end(), [t](const auto& x) { return x.tier == t; }))
+            out += (out.empty() ? "" : ", ") + std::string(config::tier_name(t));
+    }
+    return out;
+}
+
+}  // namespace
+
+result<plan> route(const runtime_request& req, const intent& in, const config::config& cfg) {
+    plan out;
+    // Strong region intent: the header, else the path prefix.
+    if (!in.region_header.empty()) {
+        auto r = pinned(in.region_header, "X-Gateway-Region", cfg);
+        if (!r) return r.error();
+        out.pinned_region = std::move(*r);
+    } else if (!req.region_prefix.empty()) {
+        auto r = pinned(req.region_prefix, "path prefix /" + req.region_prefix, cfg);
+        if (!r) return r.error();
+        out.pinned_region = std::move(*r);
+    }
+    // Weak: the region the app signed for, when this gateway may use it.
+    std::string weak;
+    if (auto auth = aws::parse_authorization(in.authorization); auth) {
+        if (cfg.regions.contains(auth->region)) weak = auth->region;
+    }
+    // Tier intent.
+    std::optional<config::tier> tier;
+    if (!in.tier_header.empty()) {
+        config::tier t;
+        if (!config::parse_tier(in.tier_header, t)) {
+            return validation_error("X-Gateway-Tier \"" + std::string(in.tier_header) +
+                                    "\" must be on-demand, provisioned or batch");
+        }
+        if (t == config::tier::batch) {
+            return error{beast_http::status::not_implemented, "NotImplementedException",
+                         "X-Gateway-Tier: batch is not available yet in this gateway"};
+        }
+        tier = t;
+    }
+
+    auto found = req.model_id.empty() ? cfg.routes.end() : cfg.routes.find(req.model_id);
+    if (found == cfg.routes.end()) {
+        // Not a route: the request itself, on demand, where the client asked or by default.
+        if (tier && *tier != config::tier::on_demand) {
+            return validation_error("X-Gateway-Tier " + std::string(config::tier_name(*tier)) +
+                                    ": \"" + req.model_id +
+                                    "\" is not a route, so it runs on-demand only");
+        }
+        std::string region = !out.pinned_region.empty() ? out.pinned_region
+                             : !weak.empty()            ? weak
+                                                        : cfg.default_region;
+        out.targets.push_back({std::move(region), config::tier::on_demand, req.model_id, {}});
+        return out;
+    }
+
+    out.route = found->first;
+    const auto& all = found->second.targets;
+    for (const auto& t : all) {
+        // Batch targets only serve requests that ask for batch.
+        if (tier ? t.tier != *tier : t.tier == config::tier::batch) continue;
+        if (!out.pinned_region.empty() && t.region != out.pinned_region) continue;
+        out.targets.push_back({t.region, t.tier, t.model_id, t.service_tier});
+    }
+    if (out.targets.empty()) {
+        std::string why = "route " + out.route + " has no ";
+        if (tier) why += std::string(config::tier_name(*tier)) + " ";
+        why += "target";
+        if (!out.pinned_region.empty()) why += " in " + out.pinned_region;
+        why += " (its tiers: " + tiers_of(all) + "; its regions:";
+        std::vector<std::string> regions;
+        for (const auto& t : all) {
+            if (std::find(regions.begin(), regions.end(), t.region) == regions.end())
+                regions.push_back(t.region);
+        }
+        for (const auto& r : regions) why += " " + r;
+        return validation_error(why + ")");
+    }
+    if (out.pinned_region.empty() && !weak.empty()) {
+        std::stable_partition(out.targets.begin(), out.targets.end(),
+                              [&](const target& t) { return t.region == weak; });
+    }
+    return out;
+}
+
+}  // namespace bgw::routing
