@@ -7,9 +7,11 @@
 #include "bgw/http/headers.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/policy/traffic.hpp"
+#include "bgw/routing/router.hpp"
 #include "bgw/routing/runtime_path.hpp"
 #include "bgw/routing/upstream_request.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -38,8 +40,11 @@ struct request_log {
     std::size_t bytes_in = 0;
     std::size_t bytes_out = 0;
     std::string upstream_request_id;
-    int upstream_throttles = 0;  ///< attempts upstream answered with a throttle
-    std::string_view throttle;   ///< when the gateway answered 429: which limit
+    int upstream_throttles = 0;      ///< attempts upstream answered with a throttle
+    std::string_view throttle;       ///< when the gateway answered 429: which limit
+    std::string route;               ///< the route the model id named, if any
+    std::string_view tier;           ///< the tier of the target in use (set once routed)
+    std::vector<std::string> tried;  ///< targets left behind, and why
     std::string error;
     clock::time_point start = clock::now();
     std::optional<bgw::http::stream_summary> stream;  ///< set for event-stream responses
@@ -74,6 +79,15 @@ void write_log(const request_log& l) {
         w.Int(l.upstream_throttles);
     }
     if (!l.throttle.empty()) str("throttle", l.throttle);
+    if (!l.route.empty()) str("route", l.route);
+    if (!l.tier.empty()) str("tier", l.tier);
+    if (!l.tried.empty()) {
+        w.Key("tried");
+        w.StartArray();
+        for (const auto& t : l.tried)
+            w.String(t.data(), static_cast<rapidjson::SizeType>(t.size()));
+        w.EndArray();
+    }
     if (!l.error.empty()) str("error", l.error);
     if (l.stream) {
         w.Key("stream_events");
@@ -96,11 +110,22 @@ void write_log(const request_log& l) {
     spdlog::info("{}", std::string_view(buf.GetString(), buf.GetSize()));
 }
 
+/// `X-Gateway-Region`, `X-Gateway-Tier`, `X-Gateway-Attempts`: where the request ran, once the
+/// router has chosen.
+template <class Fields>
+void add_gateway_headers(Fields& res, const request_log& log) {
+    if (log.tier.empty()) return;
+    res.set("X-Gateway-Region", log.region);
+    res.set("X-Gateway-Tier", log.tier);
+    res.set("X-Gateway-Attempts", std::to_string(log.attempts));
+}
+
 awaitable<beast::error_code> send_error(beast::tcp_stream& client,
                                         const error& e,
                                         request_log& log,
                                         bool keep_alive) {
     auto res = bgw::http::make_error_response(e, log.id, 11, keep_alive);
+    add_gateway_headers(res, log);
     log.status = static_cast<unsigned>(e.status);
     log.error = e.message;
     auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
@@ -118,10 +143,14 @@ error upstream_failure(const beast::error_code& ec, std::string_view during) {
             "upstream unreachable (" + std::string(during) + "): " + ec.message()};
 }
 
+/// What goes upstream: the body is a view of the client's (or a target's rewrite of it), so
+/// trying several targets never copies it.
+using upstream_request_message = http::request<http::span_body<const char>>;
+
 template <class Stream>
 awaitable<beast::error_code> send_and_read_header(Stream& up,
                                                   beast::flat_buffer& buf,
-                                                  http::request<http::string_body>& req,
+                                                  upstream_request_message& req,
                                                   http::response_parser<http::buffer_body>& p) {
     auto [wec, wn] = co_await http::async_write(up, req, use_nothrow);
     if (wec) co_return wec;
@@ -287,6 +316,7 @@ awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
                                            request_log& log,
                                            bool keep_alive) {
     auto res = bgw::http::make_throttle_response(a.wait, a.message, request_id, 11, keep_alive);
+    add_gateway_headers(res, log);
     log.status = 429;
     log.throttle = a.source;
     log.error = a.message;
@@ -321,6 +351,94 @@ awaitable<beast::error_code> read_error_body(Stream& up,
     co_return ec;
 }
 
+/// One attempt's result: an answer to relay (or to judge), or no answer at all.
+struct attempt_result {
+    beast::error_code ec;  ///< no answer (connect, send or read failed)
+    std::string_view during = "response";
+    policy::outcome outcome = policy::outcome::success;
+};
+
+/// Sends `out` once on a pooled or fresh connection to `ep` and reads the answer's head, and for
+/// an error answer its (small) body, so the answer can be classified before anything goes to
+/// the client. A pooled connection the upstream closed while idle fails before any response
+/// byte; only then is the request sent once more at once, on a fresh connection.
+awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
+                                       gateway_context& g,
+                                       const config::config& cfg,
+                                       const config::region_endpoint& ep,
+                                       upstream_request_message& out,
+                                       std::unique_ptr<upstream_connection>& conn,
+                                       std::optional<http::response_parser<http::buffer_body>>& p,
+                                       std::string& error_body,
+                                       client_watch& watch,
+                                       request_log& log) {
+    attempt_result r;
+    error_body.clear();
+    for (bool stale_retry = false;;) {
+        ++log.attempts;
+        watch.upstream = nullptr;  // the watcher must never close a connection we dropped
+        conn = g.pool.take(pool_key(ep));
+        if (!conn) {
+            auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
+                                                          cfg.upstream.connect_timeout);
+            if (cec) {
+                r.ec = cec;
+                r.during = "connect";
+                r.outcome = policy::classify_no_response();
+                co_return r;
+            }
+            conn = std::move(fresh);
+        }
+        watch.upstream = conn.get();
+        if (watch.client_gone) co_return r;  // it left while we connected
+        p.emplace();
+        p->header_limit(64 * 1024);
+        p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
+        conn->tcp().expires_after(cfg.upstream.response_timeout);
+        if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
+            r.ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
+        } else {
+            r.ec = co_await send_and_read_header(std::get<tls_stream>(conn->stream), conn->buffer,
+                                                 out, *p);
+        }
+        if (r.ec && conn->reused && !stale_retry && is_benign(r.ec) && !p->got_some() &&
+            !watch.client_gone) {
+            stale_retry = true;
+            continue;
+        }
+        break;
+    }
+    if (watch.client_gone) co_return r;
+    if (!r.ec && p->get().result_int() >= 400) {
+        constexpr std::size_t error_body_cap = 64 * 1024;
+        if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
+            r.ec = co_await read_error_body(*plain, conn->buffer, *p, error_body, error_body_cap);
+        } else {
+            r.ec = co_await read_error_body(std::get<tls_stream>(conn->stream), conn->buffer, *p,
+                                            error_body, error_body_cap);
+        }
+        if (!r.ec) {
+            const auto& head = p->get();
+            auto code = policy::error_code(head["x-amzn-ErrorType"],
+                                           p->is_done() ? error_body : std::string_view{});
+            auto o = policy::classify(head.result_int(), code);
+            if (o == policy::outcome::throttled || o == policy::outcome::transient) r.outcome = o;
+        }
+    }
+    if (r.ec) r.outcome = policy::classify_no_response();
+    co_return r;
+}
+
+/// How an attempt that will not be relayed ended, for the decision log.
+std::string describe(const attempt_result& r,
+                     const std::optional<http::response_parser<http::buffer_body>>& p) {
+    if (r.ec) return std::string(r.during) + " failed: " + r.ec.message();
+    std::string code(p->get()["x-amzn-ErrorType"]);
+    code = code.substr(0, code.find(':'));
+    return std::string(r.outcome == policy::outcome::throttled ? "throttled" : "failed") + " (" +
+           std::to_string(p->get().result_int()) + (code.empty() ? "" : " " + code) + ")";
+}
+
 /// Forwards one accepted request; returns whether the client connection may be kept.
 awaitable<bool> forward(beast::tcp_stream& client,
                         http::request<http::string_body> req,
@@ -339,37 +457,24 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 "AWS_SECRET_ACCESS_KEY, or a profile in the shared credentials file"};
         co_return !co_await send_error(client, e, log, keep_alive) && keep_alive;
     }
-    log.region = routing::choose_region(req[http::field::authorization], cfg);
-    const config::region_endpoint& ep = cfg.regions.at(log.region);
-
-    // Cool-downs and local quotas first: a request over them never reaches upstream.
-    const std::string throttle_key = rt->model_id.empty() ? std::string(log.op) : rt->model_id;
+    // Where and how: an ordered list of targets, or a refusal that never reaches upstream.
+    auto plan = routing::route(*rt,
+                               {req["X-Gateway-Region"], rt->region_prefix,
+                                req[http::field::authorization], req["X-Gateway-Tier"]},
+                               cfg);
+    if (!plan) co_return !co_await send_error(client, plan.error(), log, keep_alive) && keep_alive;
+    log.route = plan->route;
+    const bool model_op = runs_model(rt->op);
+    const std::string body = std::move(req.body());
+    // Token estimates, charged per target at admission and settled against usage afterwards.
     std::uint64_t estimate = 0;
-    if (runs_model(rt->op)) {
-        if (g.traffic.limits(rt->model_id)) estimate = policy::estimate_tokens(req.body());
-        if (auto no = g.traffic.admit(log.region, rt->model_id, estimate, clock::now())) {
-            co_return !co_await send_throttle(client, *no, log.id, log, keep_alive) && keep_alive;
-        }
-    }
-    // Tokens charged up front are given back for answers that used none (errors, throttles).
+    if (model_op && std::any_of(plan->targets.begin(), plan->targets.end(),
+                                [&](const auto& t) { return g.traffic.limits(t.model_id); }))
+        estimate = policy::estimate_tokens(body);
+    std::string charged_model;  // the target that holds a charge, if any
     auto settle = [&](std::uint64_t actual) {
-        if (estimate) g.traffic.settle(rt->model_id, estimate, actual, clock::now());
-    };
-
-    // Every attempt is signed afresh (a new X-Amz-Date); the body is moved once, never copied.
-    http::request<http::string_body> out;
-    out.body() = std::move(req.body());
-    auto sign = [&] {
-        auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-        auto prepared = routing::prepare_upstream_request(req.method(), *rt, req, ep, log.region,
-                                                          out.body(), *g.creds, now, &g.keys);
-        out.base() = {};
-        out.method(prepared.method);
-        out.target(prepared.target);
-        out.version(11);
-        for (auto& h : prepared.headers) out.insert(h.name, h.value);
-        out.keep_alive(true);
-        out.prepare_payload();
+        if (!charged_model.empty()) g.traffic.settle(charged_model, estimate, actual, clock::now());
+        charged_model.clear();
     };
 
     // From here until the response is relayed, a client that hangs up cancels the upstream.
@@ -387,119 +492,130 @@ awaitable<bool> forward(beast::tcp_stream& client,
         return false;
     };
 
-    // Attempts: each one that is throttled or fails transiently, before a byte went to the
-    // client, may be retried as the policy allows (backoff, budget, cool-down).
+    // Walk the targets: a throttle, a transient failure or no answer moves on at once to the
+    // next one; only the last is retried, with backoff, as the policy allows. Targets cooling
+    // down or over their local limits are skipped; if none could be tried, the shortest of
+    // their waits is the answer.
     std::unique_ptr<upstream_connection> conn;
     std::optional<http::response_parser<http::buffer_body>> p;
     std::string error_body;  // a failed answer's body, read to classify it
+    std::optional<std::string> tiered_body;
+    upstream_request_message out;
     asio::steady_timer sleeper(client.get_executor());
+    std::optional<policy::throttle_answer> held;
+    const routing::target* answered = nullptr;
     int last_retry_cost = 0;
-    for (int attempt = 1;; ++attempt) {
-        sign();
-        beast::error_code ec;
-        std::string_view during = "response";
-        // A pooled connection the upstream closed while idle fails before any response byte;
-        // only then is the request sent once more at once, on a fresh connection.
-        for (bool stale_retry = false;;) {
-            ++log.attempts;
-            watch->upstream = nullptr;  // the watcher must never close a connection we dropped
-            conn = g.pool.take(pool_key(ep));
-            if (!conn) {
-                auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
-                                                              cfg.upstream.connect_timeout);
-                if (cec) {
-                    ec = cec;
-                    during = "connect";
-                    break;
-                }
-                conn = std::move(fresh);
-            }
-            watch->upstream = conn.get();
-            if (watch->client_gone) co_return client_gone();  // it left while we connected
-            p.emplace();
-            p->header_limit(64 * 1024);
-            p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
-            conn->tcp().expires_after(cfg.upstream.response_timeout);
-            if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-                ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
-            } else {
-                ec = co_await send_and_read_header(std::get<tls_stream>(conn->stream), conn->buffer,
-                                                   out, *p);
-            }
-            if (ec && conn->reused && !stale_retry && is_benign(ec) && !p->got_some() &&
-                !watch->client_gone) {
-                stale_retry = true;
-                continue;
-            }
-            break;
-        }
-        if (watch->client_gone) co_return client_gone();
-
-        // What this attempt means: an answer to relay, or a failure the policy may retry.
-        auto failed = policy::outcome::success;
-        error_body.clear();
-        if (ec) {
-            failed = policy::classify_no_response();
-        } else if (p->get().result_int() >= 400) {
-            constexpr std::size_t error_body_cap = 64 * 1024;
-            if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-                ec = co_await read_error_body(*plain, conn->buffer, *p, error_body, error_body_cap);
-            } else {
-                ec = co_await read_error_body(std::get<tls_stream>(conn->stream), conn->buffer, *p,
-                                              error_body, error_body_cap);
-            }
-            if (watch->client_gone) co_return client_gone();
-            if (ec) {
-                failed = policy::classify_no_response();
-            } else {
-                const auto& head = p->get();
-                auto code = policy::error_code(head["x-amzn-ErrorType"],
-                                               p->is_done() ? error_body : std::string_view{});
-                auto o = policy::classify(head.result_int(), code);
-                if (o == policy::outcome::throttled || o == policy::outcome::transient) failed = o;
-            }
-        }
-        if (failed == policy::outcome::success) break;  // relay this answer, whatever it says
-
-        const bool throttled = failed == policy::outcome::throttled;
-        if (throttled) ++log.upstream_throttles;
-        auto step = g.traffic.after_failure(attempt, failed, ec == beast::error::timeout,
-                                            log.region, throttle_key, clock::now(), jitter_rng());
-        if (!step.retry) {
-            if (throttled) {
-                auto answer =
-                    g.traffic.final_throttle(attempt, log.region, throttle_key, clock::now());
-                std::string upstream_id(p->get()["x-amzn-RequestId"]);
-                log.upstream_request_id = upstream_id;
-                settle(0);
-                auto wec = co_await send_throttle(
-                    client, answer, upstream_id.empty() ? log.id : upstream_id, log, keep_alive);
-                log.error += " (" + step.why + ")";
-                co_return !wec && keep_alive;
-            }
-            if (ec) {
-                settle(0);
-                co_return !co_await send_error(client, upstream_failure(ec, during), log,
-                                               keep_alive) &&
-                    keep_alive;
-            }
-            break;  // a transient error answer, out of retries: the client gets it as it came
-        }
-        last_retry_cost = step.cost;
+    auto release = [&](const attempt_result& r) {
         // An error answer read to its end leaves the connection fit for the next request.
         watch->upstream = nullptr;
-        if (!ec && p->is_done() && p->keep_alive()) g.pool.give_back(std::move(conn));
+        if (!r.ec && p && p->is_done() && p->keep_alive()) g.pool.give_back(std::move(conn));
         conn.reset();
-        sleeper.expires_after(step.wait);
-        watch->sleeper = &sleeper;
-        co_await sleeper.async_wait(use_nothrow);
-        watch->sleeper = nullptr;
-        if (watch->client_gone) co_return client_gone();
+    };
+    for (std::size_t i = 0; i < plan->targets.size() && !answered; ++i) {
+        const routing::target& t = plan->targets[i];
+        const bool last = i + 1 == plan->targets.size();
+        const std::string key = t.model_id.empty() ? std::string(log.op) : t.model_id;
+        log.region = t.region;
+        log.tier = config::tier_name(t.tier);
+        if (model_op) {
+            const std::uint64_t charge = g.traffic.limits(t.model_id) ? estimate : 0;
+            if (auto no = g.traffic.admit(t.region, key, charge, clock::now())) {
+                log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key +
+                                    ": skipped (" + std::string(no->source) + ")");
+                if (!held || no->wait < held->wait) held = std::move(no);
+                continue;
+            }
+            if (charge) charged_model = t.model_id;
+        }
+        // The request as this target takes it: its model id in the path, its service tier.
+        routing::runtime_request target_rt = *rt;
+        if (model_op && t.model_id != rt->model_id)
+            target_rt.wire_path = routing::model_wire_path(rt->op, t.model_id);
+        std::string_view target_body = body;
+        std::string_view tier_header;
+        if (!t.service_tier.empty()) {
+            if (rt->op == routing::operation::converse ||
+                rt->op == routing::operation::converse_stream) {
+                tiered_body = routing::with_converse_service_tier(body, t.service_tier);
+                if (tiered_body) target_body = *tiered_body;
+            } else if (model_op) {
+                tier_header = t.service_tier;
+            }
+        }
+        const config::region_endpoint& ep = cfg.regions.at(t.region);
+        for (int attempt = 1;; ++attempt) {
+            // Every attempt is signed afresh (a new X-Amz-Date) for its target's region.
+            auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+            auto prepared =
+                routing::prepare_upstream_request(req.method(), target_rt, req, ep, t.region,
+                                                  target_body, *g.creds, now, &g.keys, tier_header);
+            out = upstream_request_message{prepared.method, prepared.target, 11};
+            for (auto& h : prepared.headers) out.insert(h.name, h.value);
+            out.body() = {target_body.data(), target_body.size()};
+            out.keep_alive(true);
+            out.prepare_payload();
+
+            auto r =
+                co_await attempt_once(client, g, cfg, ep, out, conn, p, error_body, *watch, log);
+            if (watch->client_gone) co_return client_gone();
+            if (r.outcome == policy::outcome::success) {
+                answered = &t;  // relay this answer, whatever it says
+                break;
+            }
+            const bool throttled = r.outcome == policy::outcome::throttled;
+            if (throttled) ++log.upstream_throttles;
+            if (!last) {
+                if (throttled) g.traffic.throttled(t.region, key, clock::now());
+                log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
+                                    describe(r, p));
+                settle(0);
+                release(r);
+                break;  // on to the next target, at once
+            }
+            auto step = g.traffic.after_failure(attempt, r.outcome, r.ec == beast::error::timeout,
+                                                t.region, key, clock::now(), jitter_rng());
+            if (!step.retry) {
+                log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
+                                    describe(r, p));
+                settle(0);
+                if (throttled) {
+                    auto answer = g.traffic.final_throttle(attempt, t.region, key, clock::now());
+                    // Another target may be free sooner.
+                    if (held && held->wait < answer.wait) answer.wait = held->wait;
+                    std::string upstream_id(p->get()["x-amzn-RequestId"]);
+                    log.upstream_request_id = upstream_id;
+                    auto wec = co_await send_throttle(client, answer,
+                                                      upstream_id.empty() ? log.id : upstream_id,
+                                                      log, keep_alive);
+                    log.error += " (" + step.why + ")";
+                    co_return !wec && keep_alive;
+                }
+                if (r.ec) {
+                    co_return !co_await send_error(client, upstream_failure(r.ec, r.during), log,
+                                                   keep_alive) &&
+                        keep_alive;
+                }
+                answered = &t;  // a transient error answer, out of retries: relayed as it came
+                break;
+            }
+            last_retry_cost = step.cost;
+            release(r);
+            sleeper.expires_after(step.wait);
+            watch->sleeper = &sleeper;
+            co_await sleeper.async_wait(use_nothrow);
+            watch->sleeper = nullptr;
+            if (watch->client_gone) co_return client_gone();
+        }
     }
+    if (!answered) {
+        // Every target left was cooling down or over its local limits.
+        co_return !co_await send_throttle(client, *held, log.id, log, keep_alive) && keep_alive;
+    }
+    const std::string key = answered->model_id.empty() ? std::string(log.op) : answered->model_id;
     auto& head = p->get();
     log.status = head.result_int();
     log.upstream_request_id = std::string(head["x-amzn-RequestId"]);
-    if (log.status < 400) g.traffic.succeeded(log.region, throttle_key, last_retry_cost);
+    if (log.status < 400) g.traffic.succeeded(log.region, key, last_retry_cost);
 
     // The status line and headers go out as soon as upstream sent them; the body follows piece
     // by piece (chunked unless upstream gave a length).
@@ -508,6 +624,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
         if (bgw::http::forward_response_header(f.name_string()))
             res.insert(f.name_string(), f.value());
     }
+    add_gateway_headers(res, log);
     if (auto len = p->content_length()) {
         res.content_length(*len);
     } else {
@@ -532,7 +649,8 @@ awaitable<bool> forward(beast::tcp_stream& client,
         events.emplace();
     // A Converse answer carries its usage in the body: keep a bounded copy to read it.
     std::optional<body_capture> capture;
-    if (estimate && !events && log.status < 400 && rt->op == routing::operation::converse)
+    if (!charged_model.empty() && !events && log.status < 400 &&
+        rt->op == routing::operation::converse)
         capture.emplace(body_capture{256 * 1024, {}});
     const auto read_timeout =
         events ? cfg.upstream.stream_idle_timeout : cfg.upstream.response_timeout;
@@ -552,10 +670,10 @@ awaitable<bool> forward(beast::tcp_stream& client,
         log.stream = events->summary();
         // A throttle inside a stream cannot change the status, but it does teach the policy.
         if (policy::is_throttling_code(log.stream->exception))
-            g.traffic.stream_throttled(log.region, throttle_key, clock::now());
+            g.traffic.throttled(log.region, key, clock::now());
     }
     // Replace the estimate with what the answer says it used.
-    if (estimate) {
+    if (!charged_model.empty()) {
         std::optional<policy::usage> used;
         if (log.status >= 400) {
             used = policy::usage{};

@@ -165,9 +165,9 @@ void traffic_policy::succeeded(const std::string& region,
     streaks_.erase({region, model});
 }
 
-void traffic_policy::stream_throttled(const std::string& region,
-                                      const std::string& model,
-                                      clock::time_point now) {
+void traffic_policy::throttled(const std::string& region,
+                               const std::string& model,
+                               clock::time_point now) {
     cool_down(region, model, now);
 }
 

@@ -352,6 +352,11 @@ script bad_script(std::string_view what) {
 // `fake-flaky-<n>-<status>-<Code>[-<tag>]` and `fake-delay-<ms>`; an ordinary model id gives an
 // empty script. A flaky id is counted here, so call this once per request.
 script parse_script(std::string_view model_id) {
+    // A provisioned-model ARN scripts the fake with its resource id:
+    // `arn:aws:bedrock:REGION:ACCOUNT:provisioned-model/fake-error-429-ThrottlingException`.
+    if (auto at = model_id.find(":provisioned-model/");
+        model_id.starts_with("arn:") && at != std::string_view::npos)
+        model_id.remove_prefix(at + std::string_view(":provisioned-model/").size());
     constexpr std::string_view error_prefix = "fake-error-";
     constexpr std::string_view errorbody_prefix = "fake-errorbody-";
     constexpr std::string_view flaky_prefix = "fake-flaky-";

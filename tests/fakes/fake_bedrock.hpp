@@ -8,6 +8,7 @@
 /// minutes. Rejections use Bedrock's wire format (403, `x-amzn-ErrorType`, JSON `{"message"}`).
 /// Accepted requests go to a behaviour function; the default one speaks the runtime API
 /// (bedrock-facts.md sections 1 and 2) and understands scripted model ids:
+/// (A provisioned-model ARN scripts it with its resource id: `arn:...:provisioned-model/<script>`.)
 ///   `fake-error-<status>-<Code>` answers with that error (status 400..599);
 ///   `fake-errorbody-<status>-<Code>` answers that status with the error's other AWS JSON shape:
 ///     no x-amzn-ErrorType, the code only in the body,

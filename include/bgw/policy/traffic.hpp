@@ -8,7 +8,7 @@
 ///   after_failure()  an attempt was throttled or failed transiently before any byte went to
 ///                    the client: retry (after how long) or stop;
 ///   final_throttle() the 429 the client gets when it stops on a throttle;
-///   succeeded() / stream_throttled() / settle()  what the answer teaches the policy.
+///   succeeded() / throttled() / settle()  what the answer teaches the policy.
 ///
 /// Cool-downs escalate: the k-th consecutive upstream throttle of a (region, model) rests it for
 /// backoff_cap(k, base_delay, max_delay); a success ends the streak. Retries of requests already
@@ -97,10 +97,9 @@ public:
     /// The upstream answered with success: refunds the retry budget (what the last retry took,
     /// `last_retry_cost` from step::cost, or 1 with none) and ends the (region, model) streak.
     void succeeded(const std::string& region, const std::string& model, int last_retry_cost);
-    /// A `throttlingException` arrived inside a stream: it counts toward the cool-down.
-    void stream_throttled(const std::string& region,
-                          const std::string& model,
-                          clock::time_point now);
+    /// Upstream throttled outside the retry loop: a `throttlingException` inside a stream, or a
+    /// target the request failed over from. It counts toward the cool-down all the same.
+    void throttled(const std::string& region, const std::string& model, clock::time_point now);
     /// Replaces an admitted request's token estimate with what it used.
     void settle(const std::string& model,
                 std::uint64_t estimated,
