@@ -565,7 +565,14 @@ awaitable<bool> forward(beast::tcp_stream& client,
             const bool throttled = r.outcome == policy::outcome::throttled;
             if (throttled) ++log.upstream_throttles;
             if (!last) {
-                if (throttled) g.traffic.throttled(t.region, key, clock::now());
+                if (throttled) {
+                    // If nothing after it can be tried, its rest is a candidate answer.
+                    auto rest = g.traffic.throttled(t.region, key, clock::now());
+                    if (!held || rest < held->wait)
+                        held = policy::throttle_answer{
+                            rest, "upstream (Bedrock) throttled " + key + " in " + t.region,
+                            "upstream"};
+                }
                 log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
                                     describe(r, p));
                 settle(0);
@@ -608,7 +615,11 @@ awaitable<bool> forward(beast::tcp_stream& client,
         }
     }
     if (!answered) {
-        // Every target left was cooling down or over its local limits.
+        // Every target left was cooling down or over its local limits (the last one always is:
+        // any other way out of the last target answers or returns above).
+        if (!held)
+            held =
+                policy::throttle_answer{std::chrono::seconds{1}, "no target available", "cooldown"};
         co_return !co_await send_throttle(client, *held, log.id, log, keep_alive) && keep_alive;
     }
     const std::string key = answered->model_id.empty() ? std::string(log.op) : answered->model_id;

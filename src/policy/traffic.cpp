@@ -165,10 +165,10 @@ void traffic_policy::succeeded(const std::string& region,
     streaks_.erase({region, model});
 }
 
-void traffic_policy::throttled(const std::string& region,
-                               const std::string& model,
-                               clock::time_point now) {
-    cool_down(region, model, now);
+milliseconds traffic_policy::throttled(const std::string& region,
+                                       const std::string& model,
+                                       clock::time_point now) {
+    return cool_down(region, model, now);
 }
 
 void traffic_policy::settle(const std::string& model,

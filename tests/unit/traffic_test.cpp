@@ -171,7 +171,7 @@ TEST(traffic_policy, retry_budget_stops_a_storm_and_successes_refill_it) {
 TEST(traffic_policy, a_throttle_inside_a_stream_counts_toward_the_cool_down) {
     traffic_policy t(retry(3, 100, 20000), {});
     const auto now = clock::time_point{} + 1h;
-    t.throttled(region, claude, now);
+    EXPECT_EQ(t.throttled(region, claude, now), 100ms);
     auto no = t.admit(region, claude, 1, now);
     ASSERT_TRUE(no);
     EXPECT_EQ(no->wait, 100ms);

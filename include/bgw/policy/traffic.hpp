@@ -99,7 +99,10 @@ public:
     void succeeded(const std::string& region, const std::string& model, int last_retry_cost);
     /// Upstream throttled outside the retry loop: a `throttlingException` inside a stream, or a
     /// target the request failed over from. It counts toward the cool-down all the same.
-    void throttled(const std::string& region, const std::string& model, clock::time_point now);
+    /// Returns how long the (region, model) now rests.
+    milliseconds throttled(const std::string& region,
+                           const std::string& model,
+                           clock::time_point now);
     /// Replaces an admitted request's token estimate with what it used.
     void settle(const std::string& model,
                 std::uint64_t estimated,
