@@ -8,11 +8,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <iterator>
 #include <map>
 #include <random>
 #include <set>
 #include <utility>
 
+#include "fakes/fake_batch.hpp"
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -294,14 +296,22 @@ private:
     std::map<std::string, std::uint64_t, std::less<>> counts_;
 };
 
-// The counter of the fake whose behaviour is running on this thread. A behaviour sees only the
-// request (and tests wrap default_behaviour in their own), but it always runs inside handle() on
-// its fake's own thread, which points this at that fake's counter for the duration.
-thread_local request_counter* current_counter = nullptr;
+// What belongs to the fake whose behaviour is running on this thread: its flaky counts, its S3
+// store and batch jobs, its options, and what the behaviour reports back about the request. A
+// behaviour sees only the request (and tests wrap default_behaviour in their own), but it always
+// runs inside handle() on its fake's own thread, which points this at that fake for the duration.
+struct request_context {
+    request_counter* counter = nullptr;
+    detail::fake_store* store = nullptr;
+    const fake_options* options = nullptr;
+    bool created_job = false;  // out: CreateModelInvocationJob really created a job
+};
+thread_local request_context* current_context = nullptr;
 
 // Outside a fake there is nothing to count against: every request is the first.
 std::uint64_t count_request(std::string_view model_id) {
-    return current_counter ? current_counter->next(model_id) : 0;
+    return current_context && current_context->counter ? current_context->counter->next(model_id)
+                                                       : 0;
 }
 
 // The other shape of AWS JSON errors: no x-amzn-ErrorType, the code only in the body's `__type`
@@ -559,6 +569,67 @@ fake_response unknown_operation() {
     return make_error(404, "UnknownOperationException", "Unknown operation");
 }
 
+// --- S3 and the control plane's batch jobs (fake_batch.cpp keeps the state) ------------------
+
+detail::fake_store* current_store() { return current_context ? current_context->store : nullptr; }
+
+fake_response no_store() {
+    return make_error(500, "InternalServerException",
+                      "fake-bedrock: S3 and batch jobs need a running fake");
+}
+
+fake_response s3_route(const recorded_request& req) {
+    auto* store = current_store();
+    return store ? store->s3_route(req) : no_store();
+}
+
+fake_response create_job_route(const recorded_request& req) {
+    auto* store = current_store();
+    if (!store) return no_store();
+    bool created = false;
+    auto r = store->create_job(req, created);
+    current_context->created_job = created;
+    return r;
+}
+
+fake_response get_job_route(std::string_view identifier) {
+    auto* store = current_store();
+    if (!store) return no_store();
+    return store->get_job(percent_decode(identifier),
+                          current_context->options->batch_in_progress_polls);
+}
+
+// --- which API a request is for ------------------------------------------------------------------
+
+// The first path segments of every operation in the bedrock and bedrock-runtime service models.
+constexpr std::string_view bedrock_roots[] = {
+    // bedrock-runtime
+    "async-invoke", "guardrail", "guardrail-checks", "model",
+    // bedrock (control plane)
+    "advanced-prompt-optimization-job", "advanced-prompt-optimization-jobs",
+    "automated-reasoning-policies", "create-foundation-model-agreement", "custom-models",
+    "data-retention", "delete-foundation-model-agreement", "enforcedGuardrailsConfiguration",
+    "evaluation-job", "evaluation-jobs", "foundation-model-availability", "foundation-models",
+    "guardrails", "imported-models", "inference-profiles", "list-foundation-model-agreement-offers",
+    "listTagsForResource", "logging", "marketplace-model", "model-copy-jobs", "model-customization",
+    "model-customization-jobs", "model-import-jobs", "model-invocation-job",
+    "model-invocation-jobs", "prompt-routers", "provisioned-model-throughput",
+    "provisioned-model-throughputs", "resource-policy", "tagResource", "untagResource",
+    "use-case-for-model-access"};
+
+// S3 when the path is no Bedrock resource and the scope says s3, or when it looks like an object
+// or bucket request (so an S3 request signed as `bedrock` is judged by S3's rules); else Bedrock.
+bool for_s3(std::string_view method, std::string_view wire_path, std::string_view scope_service) {
+    if (!wire_path.starts_with('/')) return false;
+    auto first = wire_path.substr(1, wire_path.find('/', 1) - 1);
+    if (std::find(std::begin(bedrock_roots), std::end(bedrock_roots), first) !=
+        std::end(bedrock_roots))
+        return false;
+    if (scope_service == "s3") return true;
+    return !first.empty() &&
+           (method == "GET" || method == "PUT" || method == "HEAD" || method == "DELETE");
+}
+
 // --- the server ------------------------------------------------------------------------------
 
 recorded_request record(http::request<http::string_body>& msg) {
@@ -613,6 +684,7 @@ struct fake_bedrock::state {
     std::function<void(const stream_outcome&)> stream_observer;  // written before start() only
     std::vector<stream_outcome> stream_outcomes;
     request_counter flaky_counts;
+    detail::fake_store store;
 };
 
 namespace {
@@ -632,21 +704,29 @@ fake_response handle(recorded_request& rec, fake_bedrock::state& st) {
             std::lock_guard lock(st.mutex);
             behaviour = st.behaviour;
         }
-        struct counter_scope {
-            explicit counter_scope(request_counter& c) { current_counter = &c; }
-            ~counter_scope() { current_counter = nullptr; }
-            counter_scope(const counter_scope&) = delete;
-            counter_scope& operator=(const counter_scope&) = delete;
-        } scope(st.flaky_counts);
+        request_context ctx{&st.flaky_counts, &st.store, &st.options};
+        struct context_scope {
+            explicit context_scope(request_context& c) { current_context = &c; }
+            ~context_scope() { current_context = nullptr; }
+            context_scope(const context_scope&) = delete;
+            context_scope& operator=(const context_scope&) = delete;
+        } scope(ctx);
         try {
             resp = behaviour(rec);
         } catch (const std::exception& e) {
             resp = make_error(500, "InternalServerException",
                               std::string("fake behaviour threw: ") + e.what());
         }
+        rec.created_job = ctx.created_job;
     }
-    if (!has_header(resp.headers, "x-amzn-RequestId"))
-        resp.headers.push_back({"x-amzn-RequestId", make_uuid()});
+    // S3's answers carry S3's own x-amz-request-id; the record (and x-amzn-RequestId) reuse it.
+    if (!has_header(resp.headers, "x-amzn-RequestId")) {
+        auto s3_id =
+            std::find_if(resp.headers.begin(), resp.headers.end(),
+                         [](const aws::header& h) { return iequals(h.name, "x-amz-request-id"); });
+        resp.headers.push_back(
+            {"x-amzn-RequestId", s3_id != resp.headers.end() ? s3_id->value : make_uuid()});
+    }
     // What was answered goes into the record too, so end-to-end tests can prove the gateway
     // relayed this very response.
     rec.response_status = resp.status;
@@ -841,10 +921,15 @@ std::string percent_decode(std::string_view s) {
 }
 
 fake_response default_behaviour(const recorded_request& req) {
+    if (req.service == "s3") return s3_route(req);
     if (req.wire_path.empty() || req.wire_path.front() != '/') return unknown_operation();
     auto seg = split(std::string_view(req.wire_path).substr(1), '/');
     const bool post = req.method == "POST";
     const bool get = req.method == "GET";
+
+    if (post && seg.size() == 1 && seg[0] == "model-invocation-job") return create_job_route(req);
+    if (get && seg.size() == 2 && seg[0] == "model-invocation-job" && !seg[1].empty())
+        return get_job_route(seg[1]);
 
     if (post && seg.size() == 3 && seg[0] == "model" && !seg[1].empty() &&
         (seg[2] == "invoke" || seg[2] == "converse" || seg[2] == "count-tokens"))
@@ -867,70 +952,110 @@ fake_response default_behaviour(const recorded_request& req) {
 std::optional<fake_response> verify_signature(recorded_request& req,
                                               const fake_options& opts,
                                               std::chrono::sys_seconds now) {
-    auto reject = [&req](std::string_view code, std::string_view message) {
-        req.error_type = std::string(code);
-        return std::optional<fake_response>(make_error(403, code, message));
+    auto authorization = req.header("authorization");
+    auto parsed = authorization ? aws::parse_authorization(*authorization) : std::nullopt;
+    if (parsed) {
+        req.access_key_id = parsed->access_key_id;
+        req.region = parsed->region;
+        req.service = parsed->service;
+    }
+    // Whom the request is for decides the rules and the shape of a rejection.
+    const bool s3 = for_s3(req.method, req.wire_path, parsed ? parsed->service : "");
+    if (s3) {
+        if (auto loc = detail::parse_s3_path(req.wire_path)) {
+            req.s3_bucket = std::move(loc->bucket);
+            req.s3_key = std::move(loc->key);
+        }
+    }
+    // Bedrock's code and message, then S3's (always 403 here, see the header).
+    auto reject = [&req, s3](std::string_view code, std::string_view message,
+                             std::string_view s3_code, std::string_view s3_message) {
+        req.error_type = std::string(s3 ? s3_code : code);
+        return std::optional<fake_response>(s3 ? make_s3_error(403, s3_code, s3_message)
+                                               : make_error(403, code, message));
     };
     constexpr std::string_view mismatch =
         "The request signature we calculated does not match the signature you provided. Check "
         "your AWS Secret Access Key and signing method. Consult the service documentation for "
         "details.";
+    constexpr std::string_view s3_mismatch =
+        "The request signature we calculated does not match the signature you provided. Check "
+        "your key and signing method.";
+    constexpr std::string_view s3_malformed = "The authorization header is malformed; ";
 
-    auto authorization = req.header("authorization");
     if (!authorization)
-        return reject("MissingAuthenticationTokenException", "Missing Authentication Token");
-    auto parsed = aws::parse_authorization(*authorization);
+        return reject("MissingAuthenticationTokenException", "Missing Authentication Token",
+                      "AccessDenied", "Access Denied");
     if (!parsed)
         return reject("IncompleteSignatureException",
                       "Authorization header requires 'Credential', 'Signature' and "
-                      "'SignedHeaders' parameters.");
-    req.access_key_id = parsed->access_key_id;
-    req.region = parsed->region;
+                      "'SignedHeaders' parameters.",
+                      "AuthorizationHeaderMalformed",
+                      std::string(s3_malformed) + "it is not an AWS4-HMAC-SHA256 signature.");
 
     if (parsed->access_key_id != opts.credentials.access_key_id)
         return reject("UnrecognizedClientException",
-                      "The security token included in the request is invalid.");
+                      "The security token included in the request is invalid.",
+                      "InvalidAccessKeyId",
+                      "The AWS Access Key Id you provided does not exist in our records.");
     // A token where none is expected is as wrong as a missing or different one: it means a
     // client's credentials leaked through.
     if (req.header("x-amz-security-token").value_or("") != opts.credentials.session_token)
         return reject("UnrecognizedClientException",
-                      "The security token included in the request is invalid.");
+                      "The security token included in the request is invalid.", "InvalidToken",
+                      "The provided token is malformed or otherwise invalid.");
 
     auto amz_date = req.header("x-amz-date");
     if (!amz_date)
         return reject("IncompleteSignatureException",
                       "Authorization header requires existence of either a 'X-Amz-Date' or a "
-                      "'Date' header.");
+                      "'Date' header.",
+                      "AccessDenied",
+                      "AWS authentication requires a valid Date or x-amz-date header");
     auto when = aws::parse_amz_date(*amz_date);
     if (!when)
-        return reject("IncompleteSignatureException", "Date must be in ISO-8601 'basic format'.");
+        return reject("IncompleteSignatureException", "Date must be in ISO-8601 'basic format'.",
+                      "AccessDenied",
+                      "AWS authentication requires a valid Date or x-amz-date header");
+    constexpr std::string_view skewed =
+        "The difference between the request time and the current time is too large.";
     if (*when < now - opts.max_clock_skew)
         return reject("InvalidSignatureException",
                       "Signature expired: " + *amz_date + " is now earlier than " +
                           aws::format_amz_date(now - opts.max_clock_skew) + " (" +
-                          aws::format_amz_date(now) + " - 5 min.)");
+                          aws::format_amz_date(now) + " - 5 min.)",
+                      "RequestTimeTooSkewed", skewed);
     if (*when > now + opts.max_clock_skew)
         return reject("InvalidSignatureException",
                       "Signature not yet current: " + *amz_date + " is still later than " +
                           aws::format_amz_date(now + opts.max_clock_skew) + " (" +
-                          aws::format_amz_date(now) + " + 5 min.)");
+                          aws::format_amz_date(now) + " + 5 min.)",
+                      "RequestTimeTooSkewed", skewed);
     if (parsed->date != amz_date->substr(0, 8))
         return reject("InvalidSignatureException",
                       "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
                       "date from HTTP: '" +
-                          parsed->date + "' != '" + amz_date->substr(0, 8) + "'");
-    if (parsed->service != "bedrock")
+                          parsed->date + "' != '" + amz_date->substr(0, 8) + "'",
+                      "AuthorizationHeaderMalformed",
+                      std::string(s3_malformed) +
+                          "Invalid credential date. Date is not the same as X-Amz-Date.");
+    const std::string_view service = s3 ? "s3" : "bedrock";
+    if (parsed->service != service)
         return reject("InvalidSignatureException",
-                      "Credential should be scoped to correct service: 'bedrock'.");
+                      "Credential should be scoped to correct service: 'bedrock'.",
+                      "SignatureDoesNotMatch",
+                      "Credential should be scoped to correct service: 's3'.");
     if (std::find(opts.regions.begin(), opts.regions.end(), parsed->region) == opts.regions.end())
-        return reject("InvalidSignatureException",
-                      "Credential should be scoped to a valid region.");
+        return reject("InvalidSignatureException", "Credential should be scoped to a valid region.",
+                      "AuthorizationHeaderMalformed",
+                      std::string(s3_malformed) + "the region '" + parsed->region + "' is wrong.");
 
     std::set<std::string> signed_names;
     for (const auto& n : parsed->signed_headers) signed_names.insert(to_lower(n));
     if (!signed_names.contains("host"))
         return reject("InvalidSignatureException",
-                      "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+                      "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+                      "SignatureDoesNotMatch", s3_mismatch);
     // Exactly the headers the client said it signed, as they arrived (repeats included).
     std::vector<aws::header> signed_headers;
     std::set<std::string> seen;
@@ -941,7 +1066,23 @@ std::optional<fake_response> verify_signature(recorded_request& req,
             seen.insert(lower);
         }
     }
-    if (seen != signed_names) return reject("InvalidSignatureException", mismatch);
+    if (seen != signed_names)
+        return reject("InvalidSignatureException", mismatch, "SignatureDoesNotMatch", s3_mismatch);
+
+    if (s3) {
+        // S3 signs the payload hash it is told about, so it must be told, and told the truth.
+        auto content_sha = req.header("x-amz-content-sha256");
+        if (!content_sha)
+            return reject({}, {}, "SignatureDoesNotMatch",
+                          "Missing required header for this request: x-amz-content-sha256");
+        if (!signed_names.contains("x-amz-content-sha256"))
+            return reject({}, {}, "SignatureDoesNotMatch",
+                          "The x-amz-content-sha256 header must be a signed header.");
+        if (*content_sha != req.body_sha256)
+            return reject({}, {}, "SignatureDoesNotMatch",
+                          "The provided 'x-amz-content-sha256' header does not match what was "
+                          "computed.");
+    }
 
     aws::signing_input in;
     in.method = req.method;
@@ -952,9 +1093,11 @@ std::optional<fake_response> verify_signature(recorded_request& req,
     in.region = parsed->region;
     in.service = parsed->service;
     in.time = *when;
+    in.normalize_path = !s3;
+    in.double_encode_path = !s3;
     auto sig = aws::sign_v4(in, opts.credentials);
     if (sig.signature_hex != parsed->signature_hex)
-        return reject("InvalidSignatureException", mismatch);
+        return reject("InvalidSignatureException", mismatch, "SignatureDoesNotMatch", s3_mismatch);
     req.signature_ok = true;
     return std::nullopt;
 }
@@ -964,10 +1107,14 @@ void sign_request(http::request<http::string_body>& req,
                   std::string_view region,
                   std::chrono::sys_seconds time,
                   std::string_view service) {
+    const bool s3 = service == "s3";
     if (req.find(http::field::host) == req.end())
-        req.set(http::field::host, "bedrock-runtime." + std::string(region) + ".amazonaws.com");
+        req.set(http::field::host,
+                (s3 ? "s3." : "bedrock-runtime.") + std::string(region) + ".amazonaws.com");
     req.erase(http::field::authorization);
     req.set("X-Amz-Date", aws::format_amz_date(time));
+    if (s3 && req.find("X-Amz-Content-SHA256") == req.end())
+        req.set("X-Amz-Content-SHA256", aws::sha256_hex(req.body()));
     if (!creds.session_token.empty()) req.set("X-Amz-Security-Token", creds.session_token);
     req.prepare_payload();  // Content-Length is sent, so botocore signs it; so do we
 
@@ -987,6 +1134,8 @@ void sign_request(http::request<http::string_body>& req,
     in.region = region;
     in.service = service;
     in.time = time;
+    in.normalize_path = !s3;
+    in.double_encode_path = !s3;
     req.set(http::field::authorization, aws::sign_v4(in, creds).authorization);
 }
 
@@ -1068,5 +1217,26 @@ bool fake_bedrock::wait_for_requests(std::size_t n, std::chrono::milliseconds ti
     std::unique_lock lock(state_->mutex);
     return state_->recorded.wait_for(lock, timeout, [&] { return state_->requests.size() >= n; });
 }
+
+void fake_bedrock::put_s3_object(std::string_view bucket,
+                                 std::string_view key,
+                                 std::string body,
+                                 std::string content_type) {
+    state_->store.put(bucket, key, std::move(body), std::move(content_type));
+}
+
+std::optional<stored_s3_object> fake_bedrock::s3_object(std::string_view bucket,
+                                                        std::string_view key) const {
+    return state_->store.get(bucket, key);
+}
+
+std::vector<stored_s3_object> fake_bedrock::s3_objects(std::string_view bucket,
+                                                       std::string_view prefix) const {
+    return state_->store.list(bucket, prefix);
+}
+
+std::size_t fake_bedrock::batch_jobs_created() const { return state_->store.jobs_created(); }
+
+std::vector<fake_batch_job> fake_bedrock::batch_jobs() const { return state_->store.jobs(); }
 
 }  // namespace bgw::test

@@ -1,13 +1,73 @@
 #pragma once
-/// An in-process fake of the Bedrock runtime API for tests (userver's HttpServerMock shape):
-/// a Beast coroutine HTTP/1.1 server on 127.0.0.1:0 with its own io_context and thread.
+/// An in-process fake of AWS Bedrock for tests (userver's HttpServerMock shape): a Beast coroutine
+/// HTTP/1.1 server on 127.0.0.1:0 with its own io_context and thread. One listener serves three
+/// APIs, so a test can point the runtime, control-plane and S3 endpoints of a client at one fake:
+/// the Bedrock runtime, the batch-inference part of the Bedrock control plane, and a path-style S3
+/// object store (in memory, per fake instance).
 ///
 /// It is a strict judge of the gateway: every request must carry a SigV4 signature that verifies
 /// against the fake's credentials (recomputed from the headers, wire path, query and body exactly
-/// as received), scoped to service `bedrock` and to one of the accepted regions, dated within five
-/// minutes. Rejections use Bedrock's wire format (403, `x-amzn-ErrorType`, JSON `{"message"}`).
-/// Accepted requests go to a behaviour function; the default one speaks the runtime API
-/// (bedrock-facts.md sections 1 and 2) and understands scripted model ids:
+/// as received), scoped to one of the accepted regions, dated within five minutes, and scoped to
+/// the service the request is for:
+///   - `bedrock` for the runtime and control-plane routes below. The canonical URI is normalised
+///     and percent-encoded again, as botocore does. Rejections use Bedrock's wire format (403,
+///     `x-amzn-ErrorType`, JSON `{"message"}`).
+///   - `s3` for the S3 routes. The canonical URI is the wire path as it is (neither normalised nor
+///     double-encoded), and `x-amz-content-sha256` must be sent, signed, and equal to the SHA-256
+///     hex of the body received (`UNSIGNED-PAYLOAD` and aws-chunked uploads are refused).
+///     Rejections use S3's XML shape, all with status 403:
+///     `<?xml ...?><Error><Code>SignatureDoesNotMatch</Code><Message>...</Message>...</Error>`
+///     (codes: SignatureDoesNotMatch, InvalidAccessKeyId, InvalidToken, AccessDenied,
+///     RequestTimeTooSkewed, AuthorizationHeaderMalformed).
+/// Which API a request is for follows from its path and scope: a path whose first segment is a
+/// Bedrock resource (`model`, `guardrail`, `async-invoke`, `model-invocation-job`, any other
+/// root of the bedrock/bedrock-runtime service models) is Bedrock's; any other path is S3's when
+/// the request is scoped to `s3`, or when its method is GET, PUT, HEAD or DELETE and its first
+/// segment is not empty (so an S3 object request signed as `bedrock` is a 403 in S3's shape, and a
+/// runtime request signed as `s3` a 403 in Bedrock's). Everything else is Bedrock's.
+///
+/// Accepted requests go to a behaviour function. The default one serves:
+///
+/// S3 (path style; the bucket is the first path segment, the key the rest of the path,
+/// percent-decoded once; the query, such as `x-id=PutObject`, is ignored):
+///   PUT /{bucket}/{key...}  stores the body (and Content-Type), 200 with `ETag: "<md5 hex>"`;
+///   GET /{bucket}/{key...}  200 with the bytes, Content-Type, ETag and Last-Modified, or 404
+///                           `<Error><Code>NoSuchKey</Code>...`;
+///   any other method on a key 405 MethodNotAllowed; a bucket without a key, or a multipart /
+///   tagging / acl query, 501 NotImplemented. Buckets need no creating.
+///
+/// The control plane's batch inference (bedrock-facts.md section 6):
+///   POST /model-invocation-job  CreateModelInvocationJob. Requires jobName (1-63 chars, the
+///     model's pattern), roleArn (`arn:...:iam::...:role/...`), modelId,
+///     inputDataConfig.s3InputDataConfig.s3Uri (`s3://bucket/key`, which must exist in this
+///     fake's S3 store) and outputDataConfig.s3OutputDataConfig.s3Uri (`s3://bucket[/prefix]`);
+///     checks modelInvocationType (InvokeModel|Converse), timeoutDurationInHours (24..168) and
+///     s3InputFormat (JSONL) when given. Any of that wrong: 400 ValidationException. Answers 200
+///     `{"jobArn":"arn:aws:bedrock:<scope region>:123456789012:model-invocation-job/<jobId>"}`,
+///     jobId 12 random lowercase letters and digits. A clientRequestToken seen before answers the
+///     first job's ARN and creates nothing (recorded_request::created_job tells them apart).
+///   GET /model-invocation-job/{jobIdentifier}  GetModelInvocationJob; the identifier is the
+///     percent-encoded job ARN or the bare job id; unknown: 404 ResourceNotFoundException.
+///     Each GET moves the job one step: the first answers `Submitted`, the next
+///     fake_options::batch_in_progress_polls (default 1) answer `InProgress`, and the one after
+///     finishes the job, which stays finished: `Completed`, or `PartiallyCompleted` when a record
+///     failed, or `Failed` with a `message` when the modelId is `fake-batch-fail` (or the input
+///     object is gone, has no records, or has a line that is not `{"recordId"?, "modelInput":{}}`).
+///     Finished jobs carry endTime and total/processed/success/errorRecordCount.
+///   On finishing (not Failed) the fake reads the input object and writes, into its S3 store,
+///     `<output s3Uri, with a trailing '/'><jobId>/<basename of the input key>.out`: one line per
+///     input record, `{"recordId":...,"modelInput":...,"modelOutput":...}` (a missing recordId is
+///     made up), where a record whose modelInput JSON contains `fake-record-error` has
+///     `"error":{"errorCode":400,"errorMessage":"fake-bedrock scripted record error"}` instead of
+///     modelOutput. modelOutput is, for modelInvocationType `Converse`,
+///     `{"output":{"message":{"role":"assistant","content":[{"text":"batch answer"}]}},
+///       "stopReason":"end_turn","usage":{"inputTokens":N,"outputTokens":3,"totalTokens":N+3}}`
+///     (N estimated from the modelInput's size), otherwise (InvokeModel)
+///     `{"fakeBatch":true,"recordId":"<recordId>","modelId":"<the job's modelId>"}`. Next to it,
+///     `<jobId>/manifest.json.out` holds `{"totalRecordCount","processedRecordCount",
+///     "successRecordCount","errorRecordCount","inputTokenCount","outputTokenCount"}`.
+///
+/// The runtime API (bedrock-facts.md sections 1 and 2), which understands scripted model ids:
 /// (A provisioned-model ARN scripts it with its resource id: `arn:...:provisioned-model/<script>`.)
 ///   `fake-error-<status>-<Code>` answers with that error (status 400..599);
 ///   `fake-errorbody-<status>-<Code>` answers that status with the error's other AWS JSON shape:
@@ -39,6 +99,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -68,10 +129,16 @@ struct recorded_request {
     std::string body_sha256;       ///< lowercase hex
     std::string access_key_id;     ///< from the Authorization credential, when parseable
     std::string region;            ///< from the credential scope, when parseable
+    std::string service;           ///< from the credential scope ("bedrock", "s3"), when parseable
+    std::string s3_bucket;         ///< a request for S3: the bucket (first path segment), decoded
+    std::string s3_key;            ///< a request for S3: the object key (rest of path), decoded
     bool signature_ok = false;     ///< true only when every check passed
     std::string error_type;        ///< the rejection's x-amzn-ErrorType code; empty if accepted
     unsigned response_status = 0;  ///< what the fake answered (set after the behaviour ran)
     std::string request_id;        ///< the x-amzn-RequestId the fake answered with
+    /// A CreateModelInvocationJob that really created a job (false for an idempotent replay with
+    /// a clientRequestToken seen before, and for every other request).
+    bool created_job = false;
 
     /// First header with this name (case-insensitive); nullopt when absent.
     std::optional<std::string> header(std::string_view name) const;
@@ -118,26 +185,67 @@ struct fake_options {
     std::vector<std::string> regions{"us-east-1"};  ///< accepted credential-scope regions
     std::chrono::seconds max_clock_skew{300};       ///< AWS allows 5 minutes either way
     std::size_t max_body_bytes = 64 * 1024 * 1024;  ///< above Bedrock's 25 MB blob limit
+    /// GetModelInvocationJob answers `InProgress` this many times (after one `Submitted`) before
+    /// the job finishes.
+    unsigned batch_in_progress_polls = 1;
+};
+
+/// One object in the fake's S3 store.
+struct stored_s3_object {
+    std::string bucket;
+    std::string key;
+    std::string body;
+    std::string etag;          ///< `"<md5 hex>"`, quotes included, as S3 sends it
+    std::string content_type;  ///< as PUT sent it (`binary/octet-stream` when it sent none)
+    std::chrono::sys_seconds last_modified{};
+};
+
+/// A snapshot of one batch inference job.
+struct fake_batch_job {
+    std::string job_id;  ///< 12 lowercase letters and digits
+    std::string job_arn;
+    std::string job_name;
+    std::string model_id;
+    std::string role_arn;
+    std::string client_request_token;   ///< empty when the create had none
+    std::string model_invocation_type;  ///< empty when the create had none
+    std::string input_s3_uri;
+    std::string output_s3_uri;
+    std::string status;      ///< Submitted, InProgress, Completed, PartiallyCompleted or Failed
+    std::string message;     ///< why it failed
+    unsigned get_count = 0;  ///< GetModelInvocationJob requests answered for it
+    std::string output_object_uri;  ///< `s3://.../<jobId>/<input basename>.out` once written
+    std::uint64_t total_records = 0;
+    std::uint64_t success_records = 0;
+    std::uint64_t error_records = 0;
 };
 
 /// A Bedrock-shaped error: JSON `{"message"}` plus `x-amzn-ErrorType: <code>:http://...`.
 fake_response make_error(unsigned status, std::string_view code, std::string_view message);
 
-/// The default behaviour: the runtime routes of bedrock-facts.md section 1 and the scripted
-/// model ids above; anything else is 404 UnknownOperationException. `fake-flaky-*` counts against
-/// the fake whose thread runs it (so a custom behaviour may delegate here); called outside a
-/// fake, every request counts as the first.
+/// An S3-shaped error: 403 etc. with `application/xml` `<Error><Code>..</Code><Message>..`
+/// `</Message><RequestId>..</RequestId></Error>` and `x-amz-request-id`.
+fake_response make_s3_error(unsigned status, std::string_view code, std::string_view message);
+
+/// The default behaviour: the S3, control-plane and runtime routes above (by the request's
+/// credential-scope service: `s3` goes to S3, anything else to Bedrock); anything else is 404
+/// UnknownOperationException. `fake-flaky-*`, the S3 store and the batch jobs belong to the fake
+/// whose thread runs it (so a custom behaviour may delegate here); called outside a fake, every
+/// request counts as the first and the S3 and batch routes answer 500.
 fake_response default_behaviour(const recorded_request& req);
 
-/// Checks the request's SigV4 signature as AWS would. Sets `req.signature_ok`, `access_key_id`
-/// and `region`; on failure returns the 403 that Bedrock would send and sets `req.error_type`.
+/// Checks the request's SigV4 signature as AWS would, the Bedrock way or the S3 way (see above).
+/// Sets `req.signature_ok`, `access_key_id`, `region`, `service` and, for S3, `s3_bucket` and
+/// `s3_key`; on failure returns the 403 that Bedrock (or S3) would send and sets
+/// `req.error_type` (the x-amzn-ErrorType code, or S3's `<Code>`).
 std::optional<fake_response> verify_signature(recorded_request& req,
                                               const fake_options& opts,
                                               std::chrono::sys_seconds now);
 
 /// Test helper: signs `req` in place for `region`/`service` at `time` with `creds` (adds Host if
 /// missing, Content-Length, X-Amz-Date, X-Amz-Security-Token when set, Authorization), as botocore
-/// does.
+/// does. For service `s3` it signs the S3 way (canonical URI as on the wire) and adds
+/// `X-Amz-Content-SHA256` (the body's hash) unless the request already has one.
 void sign_request(boost::beast::http::request<boost::beast::http::string_body>& req,
                   const aws::credentials& creds,
                   std::string_view region,
@@ -181,6 +289,23 @@ public:
     void clear_requests();
     /// Waits until at least `n` requests are recorded; false on timeout.
     bool wait_for_requests(std::size_t n, std::chrono::milliseconds timeout) const;
+
+    /// The S3 store (thread-safe). Puts an object as a signed PUT would (to seed a job's input).
+    void put_s3_object(std::string_view bucket,
+                       std::string_view key,
+                       std::string body,
+                       std::string content_type = "binary/octet-stream");
+    /// One object; nullopt when absent.
+    std::optional<stored_s3_object> s3_object(std::string_view bucket, std::string_view key) const;
+    /// The objects in `bucket` (every bucket when empty) whose key starts with `prefix`, sorted by
+    /// bucket, then key.
+    std::vector<stored_s3_object> s3_objects(std::string_view bucket = {},
+                                             std::string_view prefix = {}) const;
+
+    /// Batch jobs (thread-safe): how many CreateModelInvocationJob requests really created one
+    /// (idempotent replays excluded), and a snapshot of each, in creation order.
+    std::size_t batch_jobs_created() const;
+    std::vector<fake_batch_job> batch_jobs() const;
 
     struct state;  ///< shared with the server coroutines; defined in the .cpp
 

@@ -1,14 +1,21 @@
 // fake_bedrock: the in-process fake as a standalone upstream for end-to-end tests with real SDKs.
 //
 //   fake_bedrock --access-key K --secret-key S [--session-token T] [--regions r1,r2]
+//                [--batch-polls N]
+//
+// One listener serves the Bedrock runtime, the control plane's batch jobs and a path-style S3
+// store (see fake_bedrock.hpp); --batch-polls is how many GetModelInvocationJob polls answer
+// InProgress before a job finishes (default 1).
 //
 // Prints `listening on 127.0.0.1:PORT` once, then one JSON line per request (what the upstream
-// saw: method, wire path, query, scope region, whether the signature verified, body hash and the
-// headers except Authorization), and an `{"event":"stream_end",...}` line when a streamed
-// response ends (parts sent, completed, whether the peer closed first), so tests can assert on
-// it. Exits 0 on SIGTERM or SIGINT.
+// saw: method, wire path, query, scope region and service, whether the signature verified, body
+// hash, the headers except Authorization, for S3 requests the decoded bucket and key, and
+// whether a CreateModelInvocationJob really created a job), and an `{"event":"stream_end",...}`
+// line when a streamed response ends (parts sent, completed, whether the peer closed first), so
+// tests can assert on it. Exits 0 on SIGTERM or SIGINT.
 
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -29,7 +36,7 @@ using bgw::test::recorded_request;
 void usage() {
     std::fprintf(stderr,
                  "usage: fake_bedrock --access-key K --secret-key S [--session-token T] "
-                 "[--regions us-east-1,eu-west-1]\n");
+                 "[--regions us-east-1,eu-west-1] [--batch-polls N]\n");
 }
 
 std::string to_lower(std::string_view s) {
@@ -65,6 +72,8 @@ std::string log_line(const recorded_request& r) {
     write_string(w, r.query);
     w.Key("region");
     write_string(w, r.region);
+    w.Key("service");
+    write_string(w, r.service);
     w.Key("accessKeyId");
     write_string(w, r.access_key_id);
     w.Key("signatureOk");
@@ -79,6 +88,12 @@ std::string log_line(const recorded_request& r) {
     write_string(w, r.body_sha256);
     w.Key("bodyLength");
     w.Uint64(r.body.size());
+    w.Key("s3Bucket");
+    write_string(w, r.s3_bucket);
+    w.Key("s3Key");
+    write_string(w, r.s3_key);
+    w.Key("createdJob");
+    w.Bool(r.created_job);
     w.Key("headers");
     w.StartObject();
     for (const auto& [name, value] : headers) {
@@ -140,6 +155,15 @@ int main(int argc, char** argv) {
             opts.credentials.secret_access_key = value;
         } else if (arg == "--session-token") {
             opts.credentials.session_token = value;
+        } else if (arg == "--batch-polls") {
+            unsigned n = 0;
+            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+            if (ec != std::errc{} || end != value.data() + value.size()) {
+                std::fprintf(stderr, "fake_bedrock: --batch-polls takes a number, not %s\n",
+                             value.c_str());
+                return 2;
+            }
+            opts.batch_in_progress_polls = n;
         } else if (arg == "--regions") {
             opts.regions.clear();
             std::size_t start = 0;

@@ -7,11 +7,13 @@
 #include "bgw/aws/eventstream.hpp"
 #include "bgw/aws/sigv4.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -556,6 +558,505 @@ TEST(fake_bedrock_lifecycle, stops_promptly_with_idle_and_pending_connections) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
     EXPECT_THROW(pending.read(), boost::system::system_error);  // closed, not answered
     fake.stop();                                                // idempotent
+}
+
+// --- S3 (path style, verified the S3 way)
+// ---------------------------------------------------------
+
+request s3_request(http::verb method, std::string_view target, std::string body = {}) {
+    request req{method, target, 11};
+    req.set(http::field::host, "s3.us-east-1.amazonaws.com");
+    if (method == http::verb::put) req.set(http::field::content_type, "application/x-ndjson");
+    req.body() = std::move(body);
+    req.prepare_payload();
+    return req;
+}
+
+/// Signs by hand, to make the mistakes sign_request never makes: `s3_canonical_uri` false is the
+/// Bedrock canonicalisation (normalised, double-encoded); `content_hash` adds X-Amz-Content-SHA256.
+void sign_custom(request& req, std::string_view service, bool s3_canonical_uri, bool content_hash) {
+    req.set("X-Amz-Date", bgw::aws::format_amz_date(now()));
+    if (content_hash) req.set("X-Amz-Content-SHA256", bgw::aws::sha256_hex(req.body()));
+    req.prepare_payload();
+    std::vector<bgw::aws::header> headers;
+    for (const auto& f : req)
+        headers.push_back({std::string(f.name_string()), std::string(f.value())});
+    auto body_hash = bgw::aws::sha256_hex(req.body());
+    bgw::aws::signing_input in;
+    in.method = req.method_string();
+    in.wire_path = req.target();
+    in.headers = headers;
+    in.payload_sha256 = body_hash;
+    in.region = "us-east-1";
+    in.service = service;
+    in.time = now();
+    in.normalize_path = !s3_canonical_uri;
+    in.double_encode_path = !s3_canonical_uri;
+    req.set(http::field::authorization, bgw::aws::sign_v4(in, good_creds).authorization);
+}
+
+/// `<Code>` of an S3 XML error; empty when there is none.
+std::string s3_code(const response& res) {
+    const std::string& b = res.body();
+    auto open = b.find("<Code>");
+    auto close = b.find("</Code>");
+    if (open == std::string::npos || close == std::string::npos) return {};
+    return b.substr(open + 6, close - open - 6);
+}
+
+constexpr std::string_view colon_key_path = "/batch-in/jobs/2024/run%3A1/input.jsonl";
+constexpr std::string_view colon_key = "jobs/2024/run:1/input.jsonl";
+
+TEST_F(fake_bedrock_test, s3_put_then_get_round_trips_a_key_with_slashes_and_a_colon) {
+    const std::string bytes = "{\"recordId\":\"r1\"}\n{\"recordId\":\"r2\"}\n";
+    auto put = s3_request(http::verb::put, colon_key_path, bytes);
+    bgw::test::sign_request(put, good_creds, "us-east-1", now(), "s3");
+    auto put_res = send_once(fake_.port(), put);
+    ASSERT_EQ(put_res.result_int(), 200u) << put_res.body();
+    const std::string etag(put_res[http::field::etag]);
+    EXPECT_EQ(etag.size(), 34u) << etag;  // "<32 hex md5>"
+    EXPECT_EQ(etag.front(), '"');
+    EXPECT_FALSE(put_res["x-amz-request-id"].empty());
+    EXPECT_EQ(put_res["x-amz-request-id"], put_res["x-amzn-RequestId"]);
+
+    auto get = s3_request(http::verb::get, std::string(colon_key_path) + "?x-id=GetObject");
+    bgw::test::sign_request(get, good_creds, "us-east-1", now(), "s3");
+    auto get_res = send_once(fake_.port(), get);
+    ASSERT_EQ(get_res.result_int(), 200u) << get_res.body();
+    EXPECT_EQ(get_res.body(), bytes);
+    EXPECT_EQ(get_res[http::field::etag], etag);
+    EXPECT_EQ(get_res[http::field::content_type], "application/x-ndjson");
+
+    auto stored = fake_.s3_object("batch-in", colon_key);
+    ASSERT_TRUE(stored);
+    EXPECT_EQ(stored->body, bytes);
+    EXPECT_EQ(stored->etag, etag);
+    auto listed = fake_.s3_objects("batch-in", "jobs/2024/");
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0].key, colon_key);
+    EXPECT_TRUE(fake_.s3_objects("other-bucket").empty());
+
+    auto recorded = fake_.requests();
+    ASSERT_EQ(recorded.size(), 2u);
+    for (const auto& r : recorded) {
+        EXPECT_TRUE(r.signature_ok);
+        EXPECT_EQ(r.service, "s3");
+        EXPECT_EQ(r.s3_bucket, "batch-in");
+        EXPECT_EQ(r.s3_key, colon_key);
+    }
+    EXPECT_EQ(recorded[0].request_id, put_res["x-amz-request-id"]);
+
+    // Signed the Bedrock way (canonical URI `%253A`), the same request is refused.
+    auto double_encoded = s3_request(http::verb::get, colon_key_path);
+    sign_custom(double_encoded, "s3", false, true);
+    auto res = send_once(fake_.port(), double_encoded);
+    EXPECT_EQ(res.result_int(), 403u) << res.body();
+    EXPECT_EQ(s3_code(res), "SignatureDoesNotMatch") << res.body();
+}
+
+TEST_F(fake_bedrock_test, s3_get_of_a_missing_key_is_no_such_key) {
+    auto get = s3_request(http::verb::get, "/batch-in/nothing/here.jsonl");
+    bgw::test::sign_request(get, good_creds, "us-east-1", now(), "s3");
+    auto res = send_once(fake_.port(), get);
+    EXPECT_EQ(res.result_int(), 404u);
+    EXPECT_EQ(res[http::field::content_type], "application/xml");
+    EXPECT_EQ(s3_code(res), "NoSuchKey") << res.body();
+    EXPECT_NE(res.body().find("<Key>nothing/here.jsonl</Key>"), std::string::npos) << res.body();
+}
+
+struct s3_rejection_case {
+    const char* name;
+    void (*sign)(request&);
+    const char* code;
+    const char* message_part;
+};
+
+const s3_rejection_case s3_rejection_cases[] = {
+    {"wrong_content_sha256_signed",
+     [](request& r) {
+         r.set("X-Amz-Content-SHA256", bgw::aws::sha256_hex("something else"));
+         bgw::test::sign_request(r, good_creds, "us-east-1", now(), "s3");
+     },
+     "SignatureDoesNotMatch", "does not match what was computed"},
+    {"unsigned_payload",
+     [](request& r) {
+         r.set("X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD");
+         bgw::test::sign_request(r, good_creds, "us-east-1", now(), "s3");
+     },
+     "SignatureDoesNotMatch", "does not match what was computed"},
+    {"content_sha256_missing", [](request& r) { sign_custom(r, "s3", true, false); },
+     "SignatureDoesNotMatch", "x-amz-content-sha256"},
+    {"body_tampered",
+     [](request& r) {
+         bgw::test::sign_request(r, good_creds, "us-east-1", now(), "s3");
+         r.body() = "{\"recordId\":\"rX\"}\n";
+     },
+     "SignatureDoesNotMatch", "does not match what was computed"},
+    {"signed_as_bedrock",
+     [](request& r) { bgw::test::sign_request(r, good_creds, "us-east-1", now(), "bedrock"); },
+     "SignatureDoesNotMatch", "scoped to correct service: 's3'"},
+    {"signed_as_bedrock_with_content_sha256",
+     [](request& r) { sign_custom(r, "bedrock", true, true); }, "SignatureDoesNotMatch",
+     "scoped to correct service: 's3'"},
+    {"wrong_secret",
+     [](request& r) {
+         bgw::test::sign_request(r, {good_creds.access_key_id, "not-the-secret", ""}, "us-east-1",
+                                 now(), "s3");
+     },
+     "SignatureDoesNotMatch", "does not match the signature you provided"},
+    {"unknown_access_key",
+     [](request& r) {
+         bgw::test::sign_request(r, {"AKIDUNKNOWN", good_creds.secret_access_key, ""}, "us-east-1",
+                                 now(), "s3");
+     },
+     "InvalidAccessKeyId", "does not exist in our records"},
+    {"region_not_accepted",
+     [](request& r) { bgw::test::sign_request(r, good_creds, "ap-south-1", now(), "s3"); },
+     "AuthorizationHeaderMalformed", "region 'ap-south-1' is wrong"},
+    {"stale_date",
+     [](request& r) {
+         bgw::test::sign_request(r, good_creds, "us-east-1", now() - std::chrono::minutes(6), "s3");
+     },
+     "RequestTimeTooSkewed", "too large"},
+    {"unsigned", [](request&) {}, "AccessDenied", "Access Denied"},
+};
+
+class fake_bedrock_s3_rejects : public fake_bedrock_test,
+                                public ::testing::WithParamInterface<s3_rejection_case> {};
+
+TEST_P(fake_bedrock_s3_rejects, with_403_in_s3s_xml_shape) {
+    const auto& c = GetParam();
+    auto req = s3_request(http::verb::put, colon_key_path, "{\"recordId\":\"r1\"}\n");
+    c.sign(req);
+    auto res = send_once(fake_.port(), req);
+
+    EXPECT_EQ(res.result_int(), 403u) << res.body();
+    EXPECT_EQ(res[http::field::content_type], "application/xml");
+    EXPECT_EQ(res.body().rfind(R"(<?xml version="1.0" encoding="UTF-8"?>)", 0), 0u) << res.body();
+    EXPECT_EQ(s3_code(res), c.code) << res.body();
+    EXPECT_NE(res.body().find(c.message_part), std::string::npos) << res.body();
+    EXPECT_EQ(res.find("x-amzn-ErrorType"), res.end());
+    EXPECT_FALSE(res["x-amz-request-id"].empty());
+    EXPECT_FALSE(fake_.s3_object("batch-in", colon_key)) << "a rejected PUT must store nothing";
+    auto recorded = fake_.requests();
+    ASSERT_EQ(recorded.size(), 1u);
+    EXPECT_FALSE(recorded[0].signature_ok);
+    EXPECT_EQ(recorded[0].error_type, c.code);
+    EXPECT_EQ(recorded[0].s3_key, colon_key);
+}
+
+INSTANTIATE_TEST_SUITE_P(cases,
+                         fake_bedrock_s3_rejects,
+                         ::testing::ValuesIn(s3_rejection_cases),
+                         [](const auto& param_info) { return std::string(param_info.param.name); });
+
+TEST_F(fake_bedrock_test, a_runtime_request_signed_as_s3_is_refused_the_bedrock_way) {
+    auto req = make_request(http::verb::post, claude_path, R"({"prompt":"hi"})");
+    bgw::test::sign_request(req, good_creds, "us-east-1", now(), "s3");
+    auto res = send_once(fake_.port(), req);
+    EXPECT_EQ(res.result_int(), 403u) << res.body();
+    EXPECT_EQ(error_code(res), "InvalidSignatureException");
+    EXPECT_EQ(json_string(parse_json(res.body()), "message"),
+              "Credential should be scoped to correct service: 'bedrock'.");
+}
+
+// --- the control plane's batch jobs -------------------------------------------------------------
+
+constexpr std::string_view role_arn = "arn:aws:iam::123456789012:role/BedrockBatch";
+
+std::string job_body(std::string_view name,
+                     std::string_view model_id,
+                     std::string_view input_uri,
+                     std::string_view extra = {}) {
+    return R"({"jobName":")" + std::string(name) + R"(","roleArn":")" + std::string(role_arn) +
+           R"(","modelId":")" + std::string(model_id) +
+           R"(","inputDataConfig":{"s3InputDataConfig":{"s3Uri":")" + std::string(input_uri) +
+           R"(","s3InputFormat":"JSONL"}},"outputDataConfig":{"s3OutputDataConfig":)" +
+           R"({"s3Uri":"s3://batch-out/results"}})" + std::string(extra) + "}";
+}
+
+/// botocore's label encoding: everything but unreserved characters.
+std::string uri_label(std::string_view s) {
+    std::string out;
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            out.push_back(static_cast<char>(c));
+        } else {
+            static constexpr char hex[] = "0123456789ABCDEF";
+            out += {'%', hex[c >> 4], hex[c & 0xf]};
+        }
+    }
+    return out;
+}
+
+class fake_batch_test : public fake_bedrock_test {
+protected:
+    void put_input(std::string_view key, std::string body) {
+        fake_.put_s3_object("batch-in", key, std::move(body), "application/x-ndjson");
+    }
+    response create(std::string body) {
+        return signed_send(make_request(http::verb::post, "/model-invocation-job", std::move(body)),
+                           good_creds, "eu-west-1");
+    }
+    std::string create_arn(std::string body) {
+        auto res = create(std::move(body));
+        EXPECT_EQ(res.result_int(), 200u) << res.body();
+        return json_string(parse_json(res.body()), "jobArn");
+    }
+    rapidjson::Document get_job(std::string_view identifier) {
+        auto res = signed_send(
+            make_request(http::verb::get, "/model-invocation-job/" + uri_label(identifier)));
+        EXPECT_EQ(res.result_int(), 200u) << res.body();
+        return parse_json(res.body());
+    }
+    static std::vector<std::string> lines(const std::string& s) {
+        std::vector<std::string> out;
+        std::size_t start = 0;
+        while (start < s.size()) {
+            auto nl = s.find('\n', start);
+            out.push_back(s.substr(start, nl - start));
+            if (nl == std::string::npos) break;
+            start = nl + 1;
+        }
+        return out;
+    }
+};
+
+constexpr std::string_view converse_input =
+    R"({"recordId":"rec-1","modelInput":{"messages":[{"role":"user","content":[{"text":"one"}]}]}})"
+    "\n"
+    R"({"recordId":"rec-2","modelInput":{"messages":[{"role":"user","content":[{"text":"two"}]}]}})"
+    "\n";
+
+TEST_F(fake_batch_test, create_validates_required_fields_and_the_input_object) {
+    put_input("in/records.jsonl", std::string(converse_input));
+    constexpr std::string_view in_uri = "s3://batch-in/in/records.jsonl";
+    const std::string missing_output =
+        R"({"jobName":"j","roleArn":")" + std::string(role_arn) +
+        R"(","modelId":"m","inputDataConfig":{"s3InputDataConfig":{"s3Uri":"s3://batch-in/in/records.jsonl"}}})";
+    for (auto [what, body] : {
+             std::pair{"no input object", job_body("job1", "m", "s3://batch-in/in/absent.jsonl")},
+             std::pair{"input bucket absent", job_body("job1", "m", "s3://nope/in/records.jsonl")},
+             std::pair{"no jobName", job_body("", "m", in_uri)},
+             std::pair{"jobName too long", job_body(std::string(64, 'a'), "m", in_uri)},
+             std::pair{"jobName pattern", job_body("-bad", "m", in_uri)},
+             std::pair{"no modelId", job_body("job1", "", in_uri)},
+             std::pair{"no input s3Uri",
+                       std::string(R"({"jobName":"j","roleArn":")") + std::string(role_arn) +
+                           R"(","modelId":"m","inputDataConfig":{"s3InputDataConfig":{}},)"
+                           R"("outputDataConfig":{"s3OutputDataConfig":{"s3Uri":"s3://o/"}}})"},
+             std::pair{"no output", missing_output},
+             std::pair{"no roleArn", std::string(R"({"jobName":"j","modelId":"m"})")},
+             std::pair{"bad invocation type",
+                       job_body("job1", "m", in_uri, R"(,"modelInvocationType":"Chat")")},
+             std::pair{"not json", std::string("{nope")},
+         }) {
+        auto res = create(body);
+        EXPECT_EQ(res.result_int(), 400u) << what << ": " << res.body();
+        EXPECT_EQ(error_code(res), "ValidationException") << what;
+        EXPECT_TRUE(parse_json(res.body()).HasMember("message")) << what;
+    }
+    EXPECT_EQ(fake_.batch_jobs_created(), 0u);
+    EXPECT_TRUE(fake_.batch_jobs().empty());
+    for (const auto& r : fake_.requests()) EXPECT_FALSE(r.created_job);
+
+    auto res = create(job_body("job1", "m", in_uri));
+    EXPECT_EQ(res.result_int(), 200u) << res.body();
+    EXPECT_EQ(fake_.batch_jobs_created(), 1u);
+}
+
+TEST_F(fake_batch_test, a_job_goes_submitted_in_progress_completed_and_writes_the_output) {
+    put_input("in/2024/records.jsonl", std::string(converse_input));
+    auto arn = create_arn(job_body(
+        "conv-job", "anthropic.claude-3-haiku-20240307-v1:0", "s3://batch-in/in/2024/records.jsonl",
+        R"(,"modelInvocationType":"Converse","clientRequestToken":"t-1")"));
+    const std::string prefix = "arn:aws:bedrock:eu-west-1:123456789012:model-invocation-job/";
+    ASSERT_EQ(arn.rfind(prefix, 0), 0u) << arn;
+    const auto id = arn.substr(prefix.size());
+    ASSERT_EQ(id.size(), 12u);
+    for (char c : id) EXPECT_TRUE(std::islower(static_cast<unsigned char>(c)) || std::isdigit(c));
+    EXPECT_TRUE(fake_.requests().back().created_job);
+
+    auto first = get_job(arn);
+    EXPECT_EQ(json_string(first, "status"), "Submitted");
+    EXPECT_EQ(json_string(first, "jobArn"), arn);
+    EXPECT_EQ(json_string(first, "jobName"), "conv-job");
+    EXPECT_EQ(json_string(first, "modelId"), "anthropic.claude-3-haiku-20240307-v1:0");
+    EXPECT_EQ(json_string(first, "roleArn"), role_arn);
+    EXPECT_EQ(json_string(first, "clientRequestToken"), "t-1");
+    EXPECT_EQ(json_string(first, "modelInvocationType"), "Converse");
+    auto submit = json_string(first, "submitTime");
+    EXPECT_EQ(submit.size(), 20u) << submit;  // 2024-11-20T17:45:23Z
+    EXPECT_EQ(submit[10], 'T');
+    EXPECT_EQ(submit.back(), 'Z');
+    EXPECT_EQ(json_string(first["inputDataConfig"]["s3InputDataConfig"], "s3Uri"),
+              "s3://batch-in/in/2024/records.jsonl");
+    EXPECT_EQ(json_string(first["outputDataConfig"]["s3OutputDataConfig"], "s3Uri"),
+              "s3://batch-out/results");
+    EXPECT_FALSE(first.HasMember("totalRecordCount"));
+
+    EXPECT_EQ(json_string(get_job(id), "status"), "InProgress");  // the bare id works too
+    EXPECT_TRUE(fake_.s3_objects("batch-out").empty());
+
+    auto done = get_job(arn);
+    EXPECT_EQ(json_string(done, "status"), "Completed");
+    EXPECT_EQ(done["totalRecordCount"].GetUint64(), 2u);
+    EXPECT_EQ(done["successRecordCount"].GetUint64(), 2u);
+    EXPECT_EQ(done["errorRecordCount"].GetUint64(), 0u);
+    EXPECT_TRUE(done.HasMember("endTime"));
+    EXPECT_EQ(json_string(get_job(arn), "status"), "Completed");  // and stays so
+
+    const std::string out_key = "results/" + id + "/records.jsonl.out";
+    auto out = fake_.s3_object("batch-out", out_key);
+    ASSERT_TRUE(out) << out_key;
+    auto out_lines = lines(out->body);
+    ASSERT_EQ(out_lines.size(), 2u) << out->body;
+    for (std::size_t i = 0; i < out_lines.size(); ++i) {
+        auto line = parse_json(out_lines[i]);
+        ASSERT_TRUE(line.IsObject()) << out_lines[i];
+        EXPECT_EQ(json_string(line, "recordId"), "rec-" + std::to_string(i + 1));
+        EXPECT_EQ(json_string(line["modelInput"]["messages"][0]["content"][0], "text"),
+                  i == 0 ? "one" : "two");
+        const auto& output = line["modelOutput"];
+        EXPECT_EQ(json_string(output["output"]["message"]["content"][0], "text"), "batch answer");
+        EXPECT_EQ(json_string(output, "stopReason"), "end_turn");
+        EXPECT_EQ(output["usage"]["outputTokens"].GetUint64(), 3u);
+        EXPECT_EQ(output["usage"]["totalTokens"].GetUint64(),
+                  output["usage"]["inputTokens"].GetUint64() + 3);
+        EXPECT_FALSE(line.HasMember("error"));
+    }
+    auto manifest = fake_.s3_object("batch-out", "results/" + id + "/manifest.json.out");
+    ASSERT_TRUE(manifest);
+    auto m = parse_json(manifest->body);
+    EXPECT_EQ(m["totalRecordCount"].GetUint64(), 2u);
+    EXPECT_EQ(m["errorRecordCount"].GetUint64(), 0u);
+
+    // A signed S3 GET reads the same bytes.
+    auto get = s3_request(http::verb::get, "/batch-out/" + out_key);
+    bgw::test::sign_request(get, good_creds, "us-east-1", now(), "s3");
+    auto res = send_once(fake_.port(), get);
+    ASSERT_EQ(res.result_int(), 200u) << res.body();
+    EXPECT_EQ(res.body(), out->body);
+
+    auto jobs = fake_.batch_jobs();
+    ASSERT_EQ(jobs.size(), 1u);
+    EXPECT_EQ(jobs[0].job_id, id);
+    EXPECT_EQ(jobs[0].status, "Completed");
+    EXPECT_EQ(jobs[0].get_count, 4u);
+    EXPECT_EQ(jobs[0].output_object_uri, "s3://batch-out/" + out_key);
+}
+
+TEST_F(fake_batch_test, a_failed_record_makes_the_job_partially_completed) {
+    put_input("mixed.jsonl",
+              R"({"recordId":"ok-1","modelInput":{"prompt":"fine"}})"
+              "\n\n"
+              R"({"recordId":"bad-1","modelInput":{"prompt":"please fake-record-error now"}})"
+              "\r\n"
+              R"({"modelInput":{"prompt":"no id"}})");
+    auto arn = create_arn(job_body("mixed", "amazon.nova-lite-v1:0", "s3://batch-in/mixed.jsonl"));
+    EXPECT_EQ(json_string(get_job(arn), "status"), "Submitted");
+    EXPECT_EQ(json_string(get_job(arn), "status"), "InProgress");
+    auto done = get_job(arn);
+    EXPECT_EQ(json_string(done, "status"), "PartiallyCompleted");
+    EXPECT_EQ(done["totalRecordCount"].GetUint64(), 3u);
+    EXPECT_EQ(done["successRecordCount"].GetUint64(), 2u);
+    EXPECT_EQ(done["errorRecordCount"].GetUint64(), 1u);
+    EXPECT_FALSE(done.HasMember("modelInvocationType"));
+
+    auto id = arn.substr(arn.rfind('/') + 1);
+    auto out = fake_.s3_object("batch-out", "results/" + id + "/mixed.jsonl.out");
+    ASSERT_TRUE(out);
+    auto out_lines = lines(out->body);
+    ASSERT_EQ(out_lines.size(), 3u) << out->body;
+
+    auto ok = parse_json(out_lines[0]);
+    EXPECT_EQ(json_string(ok, "recordId"), "ok-1");
+    EXPECT_TRUE(ok["modelOutput"]["fakeBatch"].GetBool());
+    EXPECT_EQ(json_string(ok["modelOutput"], "recordId"), "ok-1");
+    EXPECT_EQ(json_string(ok["modelOutput"], "modelId"), "amazon.nova-lite-v1:0");
+
+    auto bad = parse_json(out_lines[1]);
+    EXPECT_EQ(json_string(bad, "recordId"), "bad-1");
+    EXPECT_FALSE(bad.HasMember("modelOutput"));
+    EXPECT_EQ(bad["error"]["errorCode"].GetInt(), 400);
+    EXPECT_EQ(json_string(bad["error"], "errorMessage"), "fake-bedrock scripted record error");
+    EXPECT_EQ(json_string(bad["modelInput"], "prompt"), "please fake-record-error now");
+
+    auto made_up = parse_json(out_lines[2]);
+    EXPECT_FALSE(json_string(made_up, "recordId").empty());
+    EXPECT_TRUE(made_up.HasMember("modelOutput"));
+
+    auto manifest =
+        parse_json(fake_.s3_object("batch-out", "results/" + id + "/manifest.json.out")->body);
+    EXPECT_EQ(manifest["successRecordCount"].GetUint64(), 2u);
+    EXPECT_EQ(manifest["errorRecordCount"].GetUint64(), 1u);
+}
+
+TEST_F(fake_batch_test, the_same_client_request_token_returns_the_same_job) {
+    put_input("in.jsonl", std::string(converse_input));
+    const auto body =
+        job_body("idem", "m", "s3://batch-in/in.jsonl", R"(,"clientRequestToken":"tok-42")");
+    auto first = create_arn(body);
+    auto second = create_arn(body);
+    EXPECT_EQ(first, second);
+    EXPECT_EQ(fake_.batch_jobs_created(), 1u);
+    EXPECT_EQ(fake_.batch_jobs().size(), 1u);
+    auto recorded = fake_.requests();
+    ASSERT_EQ(recorded.size(), 2u);
+    EXPECT_TRUE(recorded[0].created_job);
+    EXPECT_FALSE(recorded[1].created_job);
+
+    // Another token, or none, is another job.
+    EXPECT_NE(create_arn(job_body("idem", "m", "s3://batch-in/in.jsonl",
+                                  R"(,"clientRequestToken":"tok-43")")),
+              first);
+    EXPECT_NE(create_arn(job_body("idem", "m", "s3://batch-in/in.jsonl")), first);
+    EXPECT_EQ(fake_.batch_jobs_created(), 3u);
+}
+
+TEST_F(fake_batch_test, fake_batch_fail_ends_failed_with_a_message_and_no_output) {
+    put_input("in.jsonl", std::string(converse_input));
+    auto arn = create_arn(job_body("doomed", "fake-batch-fail", "s3://batch-in/in.jsonl"));
+    EXPECT_EQ(json_string(get_job(arn), "status"), "Submitted");
+    EXPECT_EQ(json_string(get_job(arn), "status"), "InProgress");
+    auto failed = get_job(arn);
+    EXPECT_EQ(json_string(failed, "status"), "Failed");
+    EXPECT_EQ(json_string(failed, "message"), "fake-bedrock scripted batch job failure");
+    EXPECT_FALSE(failed.HasMember("totalRecordCount"));
+    EXPECT_TRUE(fake_.s3_objects("batch-out").empty());
+    EXPECT_EQ(json_string(get_job(arn), "status"), "Failed");
+}
+
+TEST_F(fake_batch_test, unknown_jobs_are_resource_not_found) {
+    for (std::string_view id :
+         {"abcdefghijkl",
+          "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/zzzzzzzzzzzz"}) {
+        auto res =
+            signed_send(make_request(http::verb::get, "/model-invocation-job/" + uri_label(id)));
+        EXPECT_EQ(res.result_int(), 404u) << id;
+        EXPECT_EQ(error_code(res), "ResourceNotFoundException") << id;
+    }
+}
+
+TEST(fake_batch_polls, in_progress_lasts_the_configured_number_of_polls) {
+    fake_options o;
+    o.credentials = good_creds;
+    o.batch_in_progress_polls = 3;
+    fake_bedrock fake(o);
+    fake.start();
+    fake.put_s3_object("b", "k.jsonl", R"({"recordId":"1","modelInput":{}})");
+    auto create = make_request(http::verb::post, "/model-invocation-job",
+                               job_body("polls", "m", "s3://b/k.jsonl"));
+    bgw::test::sign_request(create, good_creds, "us-east-1", now());
+    auto arn = json_string(parse_json(send_once(fake.port(), create).body()), "jobArn");
+    std::vector<std::string> seen;
+    for (int i = 0; i < 6; ++i) {
+        auto get = make_request(http::verb::get, "/model-invocation-job/" + uri_label(arn));
+        bgw::test::sign_request(get, good_creds, "us-east-1", now());
+        seen.push_back(json_string(parse_json(send_once(fake.port(), get).body()), "status"));
+    }
+    EXPECT_EQ(seen, (std::vector<std::string>{"Submitted", "InProgress", "InProgress", "InProgress",
+                                              "Completed", "Completed"}));
 }
 
 TEST(fake_bedrock_helpers, percent_decode) {
