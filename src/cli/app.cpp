@@ -58,6 +58,13 @@ std::shared_ptr<const config::config> load_config(const std::string& path) {
         std::cerr << "bedrock-gateway: " << path << ": " << cfg.error().message << "\n";
         return nullptr;
     }
+    // Like the AWS SDKs, one variable points every region's S3 or control plane elsewhere.
+    if (auto r = config::apply_endpoint_env(*cfg, getenv_string("AWS_ENDPOINT_URL_S3").value_or(""),
+                                            getenv_string("AWS_ENDPOINT_URL_BEDROCK").value_or(""));
+        !r) {
+        std::cerr << "bedrock-gateway: " << r.error().message << "\n";
+        return nullptr;
+    }
     return std::make_shared<const config::config>(std::move(*cfg));
 }
 

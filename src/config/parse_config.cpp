@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstdint>
 #include <string>
+#include <tuple>
 
 #include <boost/url/parse.hpp>
 #include <rapidjson/document.h>
@@ -89,15 +90,26 @@ result<void> parse_regions(const json& v, config& out) {
         std::string path = "regions." + name;
         if (!is_region_name(name)) return bad(path, "not a region name (like eu-west-1)");
         if (!it->value.IsObject()) return bad(path, "must be an object");
-        if (auto r = only_known(it->value, path, {"endpoint"}); !r) return r.error();
+        if (auto r = only_known(it->value, path, {"endpoint", "control_endpoint", "s3_endpoint"});
+            !r)
+            return r.error();
         region_endpoint ep = standard_endpoint(name);
-        if (auto e = it->value.FindMember("endpoint"); e != it->value.MemberEnd()) {
-            auto url = get_string(e->value, path + ".endpoint");
-            if (!url) return url.error();
-            auto parsed = parse_endpoint(*url);
-            if (!parsed) return bad(path + ".endpoint", parsed.error().message);
-            ep = *parsed;
+        region_endpoint control = standard_control_endpoint(name);
+        region_endpoint s3 = standard_s3_endpoint(name);
+        for (auto [key, target] :
+             {std::pair{"endpoint", &ep}, std::pair{"control_endpoint", &control},
+              std::pair{"s3_endpoint", &s3}}) {
+            if (auto e = it->value.FindMember(key); e != it->value.MemberEnd()) {
+                auto url = get_string(e->value, path + "." + key);
+                if (!url) return url.error();
+                auto parsed = parse_endpoint(*url);
+                if (!parsed) return bad(path + "." + key, parsed.error().message);
+                *target = *parsed;
+            }
         }
+        out.control_endpoints.emplace(name, control);
+        out.s3_endpoints.emplace(name, s3);
+
         out.regions.emplace(std::move(name), std::move(ep));
     }
     return {};
@@ -293,6 +305,10 @@ result<void> parse_routes(const json& v, config& out) {
             auto t =
                 parse_target(targets->value[i], path + ".targets[" + std::to_string(i) + "]", out);
             if (!t) return t.error();
+            if (t->tier == tier::batch && !out.batch.enabled) {
+                return bad(path + ".targets[" + std::to_string(i) + "].tier",
+                           "batch needs the batch section (bucket, role_arn, spool_dir, ...)");
+            }
             r.targets.push_back(std::move(*t));
         }
         out.routes.emplace(std::move(name), std::move(r));
@@ -300,7 +316,110 @@ result<void> parse_routes(const json& v, config& out) {
     return {};
 }
 
+result<double> get_seconds(const json& v, const std::string& path, double lo, double hi) {
+    if (!v.IsNumber() || v.GetDouble() < lo || v.GetDouble() > hi) {
+        return bad(path, "must be a number of seconds from " + std::to_string(lo) + " to " +
+                             std::to_string(hi));
+    }
+    return v.GetDouble();
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+    return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5));
+}
+
+/// S3 bucket names: 3-63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit.
+bool is_bucket_name(std::string_view b) {
+    if (b.size() < 3 || b.size() > 63) return false;
+    auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+    if (!alnum(b.front()) || !alnum(b.back())) return false;
+    return std::all_of(b.begin(), b.end(),
+                       [&](char c) { return alnum(c) || c == '.' || c == '-'; });
+}
+
+result<void> parse_batch(const json& v, config& out) {
+    if (!v.IsObject()) return bad("batch", "must be an object");
+    if (auto r = only_known(v, "batch",
+                            {"bucket", "prefix", "role_arn", "spool_dir", "min_records",
+                             "max_wait_s", "underfull", "poll_interval_s"});
+        !r)
+        return r.error();
+    auto& b = out.batch;
+    b.enabled = true;
+    for (auto [key, into] : {std::pair{"bucket", &b.bucket}, std::pair{"role_arn", &b.role_arn},
+                             std::pair{"spool_dir", &b.spool_dir}}) {
+        auto m = v.FindMember(key);
+        if (m == v.MemberEnd()) return bad(std::string("batch.") + key, "is required");
+        auto s = get_string(m->value, std::string("batch.") + key);
+        if (!s) return s.error();
+        *into = *s;
+    }
+    if (!is_bucket_name(b.bucket))
+        return bad("batch.bucket", "\"" + b.bucket + "\" is not an S3 bucket name");
+    if (!b.role_arn.starts_with("arn:") || b.role_arn.find(":role/") == std::string::npos)
+        return bad("batch.role_arn", "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)");
+    if (b.spool_dir.empty()) return bad("batch.spool_dir", "must name a directory");
+    if (auto m = v.FindMember("prefix"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "batch.prefix");
+        if (!s) return s.error();
+        if (s->starts_with('/') || s->ends_with('/') || s->size() > 512)
+            return bad("batch.prefix", "no leading or trailing '/', at most 512 characters");
+        b.prefix = *s;
+    }
+    if (auto m = v.FindMember("min_records"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "batch.min_records", 1, 50'000);
+        if (!n) return n.error();
+        b.min_records = static_cast<std::size_t>(*n);
+    }
+    if (auto m = v.FindMember("max_wait_s"); m != v.MemberEnd()) {
+        auto n = get_seconds(m->value, "batch.max_wait_s", 0.01, 7 * 86400.0);
+        if (!n) return n.error();
+        b.max_wait = to_ms(*n);
+    }
+    if (auto m = v.FindMember("poll_interval_s"); m != v.MemberEnd()) {
+        auto n = get_seconds(m->value, "batch.poll_interval_s", 0.01, 3600.0);
+        if (!n) return n.error();
+        b.poll_interval = to_ms(*n);
+    }
+    if (auto m = v.FindMember("underfull"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "batch.underfull");
+        if (!s) return s.error();
+        if (*s != "wait" && *s != "on-demand")
+            return bad("batch.underfull", "must be \"wait\" or \"on-demand\"");
+        b.underfull_on_demand = *s == "on-demand";
+    }
+    return {};
+}
+
 }  // namespace
+
+result<void> apply_endpoint_env(config& cfg,
+                                std::string_view s3_url,
+                                std::string_view bedrock_url) {
+    for (auto [url, map, name] :
+         {std::tuple{s3_url, &cfg.s3_endpoints, "AWS_ENDPOINT_URL_S3"},
+          std::tuple{bedrock_url, &cfg.control_endpoints, "AWS_ENDPOINT_URL_BEDROCK"}}) {
+        if (url.empty()) continue;
+        auto parsed = parse_endpoint(url);
+        if (!parsed) return bad(name, parsed.error().message);
+        for (auto& entry : *map) entry.second = *parsed;
+    }
+    return {};
+}
+
+region_endpoint standard_control_endpoint(std::string_view region) {
+    auto ep = standard_endpoint(region);
+    ep.host = "bedrock." + std::string(region) + ".amazonaws.com";
+    ep.host_header = ep.host;
+    return ep;
+}
+
+region_endpoint standard_s3_endpoint(std::string_view region) {
+    auto ep = standard_endpoint(region);
+    ep.host = "s3." + std::string(region) + ".amazonaws.com";
+    ep.host_header = ep.host;
+    return ep;
+}
 
 std::string_view tier_name(tier t) {
     switch (t) {
@@ -404,7 +523,7 @@ result<config> parse_config(std::string_view text) {
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
     if (auto r = only_known(doc, "",
                             {"listen", "default_region", "regions", "upstream", "limits", "retry",
-                             "rate_limits", "routes", "log_level", "threads"});
+                             "rate_limits", "routes", "batch", "log_level", "threads"});
         !r) {
         return r.error();
     }
@@ -417,7 +536,11 @@ result<config> parse_config(std::string_view text) {
     if (auto m = doc.FindMember("regions"); m != doc.MemberEnd()) {
         if (auto r = parse_regions(m->value, out); !r) return r.error();
     } else {
-        for (auto name : default_regions()) out.regions.emplace(name, standard_endpoint(name));
+        for (auto name : default_regions()) {
+            out.regions.emplace(name, standard_endpoint(name));
+            out.control_endpoints.emplace(name, standard_control_endpoint(name));
+            out.s3_endpoints.emplace(name, standard_s3_endpoint(name));
+        }
     }
     if (auto m = doc.FindMember("default_region"); m != doc.MemberEnd()) {
         auto s = get_string(m->value, "default_region");
@@ -438,6 +561,9 @@ result<config> parse_config(std::string_view text) {
     }
     if (auto m = doc.FindMember("rate_limits"); m != doc.MemberEnd()) {
         if (auto r = parse_rate_limits(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("batch"); m != doc.MemberEnd()) {
+        if (auto r = parse_batch(m->value, out); !r) return r.error();
     }
     if (auto m = doc.FindMember("routes"); m != doc.MemberEnd()) {
         if (auto r = parse_routes(m->value, out); !r) return r.error();

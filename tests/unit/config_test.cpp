@@ -125,7 +125,25 @@ INSTANTIATE_TEST_SUITE_P(
                  "routes.r.targets[0].service_tier"},
         bad_case{R"({"routes":{"r":{"targets":[{"region":"us-east-1","tier":"on-demand",
                    "model_id":"m","weight":2}]}}})",
-                 "routes.r.targets[0].weight: unknown key"}));
+                 "routes.r.targets[0].weight: unknown key"},
+        bad_case{R"({"routes":{"r":{"targets":[{"region":"us-east-1","tier":"batch",
+                   "model_id":"m"}]}}})",
+                 "routes.r.targets[0].tier: batch needs the batch section"},
+        bad_case{R"({"batch":{"role_arn":"arn:aws:iam::1:role/r","spool_dir":"/s"}})",
+                 "batch.bucket: is required"},
+        bad_case{R"({"batch":{"bucket":"Bad_Bucket","role_arn":"arn:aws:iam::1:role/r",
+                   "spool_dir":"/s"}})",
+                 "batch.bucket"},
+        bad_case{R"({"batch":{"bucket":"b-1","role_arn":"admin","spool_dir":"/s"}})",
+                 "batch.role_arn"},
+        bad_case{R"({"batch":{"bucket":"b-1","role_arn":"arn:aws:iam::1:role/r",
+                   "spool_dir":"/s","underfull":"drop"}})",
+                 "batch.underfull"},
+        bad_case{R"({"batch":{"bucket":"b-1","role_arn":"arn:aws:iam::1:role/r",
+                   "spool_dir":"/s","max_wait_s":0}})",
+                 "batch.max_wait_s"},
+        bad_case{R"({"regions":{"us-east-1":{"s3_endpoint":"ftp://x"}}})",
+                 "regions.us-east-1.s3_endpoint"}));
 
 TEST(config, retry_and_rate_limits_as_in_issue_4) {
     auto d = parse_config("{}");
@@ -198,6 +216,33 @@ TEST(config, routes_as_in_issue_5) {
     EXPECT_EQ(targets[2].region, "eu-west-1");
     EXPECT_EQ(targets[2].service_tier, "flex");
     EXPECT_EQ(targets[1].service_tier, "");
+}
+
+TEST(config, batch_section_and_service_endpoints) {
+    auto c = parse_config(R"({
+      "regions": { "us-east-1": { "control_endpoint": "http://127.0.0.1:9002",
+                                  "s3_endpoint": "http://127.0.0.1:9003" }, "eu-west-1": {} },
+      "batch": { "bucket": "my-bucket", "prefix": "gw/batch", "role_arn": "arn:aws:iam::1:role/b",
+                 "spool_dir": "/var/spool/bgw", "min_records": 100, "max_wait_s": 0.5,
+                 "underfull": "on-demand", "poll_interval_s": 2 } })");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_TRUE(c->batch.enabled);
+    EXPECT_EQ(c->batch.prefix, "gw/batch");
+    EXPECT_EQ(c->batch.max_wait.count(), 500);
+    EXPECT_EQ(c->batch.poll_interval.count(), 2000);
+    EXPECT_TRUE(c->batch.underfull_on_demand);
+    EXPECT_EQ(c->control_endpoints.at("us-east-1").port, 9002);
+    EXPECT_EQ(c->s3_endpoints.at("us-east-1").port, 9003);
+    EXPECT_EQ(c->control_endpoints.at("eu-west-1").host, "bedrock.eu-west-1.amazonaws.com");
+    EXPECT_EQ(c->s3_endpoints.at("eu-west-1").host, "s3.eu-west-1.amazonaws.com");
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d);
+    EXPECT_FALSE(d->batch.enabled);
+    EXPECT_EQ(d->s3_endpoints.size(), d->regions.size());
+    ASSERT_TRUE(bgw::config::apply_endpoint_env(*d, "http://127.0.0.1:7000", ""));
+    EXPECT_EQ(d->s3_endpoints.at("ap-south-1").port, 7000);
+    EXPECT_EQ(d->control_endpoints.at("ap-south-1").port, 443);
+    EXPECT_FALSE(bgw::config::apply_endpoint_env(*d, "", "not a url"));
 }
 
 }  // namespace

@@ -50,6 +50,19 @@ struct rate_limit {
     std::uint64_t tpm = 0;
 };
 
+/// The batch tier (issue 6): where records wait, where jobs' files go, when jobs are made.
+struct batch_config {
+    bool enabled = false;  ///< the `batch` section is present
+    std::string bucket;    ///< S3 bucket for job input and output
+    std::string prefix;    ///< key prefix inside it, without leading or trailing '/'
+    std::string role_arn;  ///< the service role Bedrock assumes to read and write the bucket
+    std::string spool_dir;
+    std::size_t min_records = 100;  ///< Bedrock's per-job minimum is a quota: 100 or 1,000
+    std::chrono::milliseconds max_wait{3'600'000};
+    bool underfull_on_demand = false;  ///< `underfull`: "wait" (false) or "on-demand"
+    std::chrono::milliseconds poll_interval{30'000};
+};
+
 /// How a target is paid for (issue 5).
 enum class tier { on_demand, provisioned, batch };
 
@@ -76,12 +89,16 @@ struct config {
     std::uint16_t listen_port = 8080;
     std::string default_region = "us-east-1";
     std::map<std::string, region_endpoint, std::less<>> regions;  ///< the allow-list
+    /// Per allowed region: the control plane (`bedrock.{r}.amazonaws.com`) and S3, for batch.
+    std::map<std::string, region_endpoint, std::less<>> control_endpoints;
+    std::map<std::string, region_endpoint, std::less<>> s3_endpoints;
     upstream_config upstream;
     limits_config limits;
     retry_config retry;
     /// Model id as the client sends it (or "*" for each model without its own entry).
     std::map<std::string, rate_limit, std::less<>> rate_limits;
     std::map<std::string, route, std::less<>> routes;  ///< by name (what the app sends)
+    batch_config batch;
     std::string log_level = "info";
     unsigned threads = 0;  ///< 0: one per core
 };
@@ -94,6 +111,14 @@ bool is_region_name(std::string_view s);
 
 /// The standard endpoint of a region: https://bedrock-runtime.{region}.amazonaws.com
 region_endpoint standard_endpoint(std::string_view region);
+
+/// The standard endpoints of a region's control plane and S3 (path-style).
+region_endpoint standard_control_endpoint(std::string_view region);
+region_endpoint standard_s3_endpoint(std::string_view region);
+
+/// Points every region's S3 / control plane at one URL, as the AWS SDKs do with
+/// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_BEDROCK`. Empty: unchanged.
+result<void> apply_endpoint_env(config& cfg, std::string_view s3_url, std::string_view bedrock_url);
 
 /// Parses an endpoint override URL: `http(s)://host[:port]` with no path, query or credentials.
 result<region_endpoint> parse_endpoint(std::string_view url);
