@@ -63,6 +63,15 @@ int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::cre
         return 2;
     }
 
+    if (cfg->batch.enabled) {
+        try {
+            g->batch = std::make_unique<batch_service>(*cfg);
+        } catch (const std::exception& e) {
+            spdlog::critical("cannot use the batch spool: {}", e.what());
+            return 2;
+        }
+    }
+
     beast::error_code ec;
     auto address = asio::ip::make_address(cfg->listen_host, ec);
     if (ec) {
@@ -88,6 +97,7 @@ int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::cre
                  g->creds ? "yes" : "none");
 
     asio::co_spawn(ioc, accept_loop(std::move(acceptor), g), log_exception);
+    if (g->batch) asio::co_spawn(asio::make_strand(ioc), g->batch->run(*g), log_exception);
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&ioc](const beast::error_code&, int sig) {

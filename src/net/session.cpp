@@ -19,6 +19,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 #include <spdlog/spdlog.h>
@@ -45,6 +46,7 @@ struct request_log {
     std::string route;               ///< the route the model id named, if any
     std::string_view tier;           ///< the tier of the target in use (set once routed)
     std::vector<std::string> tried;  ///< targets left behind, and why
+    std::string batch_record;        ///< the record a batch-tier request became
     std::string error;
     clock::time_point start = clock::now();
     std::optional<bgw::http::stream_summary> stream;  ///< set for event-stream responses
@@ -80,6 +82,7 @@ void write_log(const request_log& l) {
     }
     if (!l.throttle.empty()) str("throttle", l.throttle);
     if (!l.route.empty()) str("route", l.route);
+    if (!l.batch_record.empty()) str("batch_record", l.batch_record);
     if (!l.tier.empty()) str("tier", l.tier);
     if (!l.tried.empty()) {
         w.Key("tried");
@@ -439,6 +442,55 @@ std::string describe(const attempt_result& r,
            std::to_string(p->get().result_int()) + (code.empty() ? "" : " " + code) + ")";
 }
 
+/// A request for the batch tier: spooled durably, then answered 202 with where to collect it.
+awaitable<bool> accept_batch(beast::tcp_stream& client,
+                             http::request<http::string_body>& req,
+                             const routing::target& t,
+                             const routing::runtime_request& rt,
+                             gateway_context& g,
+                             request_log& log) {
+    const bool keep_alive = req.keep_alive();
+    log.region = t.region;
+    log.tier = config::tier_name(t.tier);
+    // The record goes into a JSONL file: one compact JSON object, whatever the app's spacing.
+    rapidjson::Document doc;
+    doc.Parse(req.body().data(), req.body().size());
+    if (doc.HasParseError() || !doc.IsObject()) {
+        co_return !co_await send_error(
+            client, validation_error("a batch record's body must be a JSON object"), log,
+            keep_alive) &&
+            keep_alive;
+    }
+    rapidjson::StringBuffer compact;
+    rapidjson::Writer<rapidjson::StringBuffer> cw(compact);
+    doc.Accept(cw);
+    auto id = g.batch->accept(t.region, t.model_id,
+                              rt.op == routing::operation::converse ? "Converse" : "InvokeModel",
+                              std::string(compact.GetString(), compact.GetSize()));
+    if (!id) co_return !co_await send_error(client, id.error(), log, keep_alive) && keep_alive;
+    rapidjson::StringBuffer body;
+    rapidjson::Writer<rapidjson::StringBuffer> w(body);
+    w.StartObject();
+    w.Key("recordId");
+    w.String(id->c_str());
+    w.Key("status");
+    w.String("queued");
+    w.EndObject();
+    http::response<http::string_body> res{http::status::accepted, 11};
+    res.set(http::field::content_type, "application/json");
+    res.set(http::field::location, "/gateway/batch/records/" + *id);
+    res.set("x-amzn-RequestId", log.id);
+    add_gateway_headers(res, log);
+    res.body().assign(body.GetString(), body.GetSize());
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    log.status = 202;
+    log.batch_record = *id;
+    auto [ec, n] = co_await http::async_write(client, res, use_nothrow);
+    log.bytes_out += n;
+    co_return !ec && keep_alive;
+}
+
 /// Forwards one accepted request; returns whether the client connection may be kept.
 awaitable<bool> forward(beast::tcp_stream& client,
                         http::request<http::string_body> req,
@@ -447,6 +499,23 @@ awaitable<bool> forward(beast::tcp_stream& client,
                         request_log& log) {
     const bool keep_alive = req.keep_alive();
     log.bytes_in = req.body().size();
+    if (req.target().starts_with("/gateway/batch/")) {
+        log.op = "GatewayBatch";
+        if (!g.batch) {
+            co_return !co_await send_error(
+                client,
+                {http::status::not_implemented, "NotImplementedException",
+                 "the batch tier is not configured on this gateway (no batch section)"},
+                log, keep_alive) &&
+                keep_alive;
+        }
+        auto res = g.batch->answer(req.method(), req.target(), log.id);
+        res.keep_alive(keep_alive);
+        log.status = res.result_int();
+        auto [ec, n] = co_await http::async_write(client, res, use_nothrow);
+        log.bytes_out += n;
+        co_return !ec && keep_alive;
+    }
     auto rt = routing::parse_runtime_target(req.method(), req.target());
     if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
     log.op = routing::operation_name(rt->op);
@@ -464,6 +533,9 @@ awaitable<bool> forward(beast::tcp_stream& client,
                                cfg);
     if (!plan) co_return !co_await send_error(client, plan.error(), log, keep_alive) && keep_alive;
     log.route = plan->route;
+    if (plan->targets.front().tier == config::tier::batch) {
+        co_return co_await accept_batch(client, req, plan->targets.front(), *rt, g, log);
+    }
     const bool model_op = runs_model(rt->op);
     const std::string body = std::move(req.body());
     // Token estimates, charged per target at admission and settled against usage afterwards.

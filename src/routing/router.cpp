@@ -64,17 +64,30 @@ result<plan> route(const runtime_request& req, const intent& in, const config::c
             return validation_error("X-Gateway-Tier \"" + std::string(in.tier_header) +
                                     "\" must be on-demand, provisioned or batch");
         }
-        if (t == config::tier::batch) {
-            return error{beast_http::status::not_implemented, "NotImplementedException",
-                         "X-Gateway-Tier: batch is not available yet in this gateway"};
-        }
         tier = t;
     }
-
     auto found = req.model_id.empty() ? cfg.routes.end() : cfg.routes.find(req.model_id);
+    // A route of batch targets only is batch without being asked.
+    if (!tier && found != cfg.routes.end() &&
+        std::all_of(found->second.targets.begin(), found->second.targets.end(),
+                    [](const auto& t) { return t.tier == config::tier::batch; }))
+        tier = config::tier::batch;
+    if (tier == config::tier::batch) {
+        if (!cfg.batch.enabled) {
+            return error{beast_http::status::not_implemented, "NotImplementedException",
+                         "the batch tier is not configured on this gateway (no batch section)"};
+        }
+        if (req.op != operation::invoke_model && req.op != operation::converse) {
+            return validation_error(
+                "the batch tier takes InvokeModel and Converse requests only, not " +
+                std::string(operation_name(req.op)));
+        }
+    }
+
     if (found == cfg.routes.end()) {
-        // Not a route: the request itself, on demand, where the client asked or by default.
-        if (tier && *tier != config::tier::on_demand) {
+        // Not a route: the request itself, on demand (or batch when asked), where the client
+        // asked or by default.
+        if (tier == config::tier::provisioned) {
             return validation_error("X-Gateway-Tier " + std::string(config::tier_name(*tier)) +
                                     ": \"" + req.model_id +
                                     "\" is not a route, so it runs on-demand only");
@@ -82,7 +95,8 @@ result<plan> route(const runtime_request& req, const intent& in, const config::c
         std::string region = !out.pinned_region.empty() ? out.pinned_region
                              : !weak.empty()            ? weak
                                                         : cfg.default_region;
-        out.targets.push_back({std::move(region), config::tier::on_demand, req.model_id, {}});
+        out.targets.push_back(
+            {std::move(region), tier.value_or(config::tier::on_demand), req.model_id, {}});
         return out;
     }
 

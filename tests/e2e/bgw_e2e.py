@@ -160,11 +160,13 @@ class ChildProcess:
 class FakeBedrock(ChildProcess):
     """tests/fakes/fake_bedrock_main.cpp: logs one JSON line per request it received."""
 
-    def __init__(self, binary, access_key, secret_key, regions, session_token=None):
+    def __init__(self, binary, access_key, secret_key, regions, session_token=None,
+                 extra_args=()):
         argv = [binary, "--access-key", access_key, "--secret-key", secret_key,
                 "--regions", ",".join(regions)]
         if session_token:
             argv += ["--session-token", session_token]
+        argv += list(extra_args)
         super().__init__("fake_bedrock", argv)
         self.wait_listening()
 

@@ -19,9 +19,7 @@ const char* config_json = R"({
       { "region": "us-east-1", "tier": "on-demand",
         "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0" },
       { "region": "eu-west-1", "tier": "on-demand",
-        "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0", "service_tier": "flex" },
-      { "region": "us-west-2", "tier": "batch",
-        "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0" } ] } } })";
+        "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0", "service_tier": "flex" } ] } } })";
 
 const config::config& cfg() {
     static const config::config c = [] {
@@ -191,8 +189,8 @@ INSTANTIATE_TEST_SUITE_P(
               "",
               "provisioned",
               {"!400 ValidationException"}},
-        case_{"tier_batch_is_not_yet",
-              "/model/claude-prod/invoke",
+        case_{"tier_batch_without_batch_section",
+              "/model/m/invoke",
               "",
               "",
               "batch",
@@ -245,8 +243,7 @@ TEST(router, refusals_say_what_and_why) {
     EXPECT_NE(denied.error().message.find("eu-west-1"), std::string::npos);  // what is allowed
     auto no_tier = routing::route(*req, {"eu-west-1", "", "", "provisioned"}, cfg());
     ASSERT_FALSE(no_tier);
-    EXPECT_NE(no_tier.error().message.find("its tiers: on-demand, provisioned, batch"),
-              std::string::npos)
+    EXPECT_NE(no_tier.error().message.find("its tiers: on-demand, provisioned"), std::string::npos)
         << no_tier.error().message;
 }
 
@@ -263,6 +260,41 @@ TEST(runtime_path, region_prefix_is_split_off_and_model_paths_rebuilt) {
     auto dots =
         routing::parse_runtime_target(boost::beast::http::verb::post, "/%2E%2E/model/m/invoke");
     EXPECT_FALSE(dots);
+}
+
+TEST(router, batch_tier_with_the_batch_section) {
+    auto c = config::parse_config(R"({
+      "regions": { "us-east-1": {}, "eu-west-1": {} },
+      "batch": { "bucket": "my-bucket", "role_arn": "arn:aws:iam::123456789012:role/b",
+                 "spool_dir": "/tmp/spool" },
+      "routes": {
+        "mixed": { "targets": [ { "region": "us-east-1", "tier": "on-demand", "model_id": "m" },
+                                { "region": "eu-west-1", "tier": "batch", "model_id": "m" } ] },
+        "cheap": { "targets": [ { "region": "eu-west-1", "tier": "batch", "model_id": "m" } ] } } })");
+    ASSERT_TRUE(c) << c.error().message;
+    auto plan_for = [&](std::string path, std::string tier) {
+        auto req = routing::parse_runtime_target(boost::beast::http::verb::post, path);
+        EXPECT_TRUE(req);
+        return routing::route(*req, {"", "", "", tier}, *c);
+    };
+    auto asked = plan_for("/model/mixed/invoke", "batch");
+    ASSERT_TRUE(asked) << asked.error().message;
+    ASSERT_EQ(asked->targets.size(), 1u);
+    EXPECT_EQ(asked->targets[0].tier, config::tier::batch);
+    EXPECT_EQ(asked->targets[0].region, "eu-west-1");
+    auto not_asked = plan_for("/model/mixed/invoke", "");
+    ASSERT_TRUE(not_asked);
+    EXPECT_EQ(not_asked->targets[0].tier, config::tier::on_demand);
+    auto only_batch = plan_for("/model/cheap/converse", "");
+    ASSERT_TRUE(only_batch);
+    EXPECT_EQ(only_batch->targets[0].tier, config::tier::batch);
+    auto plain = plan_for("/model/plain/converse", "batch");
+    ASSERT_TRUE(plain);
+    EXPECT_EQ(plain->targets[0].tier, config::tier::batch);
+    EXPECT_EQ(plain->targets[0].region, "us-east-1");
+    auto stream = plan_for("/model/plain/converse-stream", "batch");
+    ASSERT_FALSE(stream);
+    EXPECT_EQ(stream.error().status, boost::beast::http::status::bad_request);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "bgw/aws/sigv4.hpp"
 #include "bgw/config/config.hpp"
 #include "bgw/net/asio.hpp"
+#include "bgw/net/batch_service.hpp"
 #include "bgw/net/upstream.hpp"
 #include "bgw/policy/traffic.hpp"
 
@@ -25,7 +26,8 @@ struct gateway_context {
     aws::signing_key_cache keys;
     asio::ssl::context tls;
     upstream_pool pool;
-    policy::traffic_policy traffic;  ///< retries, cool-downs, local rate limits (issue 4)
+    policy::traffic_policy traffic;        ///< retries, cool-downs, local rate limits (issue 4)
+    std::unique_ptr<batch_service> batch;  ///< the batch tier, when configured (issue 6)
 };
 
 /// Serves one client connection (HTTP/1.1 keep-alive) until it closes or idles out.

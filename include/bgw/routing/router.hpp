@@ -43,7 +43,8 @@ struct plan {
 /// - a model id naming a route gives the route's targets, in order; any other request has one
 ///   on-demand target, itself, in the pinned, weak or default region;
 /// - `X-Gateway-Tier` keeps only that tier's targets (none left: 400 naming the route's tiers);
-///   batch targets are used only when asked for, and asking for batch is a 501 for now.
+///   batch targets are used only when asked for (or when a route has nothing else); batch
+///   needs the `batch` section (else 501) and takes InvokeModel and Converse only (else 400).
 result<plan> route(const runtime_request& req, const intent& in, const config::config& cfg);
 
 }  // namespace bgw::routing

@@ -1,0 +1,630 @@
+// The batch tier's durable spool and its runner. Every state change is a journal line made
+// durable (write + fdatasync) before the in-memory book applies it, so a crash at any point
+// replays to a state the outside world has already seen, and nothing accepted is lost.
+
+#include "bgw/net/batch_service.hpp"
+
+// GCC 12 reports asio's coroutine-frame delete as mismatched with its new in some coroutines
+// here (a false positive: both are awaitable_frame_base's own operators).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+#include "bgw/aws/sigv4.hpp"
+#include "bgw/http/error_response.hpp"
+#include "bgw/net/gateway.hpp"
+#include "bgw/policy/throttle.hpp"
+#include "bgw/routing/runtime_path.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <stdexcept>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/beast/http.hpp>
+#include <fcntl.h>
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+namespace bgw::net {
+namespace {
+
+namespace http = beast::http;
+using steady = std::chrono::steady_clock;
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string new_job_id() {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    auto t = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+    auto stamp = aws::format_amz_date(t);  // 20261123T131700Z
+    char tail[9];
+    std::snprintf(tail, sizeof tail, "%08x", static_cast<unsigned>(rng()));
+    return "bgw-" + stamp.substr(0, 8) + "-" + stamp.substr(9, 6) + "-" + tail;
+}
+
+std::string error_json(unsigned code, std::string_view message) {
+    rapidjson::StringBuffer b;
+    rapidjson::Writer<rapidjson::StringBuffer> w(b);
+    w.StartObject();
+    w.Key("errorCode");
+    w.Uint(code);
+    w.Key("errorMessage");
+    w.String(message.data(), static_cast<rapidjson::SizeType>(message.size()));
+    w.EndObject();
+    return {b.GetString(), b.GetSize()};
+}
+
+bool is_json(std::string_view s) {
+    rapidjson::Document d;
+    d.Parse(s.data(), s.size());
+    return !d.HasParseError();
+}
+
+/// `/{bucket}/{key}` with each segment encoded once, as S3 wants it.
+std::string s3_path(std::string_view bucket, std::string_view key) {
+    std::string out = "/" + routing::encode_label(bucket);
+    while (true) {
+        auto slash = key.find('/');
+        out += "/" + routing::encode_label(key.substr(0, slash));
+        if (slash == std::string_view::npos) break;
+        key.remove_prefix(slash + 1);
+    }
+    return out;
+}
+
+struct aws_reply {
+    beast::error_code ec;
+    unsigned status = 0;
+    std::string body;
+    std::string code;  ///< the error code, for logs and classification
+};
+
+template <class Stream>
+awaitable<beast::error_code> exchange(Stream& stream,
+                                      beast::flat_buffer& buf,
+                                      http::request<http::string_body>& req,
+                                      http::response_parser<http::string_body>& p) {
+    auto [wec, wn] = co_await http::async_write(stream, req, use_nothrow);
+    if (wec) co_return wec;
+    auto [rec, rn] = co_await http::async_read(stream, buf, p, use_nothrow);
+    co_return rec;
+}
+
+/// One signed call to an AWS endpoint on a fresh connection, with the upstream bounds.
+awaitable<aws_reply> aws_call(gateway_context& g,
+                              const config::region_endpoint& ep,
+                              std::string_view region,
+                              std::string_view service,
+                              http::verb method,
+                              const std::string& path,
+                              std::string body,
+                              std::string_view content_type) {
+    aws_reply reply;
+    if (!g.creds) {
+        reply.ec = asio::error::no_permission;
+        co_return reply;
+    }
+    auto ex = co_await asio::this_coro::executor;
+    auto [cec, conn] = co_await connect_upstream(ex, g.tls, ep, g.cfg->upstream.connect_timeout);
+    if (cec) {
+        reply.ec = cec;
+        co_return reply;
+    }
+    const bool s3 = service == "s3";
+    const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+    const std::string hash = aws::sha256_hex(body);
+    std::vector<aws::header> headers{{"Host", ep.host_header}};
+    if (!content_type.empty()) headers.push_back({"Content-Type", std::string(content_type)});
+    if (s3) headers.push_back({"x-amz-content-sha256", hash});
+    headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
+    if (!g.creds->session_token.empty())
+        headers.push_back({"X-Amz-Security-Token", g.creds->session_token});
+    aws::signing_input in{.method = http::to_string(method),
+                          .wire_path = path,
+                          .query = {},
+                          .headers = headers,
+                          .payload_sha256 = hash,
+                          .region = region,
+                          .service = service,
+                          .time = now,
+                          .normalize_path = !s3,
+                          .double_encode_path = !s3};
+    auto sig = aws::sign_v4(in, *g.creds, &g.keys);
+    http::request<http::string_body> req{method, path, 11};
+    for (const auto& h : headers) req.insert(h.name, h.value);
+    req.set(http::field::authorization, sig.authorization);
+    req.body() = std::move(body);
+    req.keep_alive(false);
+    req.prepare_payload();
+
+    http::response_parser<http::string_body> p;
+    p.body_limit(256 * 1024 * 1024);  // a job's output file
+    conn->tcp().expires_after(g.cfg->upstream.response_timeout);
+    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
+        reply.ec = co_await exchange(*plain, conn->buffer, req, p);
+    } else {
+        reply.ec = co_await exchange(std::get<tls_stream>(conn->stream), conn->buffer, req, p);
+    }
+    if (reply.ec) co_return reply;
+    auto res = p.release();
+    reply.status = res.result_int();
+    reply.body = std::move(res.body());
+    if (reply.status >= 300) {
+        reply.code = policy::error_code(res["x-amzn-ErrorType"], reply.body);
+        if (auto at = reply.body.find("<Code>"); reply.code.empty() && at != std::string::npos)
+            reply.code = reply.body.substr(at + 6, reply.body.find("</Code>") - at - 6);
+    }
+    co_return reply;
+}
+
+/// A failed call is worth trying again later (throttled, transient, or no answer at all).
+bool worth_retrying(const aws_reply& r) {
+    if (r.ec) return true;
+    auto o = policy::classify(r.status, r.code);
+    return o == policy::outcome::throttled || o == policy::outcome::transient;
+}
+
+std::string describe(const aws_reply& r) {
+    if (r.ec) return r.ec.message();
+    return std::to_string(r.status) + (r.code.empty() ? "" : " " + r.code);
+}
+
+std::string message_of(std::string_view body) {
+    rapidjson::Document d;
+    d.Parse(body.data(), body.size());
+    if (d.HasParseError() || !d.IsObject()) return {};
+    for (const char* key : {"message", "Message"}) {
+        auto it = d.FindMember(key);
+        if (it != d.MemberEnd() && it->value.IsString()) return it->value.GetString();
+    }
+    return {};
+}
+
+http::response<http::string_body> json_response(http::status status,
+                                                std::string body,
+                                                std::string_view request_id) {
+    http::response<http::string_body> res{status, 11};
+    res.set(http::field::content_type, "application/json");
+    res.set("x-amzn-RequestId", request_id);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return res;
+}
+
+}  // namespace
+
+batch_service::batch_service(const config::config& cfg) : cfg_(cfg) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(cfg_.batch.spool_dir, ec);
+    if (ec) {
+        throw std::runtime_error("batch.spool_dir " + cfg_.batch.spool_dir +
+                                 ": cannot create: " + ec.message());
+    }
+    const std::string path = cfg_.batch.spool_dir + "/journal.jsonl";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+    // Replay every complete line; a torn last line (a crash mid-write) is cut off, so the next
+    // append starts on a line of its own.
+    std::string text;
+    char buf[65536];
+    for (;;) {
+        auto n = ::pread(fd_, buf, sizeof buf, static_cast<off_t>(text.size()));
+        if (n < 0) throw std::runtime_error("cannot read " + path + ": " + std::strerror(errno));
+        if (n == 0) break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    std::size_t complete = 0, applied = 0, skipped = 0;
+    for (std::size_t at = 0; at < text.size();) {
+        auto nl = text.find('\n', at);
+        if (nl == std::string::npos) break;
+        if (book_.apply(std::string_view(text).substr(at, nl - at))) {
+            ++applied;
+        } else {
+            ++skipped;
+        }
+        at = complete = nl + 1;
+    }
+    if (complete < text.size() && ::ftruncate(fd_, static_cast<off_t>(complete)) != 0)
+        throw std::runtime_error("cannot repair " + path + ": " + std::strerror(errno));
+    spdlog::info(
+        "{{\"event\":\"batch_spool\",\"path\":\"{}\",\"events\":{},\"skipped\":{},\"queued\":{},"
+        "\"jobs\":{}}}",
+        path, applied, skipped, book_.queued(), book_.jobs().size());
+}
+
+batch_service::~batch_service() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+bool batch_service::append(const std::string& line) {
+    // Caller holds mutex_.
+    std::string out = line + "\n";
+    std::size_t done = 0;
+    while (done < out.size()) {
+        auto n = ::write(fd_, out.data() + done, out.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            spdlog::error("{{\"event\":\"batch_spool_write_failed\",\"error\":\"{}\"}}",
+                          std::strerror(errno));
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fdatasync(fd_) != 0) {
+        spdlog::error("{{\"event\":\"batch_spool_sync_failed\",\"error\":\"{}\"}}",
+                      std::strerror(errno));
+        return false;
+    }
+    book_.apply(line);
+    return true;
+}
+
+result<std::string> batch_service::accept(std::string region,
+                                          std::string model,
+                                          std::string operation,
+                                          std::string input_json) {
+    batch::record r;
+    r.id = new_request_id();
+    r.region = std::move(region);
+    r.model = std::move(model);
+    r.operation = std::move(operation);
+    r.input = std::move(input_json);
+    r.accepted_ms = now_ms();
+    std::lock_guard lock(mutex_);
+    if (!append(batch::accept_event(r))) {
+        return error{http::status::service_unavailable, "ServiceUnavailableException",
+                     "the batch spool cannot be written; the record was not accepted"};
+    }
+    return r.id;
+}
+
+http::response<http::string_body> batch_service::answer(http::verb method,
+                                                        std::string_view target,
+                                                        std::string_view request_id) {
+    auto fail = [&](http::status s, std::string_view type, std::string message) {
+        return bgw::http::make_error_response({s, std::string(type), std::move(message)},
+                                              request_id);
+    };
+    target = target.substr(0, target.find('?'));
+    std::lock_guard lock(mutex_);
+    rapidjson::StringBuffer b;
+    rapidjson::Writer<rapidjson::StringBuffer> w(b);
+    auto str = [&](const char* k, std::string_view v) {
+        w.Key(k);
+        w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    };
+    if (target == "/gateway/batch/jobs") {
+        if (method != http::verb::get)
+            return fail(http::status::method_not_allowed, "ValidationException", "use GET");
+        w.StartObject();
+        w.Key("jobs");
+        w.StartArray();
+        for (const auto& [id, j] : book_.jobs()) {
+            w.StartObject();
+            str("jobId", id);
+            str("jobArn", j.arn);
+            str("region", j.region);
+            str("modelId", j.model);
+            str("operation", j.operation);
+            str("state", batch::job_state_name(j.state));
+            str("status", j.status);
+            w.Key("records");
+            w.Uint64(j.records.size());
+            w.Key("onDemand");
+            w.Bool(j.on_demand);
+            w.EndObject();
+        }
+        w.EndArray();
+        w.EndObject();
+        return json_response(http::status::ok, {b.GetString(), b.GetSize()}, request_id);
+    }
+    constexpr std::string_view records = "/gateway/batch/records/";
+    if (!target.starts_with(records) || target.size() == records.size() ||
+        target.substr(records.size()).find('/') != std::string_view::npos) {
+        return fail(http::status::not_found, "UnknownOperationException",
+                    "no such batch resource: use /gateway/batch/records/{recordId} or "
+                    "/gateway/batch/jobs");
+    }
+    const std::string id(target.substr(records.size()));
+    const batch::record* r = book_.find_record(id);
+    if (!r) return fail(http::status::not_found, "ResourceNotFoundException", "no record " + id);
+    if (method == http::verb::delete_) {
+        if (r->state == batch::record_state::queued) {
+            if (!append(batch::cancel_event(id))) {
+                return fail(http::status::service_unavailable, "ServiceUnavailableException",
+                            "the batch spool cannot be written; the record was not cancelled");
+            }
+        } else if (r->state != batch::record_state::cancelled) {
+            return fail(
+                http::status::conflict, "ConflictException",
+                "record " + id + " is already in job " + r->job + "; it cannot be cancelled");
+        }
+        w.StartObject();
+        str("recordId", id);
+        str("status", "cancelled");
+        w.EndObject();
+        return json_response(http::status::ok, {b.GetString(), b.GetSize()}, request_id);
+    }
+    if (method != http::verb::get)
+        return fail(http::status::method_not_allowed, "ValidationException", "use GET or DELETE");
+    switch (r->state) {
+        case batch::record_state::done: {
+            // The body InvokeModel / Converse would have answered.
+            auto res = json_response(http::status::ok, r->output, request_id);
+            res.set("X-Gateway-Tier", "batch");
+            res.set("X-Gateway-Region", r->region);
+            return res;
+        }
+        case batch::record_state::cancelled:
+            return fail(http::status::gone, "ResourceNotFoundException",
+                        "record " + id + " was cancelled");
+        case batch::record_state::failed: {
+            rapidjson::Document e;
+            e.Parse(r->error.c_str());
+            unsigned code = 500;
+            std::string message = "the record failed";
+            if (e.IsObject()) {
+                if (auto c = e.FindMember("errorCode"); c != e.MemberEnd() && c->value.IsUint() &&
+                                                        c->value.GetUint() >= 400 &&
+                                                        c->value.GetUint() <= 599)
+                    code = c->value.GetUint();
+                if (auto m = e.FindMember("errorMessage");
+                    m != e.MemberEnd() && m->value.IsString())
+                    message = m->value.GetString();
+            }
+            w.StartObject();
+            str("message", message);
+            str("recordId", id);
+            str("status", "failed");
+            w.Key("error");
+            w.RawValue(r->error.data(), r->error.size(), rapidjson::kObjectType);
+            w.EndObject();
+            auto res = json_response(static_cast<http::status>(code), {b.GetString(), b.GetSize()},
+                                     request_id);
+            res.set("x-amzn-ErrorType", "BatchRecordFailed");
+            return res;
+        }
+        case batch::record_state::queued:
+        case batch::record_state::in_job:
+            break;
+    }
+    w.StartObject();
+    str("recordId", id);
+    str("status", batch::record_state_name(r->state));
+    if (!r->job.empty()) {
+        str("jobId", r->job);
+        if (const auto* j = book_.find_job(r->job); j && !j->status.empty())
+            str("jobStatus", j->status);
+    }
+    w.EndObject();
+    auto res = json_response(http::status::accepted, {b.GetString(), b.GetSize()}, request_id);
+    res.set(http::field::retry_after,
+            std::to_string(std::max<std::int64_t>(1, cfg_.batch.poll_interval.count() / 1000)));
+    return res;
+}
+
+awaitable<void> batch_service::submit(gateway_context& g, const batch::job& j) {
+    std::string input;
+    {
+        std::lock_guard lock(mutex_);
+        input = batch::input_jsonl(book_, j);
+    }
+    // Both steps are idempotent: the same key, and the job id as the clientRequestToken.
+    auto put = co_await aws_call(g, cfg_.s3_endpoints.at(j.region), j.region, "s3", http::verb::put,
+                                 s3_path(cfg_.batch.bucket, batch::input_key(cfg_.batch, j.id)),
+                                 std::move(input), "application/jsonl");
+    aws_reply created;
+    if (!put.ec && put.status == 200) {
+        created = co_await aws_call(g, cfg_.control_endpoints.at(j.region), j.region, "bedrock",
+                                    http::verb::post, "/model-invocation-job",
+                                    batch::create_job_body(cfg_.batch, j), "application/json");
+    }
+    const aws_reply& last = put.ec || put.status != 200 ? put : created;
+    std::string arn;
+    if (!last.ec && last.status == 200) {
+        rapidjson::Document d;
+        d.Parse(created.body.c_str());
+        if (!d.HasParseError() && d.IsObject() && d.HasMember("jobArn") && d["jobArn"].IsString())
+            arn = d["jobArn"].GetString();
+    }
+    std::lock_guard lock(mutex_);
+    if (!arn.empty()) {
+        if (append(batch::submitted_event(j.id, arn))) {
+            next_poll_[j.id] = {steady::now() + cfg_.batch.poll_interval, cfg_.batch.poll_interval};
+            spdlog::info(
+                "{{\"event\":\"batch_job_submitted\",\"job\":\"{}\",\"arn\":\"{}\",\"records\":{}}"
+                "}",
+                j.id, arn, j.records.size());
+        }
+        co_return;
+    }
+    if (worth_retrying(last) || (!last.ec && last.status == 200)) {
+        spdlog::warn("{{\"event\":\"batch_job_submit_retry\",\"job\":\"{}\",\"error\":\"{}\"}}",
+                     j.id, describe(last));
+        retry_at_[j.id] = steady::now() + cfg_.batch.poll_interval;
+        co_return;
+    }
+    // Refused for good (a bad role, model or bucket): every record fails with the reason.
+    const std::string why = "batch job refused: " + describe(last) + ": " + message_of(last.body);
+    spdlog::warn("{{\"event\":\"batch_job_refused\",\"job\":\"{}\",\"error\":\"{}\"}}", j.id,
+                 describe(last));
+    for (const auto& id : j.records)
+        append(batch::result_event(id, "", error_json(last.status, why)));
+    append(batch::finished_event(j.id, "Failed"));
+}
+
+awaitable<void> batch_service::poll(gateway_context& g, const batch::job& j) {
+    auto got = co_await aws_call(g, cfg_.control_endpoints.at(j.region), j.region, "bedrock",
+                                 http::verb::get,
+                                 "/model-invocation-job/" + routing::encode_label(j.arn), {}, {});
+    auto later = [&] {
+        std::lock_guard lock(mutex_);
+        auto& [at, interval] = next_poll_[j.id];
+        if (interval.count() == 0) interval = cfg_.batch.poll_interval;
+        interval = std::min(interval * 2, cfg_.batch.poll_interval * 32);  // backoff
+        at = steady::now() + interval;
+    };
+    if (got.ec || got.status != 200) {
+        spdlog::warn("{{\"event\":\"batch_job_poll_failed\",\"job\":\"{}\",\"error\":\"{}\"}}",
+                     j.id, describe(got));
+        later();
+        co_return;
+    }
+    rapidjson::Document d;
+    d.Parse(got.body.c_str());
+    std::string status, message;
+    if (!d.HasParseError() && d.IsObject()) {
+        if (auto s = d.FindMember("status"); s != d.MemberEnd() && s->value.IsString())
+            status = s->value.GetString();
+        if (auto m = d.FindMember("message"); m != d.MemberEnd() && m->value.IsString())
+            message = m->value.GetString();
+    }
+    if (status != j.status && !status.empty()) {
+        std::lock_guard lock(mutex_);
+        append(batch::status_event(j.id, status));
+    }
+    if (!batch::is_terminal_status(status)) {
+        later();
+        co_return;
+    }
+    std::vector<batch::output_line> lines;
+    if (batch::has_output(status)) {
+        auto out = co_await aws_call(
+            g, cfg_.s3_endpoints.at(j.region), j.region, "s3", http::verb::get,
+            s3_path(cfg_.batch.bucket, batch::output_key(cfg_.batch, j.id, j.arn)), {}, {});
+        if (out.ec || out.status != 200) {
+            spdlog::warn(
+                "{{\"event\":\"batch_output_read_failed\",\"job\":\"{}\",\"error\":\"{}\"}}", j.id,
+                describe(out));
+            later();
+            co_return;
+        }
+        lines = batch::parse_output(out.body);
+    }
+    std::lock_guard lock(mutex_);
+    std::size_t failed = 0;
+    for (const auto& id : j.records) {
+        const auto* r = book_.find_record(id);
+        if (!r || r->state != batch::record_state::in_job) continue;  // stored before a crash
+        auto line = std::find_if(lines.begin(), lines.end(),
+                                 [&](const auto& l) { return l.record_id == id; });
+        if (line == lines.end()) {
+            ++failed;
+            append(batch::result_event(
+                id, "",
+                error_json(500, "batch job " + status + (message.empty() ? "" : ": " + message) +
+                                    "; no output for this record")));
+        } else {
+            failed += line->error.empty() ? 0 : 1;
+            append(batch::result_event(id, line->output, line->error));
+        }
+    }
+    append(batch::finished_event(j.id, status));
+    next_poll_.erase(j.id);
+    spdlog::info(
+        "{{\"event\":\"batch_job_finished\",\"job\":\"{}\",\"status\":\"{}\",\"records\":{},"
+        "\"failed\":{}}}",
+        j.id, status, j.records.size(), failed);
+}
+
+awaitable<void> batch_service::run_on_demand(gateway_context& g, const batch::job& j) {
+    const auto op =
+        j.operation == "Converse" ? routing::operation::converse : routing::operation::invoke_model;
+    const auto path = routing::model_wire_path(op, j.model);
+    for (const auto& id : j.records) {
+        std::string input;
+        {
+            std::lock_guard lock(mutex_);
+            const auto* r = book_.find_record(id);
+            if (!r || r->state != batch::record_state::in_job) continue;
+            input = r->input;
+        }
+        auto got = co_await aws_call(g, cfg_.regions.at(j.region), j.region, "bedrock",
+                                     http::verb::post, path, std::move(input), "application/json");
+        std::lock_guard lock(mutex_);
+        if (!got.ec && got.status == 200 && is_json(got.body)) {
+            append(batch::result_event(id, got.body, ""));
+        } else if (worth_retrying(got)) {
+            retry_at_[j.id] = steady::now() + cfg_.batch.poll_interval;
+            co_return;  // the rest of the job waits for the next round
+        } else {
+            append(batch::result_event(
+                id, "", error_json(got.status ? got.status : 502, message_of(got.body))));
+        }
+    }
+    std::lock_guard lock(mutex_);
+    std::size_t failed = 0;
+    for (const auto& id : j.records) {
+        const auto* r = book_.find_record(id);
+        if (r && r->state == batch::record_state::failed) ++failed;
+    }
+    append(batch::finished_event(j.id, failed ? "PartiallyCompleted" : "Completed"));
+    spdlog::info(
+        "{{\"event\":\"batch_job_finished\",\"job\":\"{}\",\"status\":\"on-demand\",\"records\":{},"
+        "\"failed\":{}}}",
+        j.id, j.records.size(), failed);
+}
+
+awaitable<void> batch_service::run(gateway_context& g) {
+    auto ex = co_await asio::this_coro::executor;
+    asio::steady_timer timer(ex);
+    const auto tick = std::clamp(std::min(cfg_.batch.poll_interval, cfg_.batch.max_wait) / 2,
+                                 std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+    for (;;) {
+        std::vector<batch::job> work;
+        {
+            std::lock_guard lock(mutex_);
+            // New jobs: each one's line is durable before anything is sent for it.
+            for (auto& plan : book_.due(cfg_.batch, now_ms())) {
+                batch::job j;
+                j.id = new_job_id();
+                j.region = std::move(plan.region);
+                j.model = std::move(plan.model);
+                j.operation = std::move(plan.operation);
+                j.records = std::move(plan.records);
+                j.on_demand = plan.on_demand;
+                j.created_ms = now_ms();
+                if (!append(batch::job_event(j))) break;
+                spdlog::info(
+                    "{{\"event\":\"batch_job_planned\",\"job\":\"{}\",\"records\":{},"
+                    "\"on_demand\":{}}}",
+                    j.id, j.records.size(), j.on_demand);
+            }
+            const auto now = steady::now();
+            for (const auto& [id, j] : book_.jobs()) {
+                if (j.state == batch::job_state::finished) continue;
+                if (auto r = retry_at_.find(id); r != retry_at_.end() && r->second > now) continue;
+                if (j.state == batch::job_state::running && !j.on_demand) {
+                    auto p = next_poll_.find(id);
+                    if (p != next_poll_.end() && p->second.first > now) continue;
+                }
+                work.push_back(j);
+            }
+        }
+        for (const auto& j : work) {
+            if (j.on_demand) {
+                co_await run_on_demand(g, j);
+            } else if (j.state == batch::job_state::submitting) {
+                co_await submit(g, j);
+            } else {
+                co_await poll(g, j);
+            }
+        }
+        timer.expires_after(tick);
+        co_await timer.async_wait(use_nothrow);
+    }
+}
+
+}  // namespace bgw::net
