@@ -391,6 +391,49 @@ result<void> parse_batch(const json& v, config& out) {
     return {};
 }
 
+result<void> parse_credentials(const json& v, config& out) {
+    if (!v.IsObject()) return bad("credentials", "must be an object");
+    if (auto r = only_known(v, "credentials", {"source", "profile"}); !r) return r.error();
+    if (auto m = v.FindMember("source"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "credentials.source");
+        if (!s) return s.error();
+        static constexpr std::array sources = {"environment", "web-identity", "profile",
+                                               "container", "imds"};
+        if (std::find(sources.begin(), sources.end(), *s) == sources.end()) {
+            return bad("credentials.source",
+                       "must be environment, web-identity, profile, container or imds");
+        }
+        out.credentials.source = *s;
+    }
+    if (auto m = v.FindMember("profile"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "credentials.profile");
+        if (!s) return s.error();
+        out.credentials.profile = *s;
+        if (out.credentials.source.empty()) out.credentials.source = "profile";
+        if (out.credentials.source != "profile")
+            return bad("credentials.profile", "only goes with \"source\": \"profile\"");
+    }
+    return {};
+}
+
+result<void> parse_auth(const json& v, config& out) {
+    if (!v.IsObject()) return bad("auth", "must be an object");
+    if (auto r = only_known(v, "auth", {"mode", "token_file"}); !r) return r.error();
+    if (auto m = v.FindMember("mode"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "auth.mode");
+        if (!s) return s.error();
+        if (*s != "sigv4" && *s != "bearer") return bad("auth.mode", "must be sigv4 or bearer");
+        out.auth.bearer = *s == "bearer";
+    }
+    if (auto m = v.FindMember("token_file"); m != v.MemberEnd()) {
+        auto s = get_string(m->value, "auth.token_file");
+        if (!s) return s.error();
+        if (!out.auth.bearer) return bad("auth.token_file", "only goes with \"mode\": \"bearer\"");
+        out.auth.token_file = *s;
+    }
+    return {};
+}
+
 }  // namespace
 
 result<void> apply_endpoint_env(config& cfg,
@@ -521,9 +564,10 @@ result<config> parse_config(std::string_view text) {
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
-    if (auto r = only_known(doc, "",
-                            {"listen", "default_region", "regions", "upstream", "limits", "retry",
-                             "rate_limits", "routes", "batch", "log_level", "threads"});
+    if (auto r = only_known(
+            doc, "",
+            {"listen", "default_region", "regions", "upstream", "limits", "retry", "rate_limits",
+             "routes", "batch", "credentials", "auth", "log_level", "threads"});
         !r) {
         return r.error();
     }
@@ -561,6 +605,12 @@ result<config> parse_config(std::string_view text) {
     }
     if (auto m = doc.FindMember("rate_limits"); m != doc.MemberEnd()) {
         if (auto r = parse_rate_limits(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("credentials"); m != doc.MemberEnd()) {
+        if (auto r = parse_credentials(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("auth"); m != doc.MemberEnd()) {
+        if (auto r = parse_auth(m->value, out); !r) return r.error();
     }
     if (auto m = doc.FindMember("batch"); m != doc.MemberEnd()) {
         if (auto r = parse_batch(m->value, out); !r) return r.error();

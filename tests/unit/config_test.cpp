@@ -143,7 +143,12 @@ INSTANTIATE_TEST_SUITE_P(
                    "spool_dir":"/s","max_wait_s":0}})",
                  "batch.max_wait_s"},
         bad_case{R"({"regions":{"us-east-1":{"s3_endpoint":"ftp://x"}}})",
-                 "regions.us-east-1.s3_endpoint"}));
+                 "regions.us-east-1.s3_endpoint"},
+        bad_case{R"({"credentials":{"source":"vault"}})", "credentials.source"},
+        bad_case{R"({"credentials":{"source":"imds","profile":"x"}})", "credentials.profile"},
+        bad_case{R"({"credentials":{"sorce":"imds"}})", "credentials.sorce: unknown key"},
+        bad_case{R"({"auth":{"mode":"basic"}})", "auth.mode"},
+        bad_case{R"({"auth":{"token_file":"/k"}})", "auth.token_file"}));
 
 TEST(config, retry_and_rate_limits_as_in_issue_4) {
     auto d = parse_config("{}");
@@ -243,6 +248,20 @@ TEST(config, batch_section_and_service_endpoints) {
     EXPECT_EQ(d->s3_endpoints.at("ap-south-1").port, 7000);
     EXPECT_EQ(d->control_endpoints.at("ap-south-1").port, 443);
     EXPECT_FALSE(bgw::config::apply_endpoint_env(*d, "", "not a url"));
+}
+
+TEST(config, credentials_and_auth) {
+    auto c = parse_config(R"({"credentials":{"profile":"dev"},
+                              "auth":{"mode":"bearer","token_file":"/run/secrets/key"}})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->credentials.source, "profile");  // a profile alone pins the profile source
+    EXPECT_EQ(c->credentials.profile, "dev");
+    EXPECT_TRUE(c->auth.bearer);
+    EXPECT_EQ(c->auth.token_file, "/run/secrets/key");
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->credentials.source, "");  // the SDKs' chain
+    EXPECT_FALSE(d->auth.bearer);
 }
 
 }  // namespace

@@ -63,6 +63,19 @@ struct batch_config {
     std::chrono::milliseconds poll_interval{30'000};
 };
 
+/// Where the gateway's own AWS credentials come from (issue 7).
+struct credentials_config {
+    /// Empty: the AWS SDKs' chain. Else one of environment, web-identity, profile, container, imds.
+    std::string source;
+    std::string profile;  ///< for source "profile" (empty: AWS_PROFILE, else "default")
+};
+
+/// How requests to the runtime API are authorised upstream.
+struct auth_config {
+    bool bearer = false;     ///< `mode`: "sigv4" (false) or "bearer" (a Bedrock API key)
+    std::string token_file;  ///< bearer: file holding the key (else AWS_BEARER_TOKEN_BEDROCK)
+};
+
 /// How a target is paid for (issue 5).
 enum class tier { on_demand, provisioned, batch };
 
@@ -99,6 +112,8 @@ struct config {
     std::map<std::string, rate_limit, std::less<>> rate_limits;
     std::map<std::string, route, std::less<>> routes;  ///< by name (what the app sends)
     batch_config batch;
+    credentials_config credentials;
+    auth_config auth;
     std::string log_level = "info";
     unsigned threads = 0;  ///< 0: one per core
 };
