@@ -1,7 +1,7 @@
 #pragma once
 /// Long-term credentials from the environment or the shared credentials file, as the AWS SDKs
 /// read them. Pure: the caller passes the environment lookup and the file's contents.
-/// (The full provider chain with refresh is issue 7.)
+/// The building blocks of the environment and profile providers (credential_chain.hpp).
 
 #include "bgw/aws/sigv4.hpp"
 

@@ -1,0 +1,940 @@
+// The AWS SDKs' credential provider chain as pure functions over provider_io. Behaviour follows
+// botocore (credentials.py, configloader.py) where the SDKs agree; deviations are commented.
+// Every error message names the source and the reason, and never a secret: no secret key,
+// session token, web identity token, authorization token, process output or response body
+// (STS's own <Code>/<Message> excepted: they are AWS's text and carry no credentials).
+
+#include "bgw/aws/credential_chain.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <set>
+#include <utility>
+
+#include <boost/url/parse.hpp>
+#include <rapidjson/document.h>
+
+namespace bgw::aws {
+namespace {
+
+using namespace std::chrono;
+
+error unavailable(std::string message) {
+    return {boost::beast::http::status::service_unavailable, "ServiceUnavailableException",
+            std::move(message)};
+}
+
+error prefixed(std::string_view prefix, error e) {
+    e.message = std::string(prefix) + ": " + e.message;
+    return e;
+}
+
+std::string_view trim(std::string_view s) {
+    auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    while (!s.empty() && ws(s.front())) s.remove_prefix(1);
+    while (!s.empty() && ws(s.back())) s.remove_suffix(1);
+    return s;
+}
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+/// A set, non-empty environment variable (the SDKs treat an empty one as unset).
+std::optional<std::string> env_var(const provider_io& io, std::string_view name) {
+    auto v = io.env(name);
+    if (!v || v->empty()) return std::nullopt;
+    return v;
+}
+
+/// application/x-www-form-urlencoded as botocore's query serializer writes it: everything but
+/// RFC 3986 unreserved characters percent-encoded (so a space is %20, never '+').
+std::string form_encode(std::string_view s) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 0x0f];
+        }
+    }
+    return out;
+}
+
+std::string form(const std::vector<std::pair<std::string, std::string>>& fields) {
+    std::string out;
+    for (const auto& [k, v] : fields) {
+        if (!out.empty()) out += '&';
+        out += form_encode(k) + "=" + form_encode(v);
+    }
+    return out;
+}
+
+constexpr std::string_view form_content_type = "application/x-www-form-urlencoded; charset=utf-8";
+
+std::string default_session_name(const provider_io& io) {
+    return "bedrock-gateway-" + std::to_string(io.now().time_since_epoch().count());
+}
+
+/// Text that came from a remote party, made safe for one log line: no control characters and
+/// bounded, so a hostile endpoint cannot forge log lines or flood them.
+std::string printable(std::string_view s, std::size_t limit = 300) {
+    std::string out;
+    for (char c : s.substr(0, limit)) out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+    if (s.size() > limit) out += "...";
+    return out;
+}
+
+// --- XML (STS answers) -------------------------------------------------------------------------
+
+std::string xml_unescape(std::string_view s) {
+    static constexpr std::pair<std::string_view, char> entities[] = {
+        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+    std::string out;
+    while (!s.empty()) {
+        if (s.front() == '&') {
+            bool done = false;
+            for (auto [name, c] : entities) {
+                if (s.starts_with(name)) {
+                    out += c;
+                    s.remove_prefix(name.size());
+                    done = true;
+                    break;
+                }
+            }
+            if (done) continue;
+        }
+        out += s.front();
+        s.remove_prefix(1);
+    }
+    return out;
+}
+
+/// The text of the first <tag>...</tag> in `xml`. STS answers are small, flat and generated,
+/// so a tag search is enough and survives namespaces, whitespace and unknown elements.
+std::optional<std::string_view> xml_element(std::string_view xml, std::string_view tag) {
+    const std::string open = "<" + std::string(tag) + ">";
+    const std::string close = "</" + std::string(tag) + ">";
+    auto b = xml.find(open);
+    if (b == std::string_view::npos) return std::nullopt;
+    b += open.size();
+    auto e = xml.find(close, b);
+    if (e == std::string_view::npos) return std::nullopt;
+    return xml.substr(b, e - b);
+}
+
+std::optional<std::string> xml_text(std::string_view xml, std::string_view tag) {
+    auto v = xml_element(xml, tag);
+    if (!v) return std::nullopt;
+    return xml_unescape(trim(*v));
+}
+
+// --- INI (shared config and credentials files) ---------------------------------------------------
+
+using ini_section = std::map<std::string, std::string>;
+using ini_file = std::map<std::string, ini_section>;
+
+/// Python's ConfigParser as botocore uses it: `[section]`, `key = value` or `key: value`, keys
+/// case-insensitive, full-line `#`/`;` comments, and lines indented deeper than their key
+/// continuing it (nested settings such as `s3 =`, which no credential key uses).
+ini_file parse_ini(std::string_view text) {
+    ini_file out;
+    ini_section* section = nullptr;
+    std::size_t key_indent = std::string_view::npos;
+    while (!text.empty()) {
+        auto nl = text.find('\n');
+        std::string_view raw = text.substr(0, nl);
+        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+        std::string_view line = trim(raw);
+        if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+        const std::size_t indent = raw.find_first_not_of(" \t");
+        if (key_indent != std::string_view::npos && indent > key_indent) continue;
+        key_indent = std::string_view::npos;
+        if (line.front() == '[') {
+            auto close = line.rfind(']');
+            section = close == std::string_view::npos
+                          ? nullptr
+                          : &out[std::string(trim(line.substr(1, close - 1)))];
+            continue;
+        }
+        auto eq = line.find_first_of("=:");
+        if (!section || eq == std::string_view::npos) continue;
+        (*section)[lower(trim(line.substr(0, eq)))] = std::string(trim(line.substr(eq + 1)));
+        key_indent = indent;
+    }
+    return out;
+}
+
+struct profile_entry {
+    ini_section config;  ///< from the config file
+    ini_section creds;   ///< from the credentials file
+    ini_section all;     ///< both, the credentials file winning (botocore's full_config)
+};
+
+struct profile_store {
+    std::map<std::string, profile_entry> profiles;
+    std::string config_path;  ///< for messages; may be empty when there is no HOME
+    std::string creds_path;
+};
+
+std::string expand_home(const provider_io& io, std::string path) {
+    if (path == "~" || path.starts_with("~/")) {
+        if (auto home = env_var(io, "HOME")) return *home + path.substr(1);
+    }
+    return path;
+}
+
+profile_store load_profiles(const provider_io& io) {
+    profile_store store;
+    if (auto p = env_var(io, "AWS_CONFIG_FILE")) {
+        store.config_path = expand_home(io, *p);
+    } else if (auto home = env_var(io, "HOME")) {
+        store.config_path = *home + "/.aws/config";
+    }
+    if (auto p = shared_credentials_path(io.env)) store.creds_path = expand_home(io, *p);
+
+    // A missing file is no error: most hosts have only one of the two, or neither.
+    if (!store.config_path.empty()) {
+        if (auto text = io.read_file(store.config_path)) {
+            for (auto& [name, keys] : parse_ini(*text)) {
+                // Config-file sections are `[default]` and `[profile NAME]`; others (sso-session,
+                // services, or a bare `[NAME]`) are no profiles, as in botocore.
+                std::string profile;
+                if (name == "default") {
+                    profile = name;
+                } else if (name.starts_with("profile") && name.size() > 7 &&
+                           (name[7] == ' ' || name[7] == '\t')) {
+                    std::string_view rest = trim(std::string_view(name).substr(7));
+                    if (rest.size() >= 2 && rest.front() == '"' && rest.back() == '"')
+                        rest = rest.substr(1, rest.size() - 2);
+                    profile = std::string(rest);
+                }
+                if (profile.empty()) continue;
+                for (auto& [k, v] : keys) store.profiles[profile].config[k] = v;
+            }
+        }
+    }
+    if (!store.creds_path.empty()) {
+        if (auto text = io.read_file(store.creds_path)) {
+            for (auto& [name, keys] : parse_ini(*text)) store.profiles[name].creds = keys;
+        }
+    }
+    for (auto& [name, p] : store.profiles) {
+        p.all = p.config;
+        for (auto& [k, v] : p.creds) p.all[k] = v;
+    }
+    return store;
+}
+
+std::optional<std::string> key(const ini_section& s, std::string_view name) {
+    auto it = s.find(std::string(name));
+    if (it == s.end() || it->second.empty()) return std::nullopt;
+    return it->second;
+}
+
+bool has_static_keys(const ini_section& s) {
+    return key(s, "aws_access_key_id") || key(s, "aws_secret_access_key");
+}
+
+/// Static keys in one file's section: nullopt when there are none, an error when only one of the
+/// pair is there (botocore's PartialCredentialsError).
+std::optional<result<credentials>> static_keys(const ini_section& s, std::string_view file) {
+    auto id = key(s, "aws_access_key_id");
+    auto secret = key(s, "aws_secret_access_key");
+    if (!id && !secret) return std::nullopt;
+    if (!id || !secret) {
+        return result<credentials>(unavailable(
+            std::string(id ? "aws_secret_access_key" : "aws_access_key_id") + " is missing in " +
+            std::string(file) + " (the other key of the pair is there)"));
+    }
+    credentials c{*id, *secret, {}};
+    // aws_security_token: the older name botocore still reads.
+    if (auto t = key(s, "aws_session_token")) {
+        c.session_token = *t;
+    } else if (auto legacy = key(s, "aws_security_token")) {
+        c.session_token = *legacy;
+    }
+    return result<credentials>(std::move(c));
+}
+
+// --- JSON (credential_process, container, IMDS) ------------------------------------------------
+
+std::optional<std::string> json_string(const rapidjson::Value& obj, const char* name) {
+    auto m = obj.FindMember(name);
+    if (m == obj.MemberEnd() || !m->value.IsString()) return std::nullopt;
+    return std::string(m->value.GetString(), m->value.GetStringLength());
+}
+
+/// `require_version`: credential_process output must say "Version": 1 (its documented contract);
+/// container and IMDS documents have no Version.
+result<timed_credentials> credentials_json(std::string_view json, bool require_version) {
+    rapidjson::Document doc;
+    doc.Parse(json.data(), json.size());
+    // Never quote the document: it holds the secret key.
+    if (doc.HasParseError() || !doc.IsObject())
+        return unavailable("the credentials document is not a JSON object");
+    if (require_version) {
+        auto v = doc.FindMember("Version");
+        if (v == doc.MemberEnd()) return unavailable("the credentials JSON has no \"Version\"");
+        if (!v->value.IsNumber() || v->value.GetDouble() != 1.0)
+            return unavailable("the credentials JSON has an unsupported \"Version\" (only 1 is)");
+    }
+    // IMDS says whether the role's credentials could be made.
+    if (auto code = json_string(doc, "Code"); code && *code != "Success")
+        return unavailable("the credentials JSON has \"Code\": \"" + printable(*code, 64) + "\"");
+    timed_credentials out;
+    auto id = json_string(doc, "AccessKeyId");
+    auto secret = json_string(doc, "SecretAccessKey");
+    if (!id || id->empty()) return unavailable("the credentials JSON has no \"AccessKeyId\"");
+    if (!secret || secret->empty())
+        return unavailable("the credentials JSON has no \"SecretAccessKey\"");
+    out.creds.access_key_id = std::move(*id);
+    out.creds.secret_access_key = std::move(*secret);
+    if (auto t = json_string(doc, "SessionToken")) {
+        out.creds.session_token = std::move(*t);
+    } else if (auto token = json_string(doc, "Token")) {
+        out.creds.session_token = std::move(*token);
+    }
+    auto exp = doc.FindMember("Expiration");
+    if (exp != doc.MemberEnd() && !exp->value.IsNull()) {
+        std::optional<sys_seconds> when;
+        if (exp->value.IsString())
+            when = parse_iso8601({exp->value.GetString(), exp->value.GetStringLength()});
+        // A wrong date would mean never refreshing temporary credentials: refuse it.
+        if (!when) return unavailable("the credentials JSON has an unreadable \"Expiration\"");
+        out.expiration = when;
+    }
+    return out;
+}
+
+// --- STS calls -----------------------------------------------------------------------------------
+
+std::string signing_region(std::string_view region) {
+    // The global endpoint signs in us-east-1.
+    return region.empty() ? "us-east-1" : std::string(region);
+}
+
+result<timed_credentials> sts_exchange(const provider_io& io,
+                                       const fetch_request& req,
+                                       std::string_view action,
+                                       std::string_view role_arn,
+                                       std::string source) {
+    auto resp = io.fetch(req);
+    if (!resp) {
+        return unavailable("STS " + std::string(action) + " for " + std::string(role_arn) +
+                           ": no answer: " + resp.error().message);
+    }
+    auto got = parse_sts_response(resp->status, resp->body);
+    if (!got) {
+        return prefixed("STS " + std::string(action) + " for " + std::string(role_arn),
+                        got.error());
+    }
+    got->source = std::move(source);
+    return got;
+}
+
+/// AssumeRoleWithWebIdentity: unsigned (the token is the proof), the token file read now so a
+/// rotated token (EKS rotates them hourly) is always the one sent.
+result<timed_credentials> web_identity_call(const provider_io& io,
+                                            std::string_view region,
+                                            const std::string& token_file,
+                                            const std::string& role_arn,
+                                            const std::string& session_name,
+                                            std::string source) {
+    auto token = io.read_file(token_file);
+    if (!token) return unavailable("cannot read the web identity token file " + token_file);
+    // A JWT has no whitespace; a trailing newline from an editor or `echo` is not part of it.
+    auto jwt = trim(*token);
+    if (jwt.empty()) return unavailable("the web identity token file " + token_file + " is empty");
+    fetch_request req;
+    req.method = "POST";
+    req.url = sts_endpoint(io.env, region) + "/";
+    req.headers.push_back({"Content-Type", std::string(form_content_type)});
+    req.body = form({{"Action", "AssumeRoleWithWebIdentity"},
+                     {"Version", "2011-06-15"},
+                     {"RoleArn", role_arn},
+                     {"RoleSessionName", session_name},
+                     {"WebIdentityToken", std::string(jwt)}});
+    return sts_exchange(io, req, "AssumeRoleWithWebIdentity", role_arn, std::move(source));
+}
+
+struct assume_role_params {
+    std::string role_arn;
+    std::string session_name;
+    std::optional<std::string> external_id;
+    std::optional<std::string> duration_seconds;
+};
+
+/// AssumeRole, signed (SigV4, service sts) with the source profile's credentials.
+result<timed_credentials> assume_role_call(const provider_io& io,
+                                           std::string_view region,
+                                           const credentials& source_creds,
+                                           const assume_role_params& p,
+                                           std::string source) {
+    std::vector<std::pair<std::string, std::string>> fields = {{"Action", "AssumeRole"},
+                                                               {"Version", "2011-06-15"},
+                                                               {"RoleArn", p.role_arn},
+                                                               {"RoleSessionName", p.session_name}};
+    if (p.external_id) fields.emplace_back("ExternalId", *p.external_id);
+    if (p.duration_seconds) fields.emplace_back("DurationSeconds", *p.duration_seconds);
+
+    fetch_request req;
+    req.method = "POST";
+    req.url = sts_endpoint(io.env, region) + "/";
+    req.body = form(fields);
+    auto url = boost::urls::parse_uri(req.url);
+    if (!url || !url->has_authority())
+        return unavailable("the STS endpoint " + printable(req.url) + " is not a URL");
+    const auto now = io.now();
+    // Host is signed, so it must be byte for byte what the shell sends: the URL's authority.
+    req.headers = {{"Host", std::string(url->encoded_host_and_port())},
+                   {"Content-Type", std::string(form_content_type)},
+                   {"X-Amz-Date", format_amz_date(now)}};
+    if (!source_creds.session_token.empty())
+        req.headers.push_back({"X-Amz-Security-Token", source_creds.session_token});
+    const std::string path = url->encoded_path().empty() ? "/" : std::string(url->encoded_path());
+    const std::string payload_hash = sha256_hex(req.body);
+    const std::string sign_region = signing_region(region);
+    signing_input in;
+    in.method = req.method;
+    in.wire_path = path;
+    in.query = url->encoded_query();
+    in.headers = req.headers;
+    in.payload_sha256 = payload_hash;
+    in.region = sign_region;
+    in.service = "sts";
+    in.time = now;
+    auto sig = sign_v4(in, source_creds);
+    req.headers.push_back({"Authorization", std::move(sig.authorization)});
+    return sts_exchange(io, req, "AssumeRole", p.role_arn, std::move(source));
+}
+
+// --- Profiles ------------------------------------------------------------------------------------
+
+struct profile_ctx {
+    const provider_io& io;
+    std::string_view region;
+    const profile_store& store;
+};
+
+std::string files_text(const profile_store& s) {
+    if (s.config_path.empty() && s.creds_path.empty())
+        return "config nor credentials file (HOME, AWS_CONFIG_FILE and "
+               "AWS_SHARED_CREDENTIALS_FILE are all unset)";
+    auto name = [](const std::string& p) { return p.empty() ? std::string("(no path)") : p; };
+    return name(s.config_path) + " nor " + name(s.creds_path);
+}
+
+/// Everything in a profile but role_arn + source_profile, in botocore's ProfileProviderBuilder
+/// order: web identity, SSO, credentials-file keys, credential_process, config-file keys.
+/// nullopt when the profile holds none of them.
+provider_result profile_without_role(const profile_ctx& ctx, const std::string& name) {
+    const auto& p = ctx.store.profiles.at(name);
+    const std::string label = "profile " + name;
+    auto role_arn = key(p.all, "role_arn");
+    if (auto token_file = key(p.all, "web_identity_token_file"); token_file && role_arn) {
+        auto got = web_identity_call(
+            ctx.io, key(p.all, "region").value_or(std::string(ctx.region)),
+            expand_home(ctx.io, *token_file), *role_arn,
+            key(p.all, "role_session_name").value_or(default_session_name(ctx.io)),
+            label + " (web identity)");
+        if (!got)
+            return result<timed_credentials>(prefixed(label + " (web identity)", got.error()));
+        return got;
+    }
+    if (key(p.all, "sso_session") || key(p.all, "sso_start_url") || key(p.all, "sso_account_id")) {
+        return result<timed_credentials>(unavailable(
+            label +
+            " uses IAM Identity Center (sso_*), which the gateway does not support; "
+            "use credential_process (e.g. `aws configure export-credentials`) or keys"));
+    }
+    if (auto s = static_keys(p.creds, ctx.store.creds_path)) {
+        if (!*s) return result<timed_credentials>(prefixed(label, s->error()));
+        return result<timed_credentials>(timed_credentials{std::move(**s), std::nullopt, label});
+    }
+    if (auto command = key(p.all, "credential_process")) {
+        const std::string source = label + " (credential_process)";
+        // The command line is not quoted in errors: people put secrets in arguments.
+        auto out = ctx.io.run(*command);
+        if (!out) return result<timed_credentials>(prefixed(source, out.error()));
+        auto got = credentials_json(*out, true);
+        if (!got) return result<timed_credentials>(prefixed(source, got.error()));
+        got->source = source;
+        return got;
+    }
+    if (auto s = static_keys(p.config, ctx.store.config_path)) {
+        if (!*s) return result<timed_credentials>(prefixed(label, s->error()));
+        return result<timed_credentials>(timed_credentials{std::move(**s), std::nullopt, label});
+    }
+    return std::nullopt;
+}
+
+result<timed_credentials> assume_role_profile(const profile_ctx& ctx,
+                                              const std::string& name,
+                                              std::vector<std::string>& visited);
+
+/// The credentials a profile used as a source_profile yields (botocore's
+/// _resolve_credentials_from_profile): its own keys etc. when it has static keys or no role,
+/// else its role assumed in turn.
+result<timed_credentials> source_credentials(const profile_ctx& ctx,
+                                             const std::string& name,
+                                             std::vector<std::string>& visited) {
+    const auto& p = ctx.store.profiles.at(name);
+    const bool assumes = key(p.all, "role_arn") && !key(p.all, "web_identity_token_file");
+    if (has_static_keys(p.all) || !assumes) {
+        auto got = profile_without_role(ctx, name);
+        if (!got) return unavailable("source profile " + name + " has no credentials");
+        return std::move(*got);
+    }
+    return assume_role_profile(ctx, name, visited);
+}
+
+result<timed_credentials> assume_role_profile(const profile_ctx& ctx,
+                                              const std::string& name,
+                                              std::vector<std::string>& visited) {
+    const auto& p = ctx.store.profiles.at(name);
+    const std::string label = "profile " + name + " (assume role)";
+    auto source_profile = key(p.all, "source_profile");
+    if (key(p.all, "credential_source")) {
+        return unavailable(label + ": credential_source is not supported by the gateway; " +
+                           "use source_profile, or the gateway's own credentials.source");
+    }
+    if (!source_profile)
+        return unavailable(label + ": role_arn needs source_profile (or web_identity_token_file)");
+    if (key(p.all, "mfa_serial")) {
+        return unavailable(label + ": mfa_serial needs an MFA code typed in, which a gateway " +
+                           "cannot do");
+    }
+    if (!ctx.store.profiles.contains(*source_profile)) {
+        return unavailable(label + ": its source_profile " + *source_profile + " is in neither " +
+                           files_text(ctx.store));
+    }
+    // botocore allows exactly one revisit: a profile naming itself as source_profile, using its
+    // own static keys to assume its role. Anything else seen before is a loop.
+    if (std::find(visited.begin(), visited.end(), *source_profile) != visited.end() &&
+        (*source_profile != name || !has_static_keys(ctx.store.profiles.at(name).all))) {
+        std::string chain;
+        for (const auto& v : visited) chain += v + " -> ";
+        return unavailable(label + ": source_profile loop: " + chain + *source_profile);
+    }
+    visited.push_back(*source_profile);
+    result<timed_credentials> src = unavailable("profile " + name + " has no keys of its own");
+    if (*source_profile != name) {
+        src = source_credentials(ctx, *source_profile, visited);
+    } else if (auto own = profile_without_role(ctx, name)) {
+        src = std::move(*own);
+    }
+    if (!src) return prefixed(label, src.error());
+
+    assume_role_params params;
+    params.role_arn = *key(p.all, "role_arn");
+    params.session_name = key(p.all, "role_session_name").value_or(default_session_name(ctx.io));
+    params.external_id = key(p.all, "external_id");
+    params.duration_seconds = key(p.all, "duration_seconds");
+    if (params.duration_seconds &&
+        !std::all_of(params.duration_seconds->begin(), params.duration_seconds->end(),
+                     [](char c) { return c >= '0' && c <= '9'; })) {
+        return unavailable(label + ": duration_seconds must be a whole number of seconds");
+    }
+    const std::string region = key(p.all, "region").value_or(std::string(ctx.region));
+    auto got = assume_role_call(ctx.io, region, src->creds, params, label);
+    if (!got) return prefixed(label, got.error());
+    return got;
+}
+
+/// nullopt with `missing` saying why when the profile does not exist (implicitly) or holds no
+/// credentials.
+provider_result profile_provider(const provider_io& io,
+                                 std::string_view region,
+                                 std::string_view profile,
+                                 std::string& missing) {
+    const bool named = !profile.empty() || env_var(io, "AWS_PROFILE");
+    const std::string name = !profile.empty() ? std::string(profile) : profile_name(io.env);
+    const auto store = load_profiles(io);
+    if (!store.profiles.contains(name)) {
+        missing = "profile " + name + " is in neither " + files_text(store);
+        // Only a profile someone asked for by name must exist; the implicit default need not.
+        if (named) return result<timed_credentials>(unavailable(missing));
+        return std::nullopt;
+    }
+    const profile_ctx ctx{io, region, store};
+    const auto& p = store.profiles.at(name);
+    // botocore's AssumeRoleProvider comes before the plain profile providers, and leaves a role
+    // with web_identity_token_file to the web identity provider.
+    if (key(p.all, "role_arn") && !key(p.all, "web_identity_token_file")) {
+        std::vector<std::string> visited{name};
+        return assume_role_profile(ctx, name, visited);
+    }
+    auto got = profile_without_role(ctx, name);
+    if (!got) {
+        missing = "profile " + name +
+                  " has no credentials (no role_arn, credential_process or aws_access_key_id)";
+    }
+    return got;
+}
+
+// --- Environment, web identity, container, IMDS --------------------------------------------------
+
+provider_result environment_provider(const provider_io& io, std::string& missing) {
+    auto c = credentials_from_env(io.env);
+    if (!c) {
+        missing = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both set";
+        return std::nullopt;
+    }
+    timed_credentials out{std::move(*c), std::nullopt, "environment"};
+    // AWS_CREDENTIAL_EXPIRATION: botocore's way to say the variables hold temporary keys.
+    if (auto exp = env_var(io, "AWS_CREDENTIAL_EXPIRATION")) {
+        out.expiration = parse_iso8601(*exp);
+        if (!out.expiration) {
+            return result<timed_credentials>(
+                unavailable("environment: AWS_CREDENTIAL_EXPIRATION is not an ISO 8601 time"));
+        }
+    }
+    return result<timed_credentials>(std::move(out));
+}
+
+provider_result web_identity_provider(const provider_io& io,
+                                      std::string_view region,
+                                      std::string& missing) {
+    auto token_file = env_var(io, "AWS_WEB_IDENTITY_TOKEN_FILE");
+    auto role_arn = env_var(io, "AWS_ROLE_ARN");
+    if (!token_file || !role_arn) {
+        missing = "AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN are not both set";
+        return std::nullopt;
+    }
+    auto session = env_var(io, "AWS_ROLE_SESSION_NAME").value_or(default_session_name(io));
+    auto got = web_identity_call(io, region, *token_file, *role_arn, session, "web-identity");
+    if (!got) return result<timed_credentials>(prefixed("web identity", got.error()));
+    return got;
+}
+
+provider_result container_provider(const provider_io& io, std::string& missing) {
+    fetch_request req;
+    req.method = "GET";
+    // RELATIVE_URI wins (ECS sets it; FULL_URI is EKS Pod Identity and Greengrass).
+    if (auto rel = env_var(io, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")) {
+        req.url = "http://169.254.170.2" + (rel->starts_with("/") ? *rel : "/" + *rel);
+    } else if (auto full = env_var(io, "AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
+        if (!container_host_allowed(*full)) {
+            auto url = boost::urls::parse_uri(*full);
+            const std::string host = url ? std::string(url->encoded_host()) : "(not a URL)";
+            return result<timed_credentials>(unavailable(
+                "container: AWS_CONTAINER_CREDENTIALS_FULL_URI names host " + printable(host, 100) +
+                ", but only loopback (127.0.0.0/8, ::1, localhost), 169.254.170.2, "
+                "169.254.170.23 and fd00:ec2::23 are allowed over http or https"));
+        }
+        req.url = *full;
+    } else {
+        missing =
+            "neither AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor "
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI is set";
+        return std::nullopt;
+    }
+    // The token file is read on every call: EKS Pod Identity rotates it.
+    std::optional<std::string> token;
+    if (auto file = env_var(io, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")) {
+        auto text = io.read_file(*file);
+        if (!text) {
+            return result<timed_credentials>(unavailable(
+                "container: cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE " + *file));
+        }
+        token = std::string(trim(*text));
+    } else if (auto value = env_var(io, "AWS_CONTAINER_AUTHORIZATION_TOKEN")) {
+        token = *value;
+    }
+    if (token) {
+        // Checked like botocore: a CR or LF would split the request into two.
+        if (token->find_first_of("\r\n") != std::string::npos) {
+            return result<timed_credentials>(
+                unavailable("container: the authorization token is not a legal header value"));
+        }
+        req.headers.push_back({"Authorization", *token});
+    }
+    req.headers.push_back({"Accept", "application/json"});
+    auto resp = io.fetch(req);
+    if (!resp) {
+        return result<timed_credentials>(unavailable(
+            "container: no answer from the credentials endpoint: " + resp.error().message));
+    }
+    if (resp->status != 200) {
+        return result<timed_credentials>(unavailable(
+            "container: the credentials endpoint answered HTTP " + std::to_string(resp->status)));
+    }
+    auto got = parse_credentials_json(resp->body);
+    if (!got) return result<timed_credentials>(prefixed("container", got.error()));
+    got->source = "container";
+    return got;
+}
+
+provider_result imds_provider(const provider_io& io, std::string& missing) {
+    if (auto off = env_var(io, "AWS_EC2_METADATA_DISABLED"); off && lower(*off) == "true") {
+        missing = "AWS_EC2_METADATA_DISABLED is true";
+        return std::nullopt;
+    }
+    std::string endpoint = "http://169.254.169.254";
+    if (auto ep = env_var(io, "AWS_EC2_METADATA_SERVICE_ENDPOINT")) {
+        endpoint = *ep;
+    } else if (auto mode = env_var(io, "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
+               mode && lower(*mode) == "ipv6") {
+        endpoint = "http://[fd00:ec2::254]";
+    }
+    while (endpoint.ends_with('/')) endpoint.pop_back();
+
+    // IMDSv2 only: no fallback to v1 (no token), which any SSRF could reach.
+    auto token = io.fetch({"PUT",
+                           endpoint + "/latest/api/token",
+                           {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}},
+                           ""});
+    if (!token) {
+        // Nobody answered: not on EC2. Not an error, there is just nothing here.
+        missing = "no answer from IMDS at " + endpoint + " (" + token.error().message + ")";
+        return std::nullopt;
+    }
+    if (token->status != 200) {
+        return result<timed_credentials>(unavailable("imds: PUT /latest/api/token answered HTTP " +
+                                                     std::to_string(token->status)));
+    }
+    const std::string session(trim(token->body));
+    if (session.empty())
+        return result<timed_credentials>(unavailable("imds: the IMDSv2 token is empty"));
+    const std::string base = endpoint + "/latest/meta-data/iam/security-credentials/";
+    const std::vector<header> with_token = {{"X-aws-ec2-metadata-token", session}};
+
+    auto roles = io.fetch({"GET", base, with_token, ""});
+    if (!roles) {
+        return result<timed_credentials>(
+            unavailable("imds: no answer for the IAM role name: " + roles.error().message));
+    }
+    // An instance without an instance profile: botocore finds no credentials and moves on.
+    if (roles->status == 404) {
+        missing = "no IAM role is attached to this EC2 instance";
+        return std::nullopt;
+    }
+    if (roles->status != 200) {
+        return result<timed_credentials>(unavailable("imds: GET " + base.substr(endpoint.size()) +
+                                                     " answered HTTP " +
+                                                     std::to_string(roles->status)));
+    }
+    const std::string role(trim(std::string_view(roles->body).substr(0, roles->body.find('\n'))));
+    if (role.empty()) {
+        missing = "no IAM role is attached to this EC2 instance";
+        return std::nullopt;
+    }
+    auto creds = io.fetch({"GET", base + role, with_token, ""});
+    if (!creds) {
+        return result<timed_credentials>(
+            unavailable("imds: no answer for the credentials of role " + printable(role, 64) +
+                        ": " + creds.error().message));
+    }
+    if (creds->status != 200) {
+        return result<timed_credentials>(unavailable("imds: the credentials of role " +
+                                                     printable(role, 64) + " answered HTTP " +
+                                                     std::to_string(creds->status)));
+    }
+    auto got = parse_credentials_json(creds->body);
+    if (!got)
+        return result<timed_credentials>(
+            prefixed("imds: role " + printable(role, 64), got.error()));
+    got->source = "imds";
+    return got;
+}
+
+}  // namespace
+
+provider_result from_environment(const provider_io& io) {
+    std::string missing;
+    return environment_provider(io, missing);
+}
+
+provider_result from_web_identity(const provider_io& io, std::string_view region) {
+    std::string missing;
+    return web_identity_provider(io, region, missing);
+}
+
+provider_result from_profile(const provider_io& io,
+                             std::string_view region,
+                             std::string_view profile) {
+    std::string missing;
+    return profile_provider(io, region, profile, missing);
+}
+
+provider_result from_container(const provider_io& io) {
+    std::string missing;
+    return container_provider(io, missing);
+}
+
+provider_result from_imds(const provider_io& io) {
+    std::string missing;
+    return imds_provider(io, missing);
+}
+
+result<timed_credentials> resolve_credentials(const provider_io& io,
+                                              std::string_view region,
+                                              std::string_view pinned,
+                                              std::string_view profile) {
+    std::string missing;
+    auto run = [&](std::string_view source) -> std::optional<provider_result> {
+        if (source == "environment") return environment_provider(io, missing);
+        if (source == "web-identity") return web_identity_provider(io, region, missing);
+        if (source == "profile") return profile_provider(io, region, profile, missing);
+        if (source == "container") return container_provider(io, missing);
+        if (source == "imds") return imds_provider(io, missing);
+        return std::nullopt;
+    };
+    if (!pinned.empty()) {
+        auto got = run(pinned);
+        if (!got) return unavailable("unknown credentials.source " + std::string(pinned));
+        if (!*got) {
+            return unavailable("credentials.source " + std::string(pinned) +
+                               " is not configured: " + missing);
+        }
+        return std::move(**got);
+    }
+    // The first source that is configured decides, even when it fails: falling through to the
+    // next would quietly sign with credentials nobody meant the gateway to use.
+    for (auto source : {"environment", "web-identity", "profile", "container", "imds"}) {
+        if (auto got = *run(source)) return std::move(*got);
+    }
+    const std::string name = !profile.empty() ? std::string(profile) : profile_name(io.env);
+    return unavailable("no AWS credentials found: tried environment, web identity, profile " +
+                       name + ", container, IMDS");
+}
+
+bool container_host_allowed(std::string_view url) {
+    auto u = boost::urls::parse_uri(url);
+    if (!u || (u->scheme() != "http" && u->scheme() != "https") || !u->has_authority())
+        return false;
+    switch (u->host_type()) {
+        case boost::urls::host_type::ipv4: {
+            const auto a = u->host_ipv4_address().to_uint();
+            return (a >> 24) == 127 || a == 0xA9FEAA02u /* 169.254.170.2 */ ||
+                   a == 0xA9FEAA17u /* 169.254.170.23 */;
+        }
+        case boost::urls::host_type::ipv6: {
+            const auto a = u->host_ipv6_address();
+            if (a.is_loopback()) return true;
+            const auto b = a.to_bytes();
+            // ::ffff:127.x.y.z is loopback too.
+            if (a.is_v4_mapped()) return b[12] == 127;
+            // fd00:ec2::23, the EKS Pod Identity agent over IPv6.
+            constexpr boost::urls::ipv6_address::bytes_type eks = {
+                0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x23};
+            return b == eks;
+        }
+        case boost::urls::host_type::name:
+            // No DNS here (pure code): only the literal name, as localhost always is loopback.
+            return lower(u->encoded_host()) == "localhost";
+        default:
+            return false;
+    }
+}
+
+std::string sts_endpoint(const env_lookup& env, std::string_view region) {
+    if (auto custom = env("AWS_ENDPOINT_URL_STS"); custom && !custom->empty()) {
+        std::string ep = *custom;
+        while (ep.ends_with('/')) ep.pop_back();
+        return ep;
+    }
+    // No region: the global endpoint, as the SDKs do.
+    if (region.empty()) return "https://sts.amazonaws.com";
+    // China regions live in their own DNS zone.
+    if (region.starts_with("cn-"))
+        return "https://sts." + std::string(region) + ".amazonaws.com.cn";
+    return "https://sts." + std::string(region) + ".amazonaws.com";
+}
+
+result<timed_credentials> parse_sts_response(unsigned status, std::string_view xml) {
+    if (status < 200 || status > 299) {
+        std::string message = "STS answered HTTP " + std::to_string(status);
+        auto err = xml_element(xml, "Error").value_or(xml);
+        if (auto code = xml_text(err, "Code")) message += ": " + printable(*code, 100);
+        if (auto text = xml_text(err, "Message")) message += ": " + printable(*text);
+        return unavailable(std::move(message));
+    }
+    auto block = xml_element(xml, "Credentials");
+    if (!block) return unavailable("the STS answer has no <Credentials>");
+    timed_credentials out;
+    auto id = xml_text(*block, "AccessKeyId");
+    auto secret = xml_text(*block, "SecretAccessKey");
+    auto token = xml_text(*block, "SessionToken");
+    auto exp = xml_text(*block, "Expiration");
+    if (!id || id->empty()) return unavailable("the STS answer has no <AccessKeyId>");
+    if (!secret || secret->empty()) return unavailable("the STS answer has no <SecretAccessKey>");
+    if (!token || token->empty()) return unavailable("the STS answer has no <SessionToken>");
+    if (!exp) return unavailable("the STS answer has no <Expiration>");
+    out.expiration = parse_iso8601(*exp);
+    if (!out.expiration) return unavailable("the STS answer has an unreadable <Expiration>");
+    out.creds = {std::move(*id), std::move(*secret), std::move(*token)};
+    return out;
+}
+
+result<timed_credentials> parse_credentials_json(std::string_view json) {
+    return credentials_json(json, false);
+}
+
+std::optional<sys_seconds> parse_iso8601(std::string_view s) {
+    s = trim(s);
+    auto num = [&](std::size_t pos, std::size_t len) -> std::optional<int> {
+        if (pos + len > s.size()) return std::nullopt;
+        int v = 0;
+        for (std::size_t i = pos; i < pos + len; ++i) {
+            if (s[i] < '0' || s[i] > '9') return std::nullopt;
+            v = v * 10 + (s[i] - '0');
+        }
+        return v;
+    };
+    auto at = [&](std::size_t pos, std::string_view chars) {
+        return pos < s.size() && chars.find(s[pos]) != std::string_view::npos;
+    };
+    auto y = num(0, 4), mo = num(5, 2), d = num(8, 2), h = num(11, 2), mi = num(14, 2),
+         sec = num(17, 2);
+    if (!y || !mo || !d || !h || !mi || !sec || !at(4, "-") || !at(7, "-") || !at(10, "Tt ") ||
+        !at(13, ":") || !at(16, ":"))
+        return std::nullopt;
+    std::size_t pos = 19;
+    // Fractions are dropped: rounding an expiry down is the safe side.
+    if (at(pos, ".,")) {
+        const auto start = ++pos;
+        while (at(pos, "0123456789")) ++pos;
+        if (pos == start) return std::nullopt;
+    }
+    minutes offset{0};
+    if (at(pos, "Zz")) {
+        ++pos;
+    } else if (at(pos, "+-")) {
+        const int sign = s[pos] == '-' ? -1 : 1;
+        auto oh = num(pos + 1, 2);
+        if (!oh) return std::nullopt;
+        pos += 3;
+        int om = 0;
+        if (at(pos, ":")) ++pos;
+        if (pos < s.size()) {
+            auto m = num(pos, 2);
+            if (!m || *m > 59) return std::nullopt;
+            om = *m;
+            pos += 2;
+        }
+        if (*oh > 23) return std::nullopt;
+        offset = minutes(sign * (*oh * 60 + om));
+    }
+    // No designator at all is read as UTC: every AWS endpoint speaks UTC.
+    if (pos != s.size()) return std::nullopt;
+    const year_month_day ymd{year{*y}, month{static_cast<unsigned>(*mo)},
+                             day{static_cast<unsigned>(*d)}};
+    if (!ymd.ok() || *h > 23 || *mi > 59 || *sec > 60) return std::nullopt;
+    return sys_days{ymd} + hours{*h} + minutes{*mi} + seconds{*sec} - offset;
+}
+
+std::string redacted_key_id(std::string_view access_key_id) {
+    // Short ids are not real ones; showing four characters of them would show most of them.
+    if (access_key_id.size() < 8) return "****";
+    return "****" + std::string(access_key_id.substr(access_key_id.size() - 4));
+}
+
+}  // namespace bgw::aws
