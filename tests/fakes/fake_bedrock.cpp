@@ -955,10 +955,16 @@ std::optional<fake_response> verify_signature(recorded_request& req,
     auto authorization = req.header("authorization");
     auto parsed = authorization ? aws::parse_authorization(*authorization) : std::nullopt;
     if (parsed) {
+        req.auth = "sigv4";
         req.access_key_id = parsed->access_key_id;
         req.region = parsed->region;
         req.service = parsed->service;
     }
+    constexpr std::string_view bearer_scheme = "Bearer ";
+    const bool bearer =
+        authorization && authorization->size() >= bearer_scheme.size() &&
+        iequals(std::string_view(*authorization).substr(0, bearer_scheme.size()), bearer_scheme);
+    if (bearer) req.auth = "bearer";
     // Whom the request is for decides the rules and the shape of a rejection.
     const bool s3 = for_s3(req.method, req.wire_path, parsed ? parsed->service : "");
     if (s3) {
@@ -986,6 +992,17 @@ std::optional<fake_response> verify_signature(recorded_request& req,
     if (!authorization)
         return reject("MissingAuthenticationTokenException", "Missing Authentication Token",
                       "AccessDenied", "Access Denied");
+    if (bearer && !s3 && !opts.bearer_token.empty()) {
+        // A Bedrock API key: the exact header, and nothing of SigV4's riding along with it.
+        if (*authorization != std::string(bearer_scheme) + opts.bearer_token)
+            return reject("AccessDeniedException",
+                          "Authentication failed: Please make sure your API Key is valid.", {}, {});
+        if (req.header("x-amz-security-token"))
+            return reject("UnrecognizedClientException",
+                          "The security token included in the request is invalid.", {}, {});
+        req.signature_ok = true;
+        return std::nullopt;
+    }
     if (!parsed)
         return reject("IncompleteSignatureException",
                       "Authorization header requires 'Credential', 'Signature' and "
@@ -993,7 +1010,9 @@ std::optional<fake_response> verify_signature(recorded_request& req,
                       "AuthorizationHeaderMalformed",
                       std::string(s3_malformed) + "it is not an AWS4-HMAC-SHA256 signature.");
 
-    if (parsed->access_key_id != opts.credentials.access_key_id)
+    // A bearer-only fake (no keys) knows no access key at all.
+    if (opts.credentials.access_key_id.empty() ||
+        parsed->access_key_id != opts.credentials.access_key_id)
         return reject("UnrecognizedClientException",
                       "The security token included in the request is invalid.",
                       "InvalidAccessKeyId",

@@ -19,6 +19,14 @@
 ///     `<?xml ...?><Error><Code>SignatureDoesNotMatch</Code><Message>...</Message>...</Error>`
 ///     (codes: SignatureDoesNotMatch, InvalidAccessKeyId, InvalidToken, AccessDenied,
 ///     RequestTimeTooSkewed, AuthorizationHeaderMalformed).
+/// With fake_options::bearer_token set, a Bedrock (not S3) request may instead carry a Bedrock API
+/// key, `Authorization: Bearer <key>`, as the SDKs send AWS_BEARER_TOKEN_BEDROCK: it is accepted
+/// when the header is exactly `Bearer <bearer_token>` and the request carries no
+/// X-Amz-Security-Token (that would be a client's credentials leaking through). Any other key is a
+/// 403 in Bedrock's shape (`AccessDeniedException`), and so is a token alongside the right one
+/// (`UnrecognizedClientException`).
+/// SigV4 requests are still judged as above. Without bearer_token every Bearer request is refused
+/// as an incomplete signature, as before.
 /// Which API a request is for follows from its path and scope: a path whose first segment is a
 /// Bedrock resource (`model`, `guardrail`, `async-invoke`, `model-invocation-job`, any other
 /// root of the bedrock/bedrock-runtime service models) is Bedrock's; any other path is S3's when
@@ -126,13 +134,16 @@ struct recorded_request {
     std::string query;                 ///< after '?', without it; empty when absent
     std::vector<aws::header> headers;  ///< in arrival order, names as sent
     std::string body;
-    std::string body_sha256;       ///< lowercase hex
-    std::string access_key_id;     ///< from the Authorization credential, when parseable
+    std::string body_sha256;    ///< lowercase hex
+    std::string access_key_id;  ///< from the Authorization credential, when parseable
+    /// The Authorization scheme: "sigv4" (a parseable AWS4-HMAC-SHA256 header), "bearer" (a
+    /// `Bearer` key; access_key_id stays empty) or empty (no header, or neither).
+    std::string auth;
     std::string region;            ///< from the credential scope, when parseable
     std::string service;           ///< from the credential scope ("bedrock", "s3"), when parseable
     std::string s3_bucket;         ///< a request for S3: the bucket (first path segment), decoded
     std::string s3_key;            ///< a request for S3: the object key (rest of path), decoded
-    bool signature_ok = false;     ///< true only when every check passed
+    bool signature_ok = false;     ///< true only when every check passed (SigV4 or bearer key)
     std::string error_type;        ///< the rejection's x-amzn-ErrorType code; empty if accepted
     unsigned response_status = 0;  ///< what the fake answered (set after the behaviour ran)
     std::string request_id;        ///< the x-amzn-RequestId the fake answered with
@@ -188,6 +199,8 @@ struct fake_options {
     /// GetModelInvocationJob answers `InProgress` this many times (after one `Submitted`) before
     /// the job finishes.
     unsigned batch_in_progress_polls = 1;
+    /// A Bedrock API key accepted as `Authorization: Bearer <key>` (see above); empty: none is.
+    std::string bearer_token;
 };
 
 /// One object in the fake's S3 store.
@@ -234,9 +247,10 @@ fake_response make_s3_error(unsigned status, std::string_view code, std::string_
 /// request counts as the first and the S3 and batch routes answer 500.
 fake_response default_behaviour(const recorded_request& req);
 
-/// Checks the request's SigV4 signature as AWS would, the Bedrock way or the S3 way (see above).
-/// Sets `req.signature_ok`, `access_key_id`, `region`, `service` and, for S3, `s3_bucket` and
-/// `s3_key`; on failure returns the 403 that Bedrock (or S3) would send and sets
+/// Checks the request's SigV4 signature as AWS would, the Bedrock way or the S3 way (see above),
+/// or its bearer key when `opts.bearer_token` is set.
+/// Sets `req.signature_ok`, `auth`, `access_key_id`, `region`, `service` and, for S3, `s3_bucket`
+/// and `s3_key`; on failure returns the 403 that Bedrock (or S3) would send and sets
 /// `req.error_type` (the x-amzn-ErrorType code, or S3's `<Code>`).
 std::optional<fake_response> verify_signature(recorded_request& req,
                                               const fake_options& opts,

@@ -1,14 +1,17 @@
 // fake_bedrock: the in-process fake as a standalone upstream for end-to-end tests with real SDKs.
 //
 //   fake_bedrock --access-key K --secret-key S [--session-token T] [--regions r1,r2]
-//                [--batch-polls N]
+//                [--batch-polls N] [--bearer-token X]
 //
 // One listener serves the Bedrock runtime, the control plane's batch jobs and a path-style S3
 // store (see fake_bedrock.hpp); --batch-polls is how many GetModelInvocationJob polls answer
-// InProgress before a job finishes (default 1).
+// InProgress before a job finishes (default 1). --bearer-token also accepts Bedrock requests
+// carrying `Authorization: Bearer X` (a Bedrock API key); with it the keys may be left out, and
+// then only bearer requests are accepted.
 //
 // Prints `listening on 127.0.0.1:PORT` once, then one JSON line per request (what the upstream
-// saw: method, wire path, query, scope region and service, whether the signature verified, body
+// saw: method, wire path, query, scope region and service, the auth scheme ("sigv4", "bearer" or
+// ""; the bearer key itself is never printed), whether the signature verified, body
 // hash, the headers except Authorization, for S3 requests the decoded bucket and key, and
 // whether a CreateModelInvocationJob really created a job), and an `{"event":"stream_end",...}`
 // line when a streamed response ends (parts sent, completed, whether the peer closed first), so
@@ -36,7 +39,7 @@ using bgw::test::recorded_request;
 void usage() {
     std::fprintf(stderr,
                  "usage: fake_bedrock --access-key K --secret-key S [--session-token T] "
-                 "[--regions us-east-1,eu-west-1] [--batch-polls N]\n");
+                 "[--regions us-east-1,eu-west-1] [--batch-polls N] [--bearer-token X]\n");
 }
 
 std::string to_lower(std::string_view s) {
@@ -76,6 +79,8 @@ std::string log_line(const recorded_request& r) {
     write_string(w, r.service);
     w.Key("accessKeyId");
     write_string(w, r.access_key_id);
+    w.Key("auth");
+    write_string(w, r.auth);
     w.Key("signatureOk");
     w.Bool(r.signature_ok);
     w.Key("errorType");
@@ -155,6 +160,12 @@ int main(int argc, char** argv) {
             opts.credentials.secret_access_key = value;
         } else if (arg == "--session-token") {
             opts.credentials.session_token = value;
+        } else if (arg == "--bearer-token") {
+            if (value.empty()) {
+                std::fprintf(stderr, "fake_bedrock: --bearer-token takes a non-empty key\n");
+                return 2;
+            }
+            opts.bearer_token = value;
         } else if (arg == "--batch-polls") {
             unsigned n = 0;
             auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
@@ -180,8 +191,12 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    if (opts.credentials.access_key_id.empty() || opts.credentials.secret_access_key.empty() ||
-        opts.regions.empty()) {
+    // Keys are needed unless a bearer key is given; half a key pair is always a mistake.
+    const bool no_keys =
+        opts.credentials.access_key_id.empty() && opts.credentials.secret_access_key.empty();
+    const bool both_keys =
+        !opts.credentials.access_key_id.empty() && !opts.credentials.secret_access_key.empty();
+    if (!(both_keys || (no_keys && !opts.bearer_token.empty())) || opts.regions.empty()) {
         usage();
         return 2;
     }

@@ -278,6 +278,114 @@ TEST(fake_bedrock_session_token, requires_the_configured_token) {
     EXPECT_EQ(error_code(res), "UnrecognizedClientException");
 }
 
+// --- Bedrock API keys (Authorization: Bearer) ---------------------------------------------------
+
+TEST(fake_bedrock_bearer, accepts_exactly_the_configured_key_and_still_judges_sigv4) {
+    fake_options o;
+    o.credentials = good_creds;
+    o.bearer_token = "bedrock-api-key-abc";
+    fake_bedrock fake(o);
+    fake.start();
+
+    auto bearer_request = [](std::string_view authorization) {
+        auto req = make_request(http::verb::post, claude_path, "{}");
+        req.set(http::field::authorization, authorization);
+        return req;
+    };
+    auto res = send_once(fake.port(), bearer_request("Bearer bedrock-api-key-abc"));
+    ASSERT_EQ(res.result_int(), 200u) << res.body();
+    EXPECT_EQ(json_string(parse_json(res.body()), "modelId"),
+              "anthropic.claude-3-5-sonnet-20240620-v1:0");
+
+    // A different key, a prefix of it, one with more after it, a second space: Bedrock's 403.
+    for (std::string_view wrong : {"Bearer bedrock-api-key-abd", "Bearer bedrock-api-key-ab",
+                                   "Bearer bedrock-api-key-abcd", "Bearer  bedrock-api-key-abc"}) {
+        res = send_once(fake.port(), bearer_request(wrong));
+        EXPECT_EQ(res.result_int(), 403u) << wrong;
+        EXPECT_EQ(error_code(res), "AccessDeniedException") << wrong;
+        EXPECT_NE(json_string(parse_json(res.body()), "message").find("API Key"), std::string::npos)
+            << res.body();
+    }
+    // The right key with a session token riding along: a client's credentials leaked through.
+    auto leaked = bearer_request("Bearer bedrock-api-key-abc");
+    leaked.set("X-Amz-Security-Token", "app-session-token");
+    res = send_once(fake.port(), leaked);
+    EXPECT_EQ(res.result_int(), 403u);
+    EXPECT_EQ(error_code(res), "UnrecognizedClientException");
+
+    // SigV4 with the fake's keys still works, and a bad signature is still refused.
+    auto req = make_request(http::verb::post, claude_path, "{}");
+    bgw::test::sign_request(req, good_creds, "us-east-1", now());
+    EXPECT_EQ(send_once(fake.port(), req).result_int(), 200u);
+    auto bad = good_creds;
+    bad.secret_access_key = "not-the-secret";
+    req = make_request(http::verb::post, claude_path, "{}");
+    bgw::test::sign_request(req, bad, "us-east-1", now());
+    EXPECT_EQ(send_once(fake.port(), req).result_int(), 403u);
+
+    auto recorded = fake.requests();
+    ASSERT_EQ(recorded.size(), 8u);
+    EXPECT_EQ(recorded[0].auth, "bearer");
+    EXPECT_TRUE(recorded[0].signature_ok);
+    EXPECT_EQ(recorded[0].access_key_id, "");
+    EXPECT_EQ(recorded[0].error_type, "");
+    EXPECT_EQ(recorded[0].response_status, 200u);
+    for (std::size_t i = 1; i <= 5; ++i) {
+        EXPECT_EQ(recorded[i].auth, "bearer") << i;
+        EXPECT_FALSE(recorded[i].signature_ok) << i;
+        EXPECT_EQ(recorded[i].access_key_id, "") << i;
+    }
+    EXPECT_EQ(recorded[1].error_type, "AccessDeniedException");
+    EXPECT_EQ(recorded[5].error_type, "UnrecognizedClientException");
+    EXPECT_EQ(recorded[6].auth, "sigv4");
+    EXPECT_TRUE(recorded[6].signature_ok);
+    EXPECT_EQ(recorded[6].access_key_id, good_creds.access_key_id);
+    EXPECT_EQ(recorded[7].auth, "sigv4");
+    EXPECT_FALSE(recorded[7].signature_ok);
+}
+
+TEST(fake_bedrock_bearer, without_a_configured_key_bearer_is_an_incomplete_signature) {
+    fake_options o;
+    o.credentials = good_creds;
+    fake_bedrock fake(o);
+    fake.start();
+    auto req = make_request(http::verb::post, claude_path, "{}");
+    req.set(http::field::authorization, "Bearer bedrock-api-key-abc");
+    auto res = send_once(fake.port(), req);
+    EXPECT_EQ(res.result_int(), 403u);
+    EXPECT_EQ(error_code(res), "IncompleteSignatureException");
+    auto recorded = fake.requests();
+    ASSERT_EQ(recorded.size(), 1u);
+    EXPECT_EQ(recorded[0].auth, "bearer");
+    EXPECT_FALSE(recorded[0].signature_ok);
+}
+
+TEST(fake_bedrock_bearer, a_bearer_only_fake_refuses_every_sigv4_request_and_bearer_on_s3) {
+    fake_options o;
+    o.credentials = {"", "", ""};
+    o.bearer_token = "bedrock-api-key-abc";
+    fake_bedrock fake(o);
+    fake.start();
+
+    auto req = make_request(http::verb::post, claude_path, "{}");
+    bgw::test::sign_request(req, good_creds, "us-east-1", now());
+    auto res = send_once(fake.port(), req);
+    EXPECT_EQ(res.result_int(), 403u);
+    EXPECT_EQ(error_code(res), "UnrecognizedClientException");
+
+    // S3 knows no Bedrock API keys: refused in S3's shape.
+    request put{http::verb::put, "/bucket/key.jsonl", 11};
+    put.set(http::field::host, "s3.us-east-1.amazonaws.com");
+    put.set(http::field::authorization, "Bearer bedrock-api-key-abc");
+    put.body() = "x";
+    put.prepare_payload();
+    res = send_once(fake.port(), put);
+    EXPECT_EQ(res.result_int(), 403u);
+    EXPECT_NE(res.body().find("<Code>AuthorizationHeaderMalformed</Code>"), std::string::npos)
+        << res.body();
+    EXPECT_FALSE(fake.s3_object("bucket", "key.jsonl").has_value());
+}
+
 // --- the default routes ------------------------------------------------------------------------
 
 TEST_F(fake_bedrock_test, converse_echoes_the_last_user_text_unchanged) {
