@@ -1,11 +1,12 @@
 #include "bgw/cli/app.hpp"
 
-#include "bgw/aws/static_credentials.hpp"
+#include "bgw/aws/credential_chain.hpp"
 #include "bgw/cli/sign_command.hpp"
 #include "bgw/config/config.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -13,6 +14,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 namespace bgw::cli {
 namespace {
@@ -68,15 +71,44 @@ std::shared_ptr<const config::config> load_config(const std::string& path) {
     return std::make_shared<const config::config>(std::move(*cfg));
 }
 
+/// For the sign tool: one resolution through the SDKs' chain (region from AWS_REGION).
 std::optional<aws::credentials> load_credentials() {
-    aws::env_lookup env = getenv_string;
-    if (auto c = aws::credentials_from_env(env)) return c;
-    if (auto path = aws::shared_credentials_path(env)) {
-        if (auto text = read_file(*path)) {
-            return aws::credentials_from_ini(*text, aws::profile_name(env));
+    auto io = net::system_provider_io("");
+    auto region = getenv_string("AWS_REGION").value_or("us-east-1");
+    auto got = aws::resolve_credentials(io, region);
+    if (!got) return std::nullopt;
+    return got->creds;
+}
+
+/// The Bedrock API key, when the runtime is to be called with one: auth.mode bearer (its
+/// token_file, else AWS_BEARER_TOKEN_BEDROCK), or AWS_BEARER_TOKEN_BEDROCK alone, as botocore.
+std::optional<std::string> load_bearer(const config::config& cfg, std::string& why) {
+    std::string token;
+    if (!cfg.auth.token_file.empty()) {
+        auto text = read_file(cfg.auth.token_file);
+        if (!text) {
+            why = "auth.token_file " + cfg.auth.token_file + " cannot be read";
+            return std::nullopt;
+        }
+        token = *text;
+    } else {
+        token = getenv_string("AWS_BEARER_TOKEN_BEDROCK").value_or("");
+    }
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
+        token.pop_back();
+    if (token.empty() && cfg.auth.bearer) {
+        why =
+            "auth.mode is bearer but there is no key: set auth.token_file or "
+            "AWS_BEARER_TOKEN_BEDROCK";
+        return std::nullopt;
+    }
+    for (char c : token) {
+        if (c < 0x21 || c > 0x7e) {
+            why = "the Bedrock API key contains characters a header cannot carry";
+            return std::nullopt;
         }
     }
-    return std::nullopt;
+    return token;
 }
 
 }  // namespace
@@ -118,7 +150,31 @@ int main(int argc, char** argv) {
         std::cerr << "bedrock-gateway: --log-level: unknown level '" << log_level << "'\n";
         return 2;
     }
-    return net::run_server(cfg, load_credentials());
+    std::string why;
+    auto bearer = load_bearer(*cfg, why);
+    if (!bearer) {
+        std::cerr << "bedrock-gateway: " << why << "\n";
+        return 2;
+    }
+    // SigV4 credentials from the SDKs' chain (or the pinned source), refreshed in the
+    // background. Without any, the gateway still starts: requests get a 503 that says why, and
+    // the refresher keeps looking (a metadata endpoint may come up later). With only a Bedrock
+    // API key and nothing that needs SigV4 (no batch tier, no pinned source), none is sought.
+    std::shared_ptr<net::credential_source> creds;
+    if (bearer->empty() || cfg->batch.enabled || !cfg->credentials.source.empty()) {
+        creds = std::make_shared<net::credential_source>(
+            net::make_resolver(net::system_provider_io(cfg->upstream.ca_file), cfg->default_region,
+                               cfg->credentials),
+            [] {
+                return std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+            });
+        if (auto loaded = creds->load(); !loaded) {
+            spdlog::warn("{{\"event\":\"no_credentials\",\"error\":\"{}\"}}",
+                         loaded.error().message);
+        }
+        creds->run_in_background();
+    }
+    return net::run_server(cfg, std::move(creds), std::move(*bearer));
 }
 
 }  // namespace bgw::cli

@@ -111,10 +111,19 @@ awaitable<aws_reply> aws_call(gateway_context& g,
                               std::string body,
                               std::string_view content_type) {
     aws_reply reply;
-    if (!g.creds) {
+    // S3 and the control plane take SigV4 only: a Bedrock API key does not reach them.
+    auto usable = g.creds ? g.creds->usable()
+                          : result<std::shared_ptr<const aws::timed_credentials>>(error{
+                                http::status::service_unavailable, "ServiceUnavailableException",
+                                "the batch tier needs SigV4 credentials for S3 and the Bedrock "
+                                "control plane; a Bedrock API key covers the runtime only"});
+    if (!usable) {
+        spdlog::warn("{{\"event\":\"batch_no_credentials\",\"error\":\"{}\"}}",
+                     usable.error().message);
         reply.ec = asio::error::no_permission;
         co_return reply;
     }
+    const aws::credentials& creds = (*usable)->creds;
     auto ex = co_await asio::this_coro::executor;
     auto [cec, conn] = co_await connect_upstream(ex, g.tls, ep, g.cfg->upstream.connect_timeout);
     if (cec) {
@@ -128,8 +137,8 @@ awaitable<aws_reply> aws_call(gateway_context& g,
     if (!content_type.empty()) headers.push_back({"Content-Type", std::string(content_type)});
     if (s3) headers.push_back({"x-amz-content-sha256", hash});
     headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
-    if (!g.creds->session_token.empty())
-        headers.push_back({"X-Amz-Security-Token", g.creds->session_token});
+    if (!creds.session_token.empty())
+        headers.push_back({"X-Amz-Security-Token", creds.session_token});
     aws::signing_input in{.method = http::to_string(method),
                           .wire_path = path,
                           .query = {},
@@ -140,7 +149,7 @@ awaitable<aws_reply> aws_call(gateway_context& g,
                           .time = now,
                           .normalize_path = !s3,
                           .double_encode_path = !s3};
-    auto sig = aws::sign_v4(in, *g.creds, &g.keys);
+    auto sig = aws::sign_v4(in, creds, &g.keys);
     http::request<http::string_body> req{method, path, 11};
     for (const auto& h : headers) req.insert(h.name, h.value);
     req.set(http::field::authorization, sig.authorization);

@@ -26,7 +26,7 @@ void log_exception(std::exception_ptr e) {
     } catch (const std::exception& ex) {
         spdlog::error("{{\"event\":\"session_exception\",\"what\":\"{}\"}}", ex.what());
     } catch (...) {
-        spdlog::error("{{\"event\":\"session_exception\"}}");
+        spdlog::error("{}", R"({"event":"session_exception"})");
     }
 }
 
@@ -47,16 +47,28 @@ awaitable<void> accept_loop(tcp::acceptor acceptor, std::shared_ptr<gateway_cont
     }
 }
 
+/// Which credentials the gateway signs with, for the start-up line: a source and at most the
+/// access key id's last four characters.
+std::string credentials_summary(const gateway_context& g) {
+    if (!g.bearer.empty()) return "bearer (Bedrock API key)";
+    if (!g.creds) return "none";
+    auto usable = g.creds->usable();
+    if (!usable) return "none";
+    return (*usable)->source + " " + aws::redacted_key_id((*usable)->creds.access_key_id);
+}
+
 }  // namespace
 
-int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::credentials> creds) {
+int run_server(std::shared_ptr<const config::config> cfg,
+               std::shared_ptr<credential_source> creds,
+               std::string bearer_token) {
     unsigned threads =
         cfg->threads ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
     asio::io_context ioc(static_cast<int>(threads));
 
     std::shared_ptr<gateway_context> g;
     try {
-        g = std::make_shared<gateway_context>(cfg, std::move(creds));
+        g = std::make_shared<gateway_context>(cfg, std::move(creds), std::move(bearer_token));
     } catch (const std::exception& e) {
         spdlog::critical("cannot set up upstream TLS (upstream.ca_file \"{}\"): {}",
                          cfg->upstream.ca_file, e.what());
@@ -94,7 +106,7 @@ int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::cre
                                                 : bound.address().to_string();
     spdlog::info("listening on {}:{} (threads={}, default_region={}, regions={}, credentials={})",
                  shown, bound.port(), threads, cfg->default_region, cfg->regions.size(),
-                 g->creds ? "yes" : "none");
+                 credentials_summary(*g));
 
     asio::co_spawn(ioc, accept_loop(std::move(acceptor), g), log_exception);
     if (g->batch) asio::co_spawn(asio::make_strand(ioc), g->batch->run(*g), log_exception);
@@ -109,7 +121,7 @@ int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::cre
     for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
     ioc.run();
     for (auto& t : pool) t.join();
-    spdlog::info("{{\"event\":\"stopped\"}}");
+    spdlog::info("{}", R"({"event":"stopped"})");
     return 0;
 }
 

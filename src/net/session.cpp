@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <random>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -204,7 +205,8 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     std::size_t& bytes_out,
     bgw::http::event_relay* events,
     std::string_view prefix,
-    body_capture* capture) {
+    body_capture* capture,
+    const std::function<void()>& before_end) {
     char piece[16 * 1024];
     std::string frames;
     for (;;) {
@@ -253,6 +255,9 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         // An empty piece with more to come would make the serializer end the chunked body.
         if (out.empty() && !last) continue;
         if (capture) capture->add(out);
+        // What the answer used is known now: settle it before the client can send its next
+        // request (which may need the tokens this one gives back).
+        if (last) before_end();
         client.expires_after(write_timeout);
         auto [wec, wn] = co_await http::async_write(client, sr, use_nothrow);
         bytes_out += wn;
@@ -520,12 +525,19 @@ awaitable<bool> forward(beast::tcp_stream& client,
     if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
     log.op = routing::operation_name(rt->op);
     log.model = rt->model_id;
-    if (!g.creds) {
-        error e{http::status::service_unavailable, "ServiceUnavailableException",
-                "the gateway has no AWS credentials: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or a profile in the shared credentials file"};
-        co_return !co_await send_error(client, e, log, keep_alive) && keep_alive;
+    // A snapshot: a background refresh never changes the keys under a request in flight.
+    std::shared_ptr<const aws::timed_credentials> signing;
+    if (g.bearer.empty()) {
+        auto usable = g.creds
+                          ? g.creds->usable()
+                          : result<std::shared_ptr<const aws::timed_credentials>>(error{
+                                http::status::service_unavailable, "ServiceUnavailableException",
+                                "the gateway has no AWS credentials"});
+        if (!usable)
+            co_return !co_await send_error(client, usable.error(), log, keep_alive) && keep_alive;
+        signing = std::move(*usable);
     }
+    static const aws::credentials no_credentials;
     // Where and how: an ordered list of targets, or a refusal that never reaches upstream.
     auto plan = routing::route(*rt,
                                {req["X-Gateway-Region"], rt->region_prefix,
@@ -618,9 +630,9 @@ awaitable<bool> forward(beast::tcp_stream& client,
         for (int attempt = 1;; ++attempt) {
             // Every attempt is signed afresh (a new X-Amz-Date) for its target's region.
             auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-            auto prepared =
-                routing::prepare_upstream_request(req.method(), target_rt, req, ep, t.region,
-                                                  target_body, *g.creds, now, &g.keys, tier_header);
+            auto prepared = routing::prepare_upstream_request(
+                req.method(), target_rt, req, ep, t.region, target_body,
+                signing ? signing->creds : no_credentials, now, &g.keys, tier_header, g.bearer);
             out = upstream_request_message{prepared.method, prepared.target, 11};
             for (auto& h : prepared.headers) out.insert(h.name, h.value);
             out.body() = {target_body.data(), target_body.size()};
@@ -735,34 +747,15 @@ awaitable<bool> forward(beast::tcp_stream& client,
     if (!charged_model.empty() && !events && log.status < 400 &&
         rt->op == routing::operation::converse)
         capture.emplace(body_capture{256 * 1024, {}});
-    const auto read_timeout =
-        events ? cfg.upstream.stream_idle_timeout : cfg.upstream.response_timeout;
-    std::pair<relay_end, beast::error_code> relayed;
-    bgw::http::event_relay* ev = events ? &*events : nullptr;
-    body_capture* cap = capture ? &*capture : nullptr;
-    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        relayed =
-            co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
-                                cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body, cap);
-    } else {
-        relayed = co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
-                                      sr, res, read_timeout, cfg.limits.client_idle_timeout,
-                                      log.bytes_out, ev, error_body, cap);
-    }
-    if (events) {
-        log.stream = events->summary();
-        // A throttle inside a stream cannot change the status, but it does teach the policy.
-        if (policy::is_throttling_code(log.stream->exception))
-            g.traffic.throttled(log.region, key, clock::now());
-    }
-    // Replace the estimate with what the answer says it used.
-    if (!charged_model.empty()) {
+    // Replace the estimate with what the answer says it used (once, as soon as it is known).
+    auto settle_usage = [&] {
+        if (charged_model.empty()) return;
         std::optional<policy::usage> used;
         if (log.status >= 400) {
             used = policy::usage{};
-        } else if (events && log.stream->input_tokens && log.stream->output_tokens) {
-            used = policy::usage{*log.stream->input_tokens, *log.stream->output_tokens};
-        } else if (capture && !capture->overflow && relayed.first == relay_end::done) {
+        } else if (events && events->summary().input_tokens && events->summary().output_tokens) {
+            used = policy::usage{*events->summary().input_tokens, *events->summary().output_tokens};
+        } else if (capture && !capture->overflow) {
             used = policy::usage_from_converse_body(capture->data);
         }
         if (!used) {
@@ -770,7 +763,28 @@ awaitable<bool> forward(beast::tcp_stream& client,
                                               head["X-Amzn-Bedrock-Output-Token-Count"]);
         }
         if (used) settle(used->total());
+    };
+    const auto read_timeout =
+        events ? cfg.upstream.stream_idle_timeout : cfg.upstream.response_timeout;
+    std::pair<relay_end, beast::error_code> relayed;
+    bgw::http::event_relay* ev = events ? &*events : nullptr;
+    body_capture* cap = capture ? &*capture : nullptr;
+    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
+        relayed = co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
+                                      cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body,
+                                      cap, settle_usage);
+    } else {
+        relayed = co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
+                                      sr, res, read_timeout, cfg.limits.client_idle_timeout,
+                                      log.bytes_out, ev, error_body, cap, settle_usage);
     }
+    if (events) {
+        log.stream = events->summary();
+        // A throttle inside a stream cannot change the status, but it does teach the policy.
+        if (policy::is_throttling_code(log.stream->exception))
+            g.traffic.throttled(log.region, key, clock::now());
+    }
+    settle_usage();  // when the relay ended before its last piece
     switch (relayed.first) {
         case relay_end::done:
             break;
@@ -817,9 +831,11 @@ std::string new_request_id() {
 namespace bgw::net {
 
 gateway_context::gateway_context(std::shared_ptr<const config::config> c,
-                                 std::optional<aws::credentials> cr)
+                                 std::shared_ptr<credential_source> cr,
+                                 std::string bearer_token)
     : cfg(std::move(c)),
       creds(std::move(cr)),
+      bearer(std::move(bearer_token)),
       tls(make_tls_context(cfg->upstream.ca_file)),
       pool(cfg->upstream.max_idle_per_host, std::chrono::seconds(50)),
       traffic(cfg->retry, cfg->rate_limits) {}

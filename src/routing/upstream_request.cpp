@@ -17,7 +17,8 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const aws::credentials& creds,
                                           std::chrono::sys_seconds now,
                                           aws::signing_key_cache* cache,
-                                          std::string_view service_tier) {
+                                          std::string_view service_tier,
+                                          std::string_view bearer_token) {
     upstream_request out{method, req.wire_path, {}};
     if (!req.query.empty()) out.target += "?" + req.query;
 
@@ -31,6 +32,10 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
     }
     if (!service_tier.empty())
         out.headers.push_back({"X-Amzn-Bedrock-Service-Tier", std::string(service_tier)});
+    if (!bearer_token.empty()) {
+        out.headers.push_back({"Authorization", "Bearer " + std::string(bearer_token)});
+        return out;
+    }
     out.headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
     if (!creds.session_token.empty()) {
         out.headers.push_back({"X-Amz-Security-Token", creds.session_token});

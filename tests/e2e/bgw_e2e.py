@@ -221,21 +221,28 @@ class FakeBedrock(ChildProcess):
 
 
 class Gateway(ChildProcess):
-    """The real gateway binary with a config file and credentials from the environment."""
+    """The real gateway binary with a config file and credentials from the environment.
 
-    def __init__(self, binary, config, workdir, name, access_key, secret_key):
+    access_key=None leaves AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY out (the gateway must find
+    credentials elsewhere); env_extra adds variables last, a None value removing one (such as
+    AWS_EC2_METADATA_DISABLED)."""
+
+    def __init__(self, binary, config, workdir, name, access_key=None, secret_key=None,
+                 env_extra=None):
         path = os.path.join(workdir, name + ".json")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
         # Only the credentials we mean to give it: nothing inherited from the developer's
         # environment or ~/.aws may leak into what the gateway signs with.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update({
-            "AWS_ACCESS_KEY_ID": access_key,
-            "AWS_SECRET_ACCESS_KEY": secret_key,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "HOME": workdir,
-        })
+        env.update({"AWS_EC2_METADATA_DISABLED": "true", "HOME": workdir})
+        if access_key is not None:
+            env.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
+        for k, v in (env_extra or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         super().__init__(name, [binary, "--config", path], env)
         self.config = config
         self.wait_listening()

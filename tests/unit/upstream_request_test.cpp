@@ -145,4 +145,21 @@ TEST(with_converse_service_tier, sets_or_replaces_the_body_field) {
     EXPECT_FALSE(bgw::routing::with_converse_service_tier("{", "flex"));
 }
 
+TEST(prepare_upstream_request, a_bedrock_api_key_replaces_sigv4) {
+    auto cfg = two_regions();
+    auto rt = bgw::routing::parse_runtime_target(http::verb::post, "/model/m/invoke");
+    ASSERT_TRUE(rt);
+    http::fields in;
+    in.set(http::field::authorization, "AWS4-HMAC-SHA256 Credential=APP/x");
+    auto up = bgw::routing::prepare_upstream_request(
+        http::verb::post, *rt, in, cfg.regions.at("us-east-1"), "us-east-1", "{}", {},
+        std::chrono::sys_seconds{1700000000s}, nullptr, {}, "bedrock-api-key-123");
+    ASSERT_TRUE(find(up.headers, "authorization"));
+    EXPECT_EQ(find(up.headers, "authorization")->value, "Bearer bedrock-api-key-123");
+    EXPECT_EQ(std::count_if(up.headers.begin(), up.headers.end(),
+                            [](const auto& h) { return h.name == "Authorization"; }),
+              1);
+    EXPECT_FALSE(find(up.headers, "x-amz-date"));
+}
+
 }  // namespace

@@ -6,6 +6,7 @@
 #include "bgw/config/config.hpp"
 #include "bgw/net/asio.hpp"
 #include "bgw/net/batch_service.hpp"
+#include "bgw/net/credential_source.hpp"
 #include "bgw/net/upstream.hpp"
 #include "bgw/policy/traffic.hpp"
 
@@ -19,10 +20,13 @@ namespace bgw::net {
 
 /// Everything a session needs; one instance per process, shared by all threads.
 struct gateway_context {
-    gateway_context(std::shared_ptr<const config::config> c, std::optional<aws::credentials> cr);
+    gateway_context(std::shared_ptr<const config::config> c,
+                    std::shared_ptr<credential_source> cr,
+                    std::string bearer_token);
 
     std::shared_ptr<const config::config> cfg;  ///< immutable snapshot (reload: issue 8)
-    std::optional<aws::credentials> creds;      ///< never logged
+    std::shared_ptr<credential_source> creds;   ///< SigV4 credentials, refreshed; never logged
+    std::string bearer;  ///< a Bedrock API key: runtime calls use it instead of SigV4
     aws::signing_key_cache keys;
     asio::ssl::context tls;
     upstream_pool pool;
@@ -38,6 +42,8 @@ std::string new_request_id();
 
 /// Binds `cfg.listen`, logs `listening on HOST:PORT`, serves on `cfg.threads` threads until
 /// SIGINT/SIGTERM. Returns the process exit code (2 when the address cannot be bound).
-int run_server(std::shared_ptr<const config::config> cfg, std::optional<aws::credentials> creds);
+int run_server(std::shared_ptr<const config::config> cfg,
+               std::shared_ptr<credential_source> creds,
+               std::string bearer_token);
 
 }  // namespace bgw::net

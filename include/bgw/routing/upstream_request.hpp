@@ -28,7 +28,9 @@ struct upstream_request {
 
 /// Builds and signs the upstream request. `incoming` is the client's header set (only the
 /// forwardable ones are kept, see http::forward_request_header). Service name is `bedrock`.
-/// A non-empty `service_tier` replaces the client's `X-Amzn-Bedrock-Service-Tier`.
+/// A non-empty `service_tier` replaces the client's `X-Amzn-Bedrock-Service-Tier`. With a
+/// `bearer_token` (a Bedrock API key) the request carries `Authorization: Bearer` instead of a
+/// SigV4 signature, as botocore sends it for signing name `bedrock`.
 upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const runtime_request& req,
                                           const boost::beast::http::fields& incoming,
@@ -38,7 +40,8 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const aws::credentials& creds,
                                           std::chrono::sys_seconds now,
                                           aws::signing_key_cache* cache,
-                                          std::string_view service_tier = {});
+                                          std::string_view service_tier = {},
+                                          std::string_view bearer_token = {});
 
 /// `body` (a Converse request) with its `serviceTier` set to `{"type": tier}`; nullopt when the
 /// body is not a JSON object (it then goes as it is, and Bedrock judges it).
