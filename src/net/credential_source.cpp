@@ -11,8 +11,8 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 #include <fcntl.h>
