@@ -567,7 +567,7 @@ result<config> parse_config(std::string_view text) {
     if (auto r = only_known(
             doc, "",
             {"listen", "default_region", "regions", "upstream", "limits", "retry", "rate_limits",
-             "routes", "batch", "credentials", "auth", "log_level", "threads"});
+             "routes", "batch", "credentials", "auth", "log_level", "threads", "shutdown_grace_s"});
         !r) {
         return r.error();
     }
@@ -628,6 +628,11 @@ result<config> parse_config(std::string_view text) {
                        "must be one of trace, debug, info, warn, error, critical, off");
         }
         out.log_level = *s;
+    }
+    if (auto m = doc.FindMember("shutdown_grace_s"); m != doc.MemberEnd()) {
+        auto n = get_seconds(m->value, "shutdown_grace_s", 0, 3600);
+        if (!n) return n.error();
+        out.shutdown_grace = to_ms(*n);
     }
     if (auto m = doc.FindMember("threads"); m != doc.MemberEnd()) {
         auto n = get_int(m->value, "threads", 0, 256);

@@ -9,8 +9,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <spdlog/spdlog.h>
 
 namespace bgw::net {
@@ -30,11 +33,12 @@ void log_exception(std::exception_ptr e) {
     }
 }
 
-awaitable<void> accept_loop(tcp::acceptor acceptor, std::shared_ptr<gateway_context> g) {
-    auto& ioc = static_cast<asio::io_context&>(acceptor.get_executor().context());
+awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
+                            std::shared_ptr<gateway_context> g) {
+    auto& ioc = static_cast<asio::io_context&>(acceptor->get_executor().context());
     for (;;) {
-        auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(ioc), use_nothrow);
-        if (ec == asio::error::operation_aborted) co_return;
+        auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc), use_nothrow);
+        if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
         if (ec) {
             // EMFILE and friends: log and keep accepting; the next accept may succeed.
             spdlog::warn("{{\"event\":\"accept_failed\",\"error\":\"{}\"}}", ec.message());
@@ -45,6 +49,29 @@ awaitable<void> accept_loop(tcp::acceptor acceptor, std::shared_ptr<gateway_cont
         auto ex = socket.get_executor();
         asio::co_spawn(ex, run_session(std::move(socket), g), log_exception);
     }
+}
+
+/// SIGTERM/SIGINT: stop accepting (new connections are refused), let what is in flight finish
+/// within shutdown_grace, then stop.
+awaitable<void> drain(std::shared_ptr<tcp::acceptor> acceptor,
+                      std::shared_ptr<gateway_context> g,
+                      asio::io_context& ioc,
+                      int sig) {
+    g->draining = true;
+    co_await asio::post(acceptor->get_executor(), asio::use_awaitable);  // the acceptor's strand
+    beast::error_code ignored;
+    acceptor->close(ignored);
+    const auto grace = g->cfg->shutdown_grace;
+    spdlog::info("{{\"event\":\"stopping\",\"signal\":{},\"inflight\":{},\"grace_ms\":{}}}", sig,
+                 g->inflight.load(), grace.count());
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    while (g->inflight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+        timer.expires_after(std::chrono::milliseconds(20));
+        co_await timer.async_wait(use_nothrow);
+    }
+    spdlog::info("{{\"event\":\"drained\",\"unfinished\":{}}}", g->inflight.load());
+    ioc.stop();
 }
 
 /// Which credentials the gateway signs with, for the start-up line: a source and at most the
@@ -90,7 +117,8 @@ int run_server(std::shared_ptr<const config::config> cfg,
         spdlog::critical("listen: \"{}\" is not an IP address: {}", cfg->listen_host, ec.message());
         return 2;
     }
-    tcp::acceptor acceptor(ioc);
+    auto acceptor_ptr = std::make_shared<tcp::acceptor>(asio::make_strand(ioc));
+    tcp::acceptor& acceptor = *acceptor_ptr;
     tcp::endpoint ep(address, cfg->listen_port);
     if (acceptor.open(ep.protocol(), ec); !ec)
         acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -108,13 +136,13 @@ int run_server(std::shared_ptr<const config::config> cfg,
                  shown, bound.port(), threads, cfg->default_region, cfg->regions.size(),
                  credentials_summary(*g));
 
-    asio::co_spawn(ioc, accept_loop(std::move(acceptor), g), log_exception);
+    asio::co_spawn(acceptor.get_executor(), accept_loop(acceptor_ptr, g), log_exception);
     if (g->batch) asio::co_spawn(asio::make_strand(ioc), g->batch->run(*g), log_exception);
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait([&ioc](const beast::error_code&, int sig) {
-        spdlog::info("{{\"event\":\"stopping\",\"signal\":{}}}", sig);
-        ioc.stop();
+    signals.async_wait([&ioc, acceptor_ptr, g](const beast::error_code& sec, int sig) {
+        if (sec) return;
+        asio::co_spawn(ioc, drain(acceptor_ptr, g, ioc, sig), log_exception);
     });
 
     std::vector<std::thread> pool;

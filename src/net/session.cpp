@@ -447,6 +447,48 @@ std::string describe(const attempt_result& r,
            std::to_string(p->get().result_int()) + (code.empty() ? "" : " " + code) + ")";
 }
 
+/// `/healthz`: the process serves. `/readyz`: it should get traffic: not draining, and able to
+/// authorise upstream calls (a Bedrock API key, or SigV4 credentials that have not expired).
+http::response<http::string_body> health_response(http::verb method,
+                                                  std::string_view target,
+                                                  gateway_context& g,
+                                                  std::string_view request_id) {
+    if (method != http::verb::get && method != http::verb::head) {
+        return bgw::http::make_error_response(
+            {http::status::method_not_allowed, "ValidationException", "use GET"}, request_id);
+    }
+    std::vector<std::string> reasons;
+    if (target == "/readyz") {
+        if (g.draining) reasons.push_back("draining: the gateway is shutting down");
+        if (g.bearer.empty()) {
+            auto usable = g.creds
+                              ? g.creds->usable()
+                              : result<std::shared_ptr<const aws::timed_credentials>>(error{
+                                    http::status::service_unavailable, "", "no AWS credentials"});
+            if (!usable) reasons.push_back("credentials: " + usable.error().message);
+        }
+    }
+    rapidjson::StringBuffer b;
+    rapidjson::Writer<rapidjson::StringBuffer> w(b);
+    w.StartObject();
+    w.Key("status");
+    w.String(reasons.empty() ? "ok" : "unavailable");
+    if (!reasons.empty()) {
+        w.Key("reasons");
+        w.StartArray();
+        for (const auto& r : reasons) w.String(r.c_str());
+        w.EndArray();
+    }
+    w.EndObject();
+    http::response<http::string_body> res{
+        reasons.empty() ? http::status::ok : http::status::service_unavailable, 11};
+    res.set(http::field::content_type, "application/json");
+    res.set("x-amzn-RequestId", request_id);
+    res.body().assign(b.GetString(), b.GetSize());
+    res.prepare_payload();
+    return res;
+}
+
 /// A request for the batch tier: spooled durably, then answered 202 with where to collect it.
 awaitable<bool> accept_batch(beast::tcp_stream& client,
                              http::request<http::string_body>& req,
@@ -502,8 +544,17 @@ awaitable<bool> forward(beast::tcp_stream& client,
                         gateway_context& g,
                         const config::config& cfg,
                         request_log& log) {
-    const bool keep_alive = req.keep_alive();
+    const bool keep_alive = req.keep_alive() && !g.draining;
     log.bytes_in = req.body().size();
+    if (req.target() == "/healthz" || req.target() == "/readyz") {
+        log.op = req.target() == "/healthz" ? "Health" : "Ready";
+        auto res = health_response(req.method(), req.target(), g, log.id);
+        res.keep_alive(keep_alive);
+        log.status = res.result_int();
+        auto [ec, n] = co_await http::async_write(client, res, use_nothrow);
+        log.bytes_out += n;
+        co_return !ec && keep_alive;
+    }
     if (req.target().starts_with("/gateway/batch/")) {
         log.op = "GatewayBatch";
         if (!g.batch) {
@@ -895,9 +946,12 @@ awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gatewa
             write_log(log);
             break;
         }
+        ++g->inflight;
         bool keep = co_await forward(client, parser.release(), *g, *cfg, log);
+        --g->inflight;
         write_log(log);
-        if (!keep) break;
+        // Draining: this connection's last answer has gone; no new request starts on it.
+        if (!keep || g->draining) break;
     }
     beast::error_code ignored;
     client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);

@@ -148,7 +148,8 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{R"({"credentials":{"source":"imds","profile":"x"}})", "credentials.profile"},
         bad_case{R"({"credentials":{"sorce":"imds"}})", "credentials.sorce: unknown key"},
         bad_case{R"({"auth":{"mode":"basic"}})", "auth.mode"},
-        bad_case{R"({"auth":{"token_file":"/k"}})", "auth.token_file"}));
+        bad_case{R"({"auth":{"token_file":"/k"}})", "auth.token_file"},
+        bad_case{R"({"shutdown_grace_s":-1})", "shutdown_grace_s"}));
 
 TEST(config, retry_and_rate_limits_as_in_issue_4) {
     auto d = parse_config("{}");
@@ -262,6 +263,15 @@ TEST(config, credentials_and_auth) {
     ASSERT_TRUE(d);
     EXPECT_EQ(d->credentials.source, "");  // the SDKs' chain
     EXPECT_FALSE(d->auth.bearer);
+}
+
+TEST(config, shutdown_grace) {
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->shutdown_grace.count(), 30000);
+    auto c = parse_config(R"({"shutdown_grace_s":2.5})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->shutdown_grace.count(), 2500);
 }
 
 }  // namespace

@@ -116,6 +116,8 @@ struct config {
     auth_config auth;
     std::string log_level = "info";
     unsigned threads = 0;  ///< 0: one per core
+    /// On SIGTERM/SIGINT: how long in-flight requests and streams may take to finish.
+    std::chrono::milliseconds shutdown_grace{30'000};
 };
 
 /// The regions allowed when the config names none (Bedrock runtime regions, commercial partition).

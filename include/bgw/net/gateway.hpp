@@ -10,6 +10,7 @@
 #include "bgw/net/upstream.hpp"
 #include "bgw/policy/traffic.hpp"
 
+#include <atomic>
 #include <memory>
 #include <optional>
 
@@ -32,6 +33,8 @@ struct gateway_context {
     upstream_pool pool;
     policy::traffic_policy traffic;        ///< retries, cool-downs, local rate limits (issue 4)
     std::unique_ptr<batch_service> batch;  ///< the batch tier, when configured (issue 6)
+    std::atomic<bool> draining{false};     ///< SIGTERM seen: finish what is in flight, take nothing
+    std::atomic<int> inflight{0};          ///< requests being answered now
 };
 
 /// Serves one client connection (HTTP/1.1 keep-alive) until it closes or idles out.
