@@ -124,17 +124,25 @@ void add_gateway_headers(Fields& res, const request_log& log) {
     res.set("X-Gateway-Attempts", std::to_string(log.attempts));
 }
 
+/// Writes a whole gateway-made response; the log gets its status and size.
+template <class Body>
+awaitable<beast::error_code> send_response(beast::tcp_stream& client,
+                                           beast::http::response<Body>& res,
+                                           request_log& log) {
+    log.status = res.result_int();
+    auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
+    log.bytes_out += n;
+    co_return ec;
+}
+
 awaitable<beast::error_code> send_error(beast::tcp_stream& client,
                                         const error& e,
                                         request_log& log,
                                         bool keep_alive) {
     auto res = bgw::http::make_error_response(e, log.id, 11, keep_alive);
     add_gateway_headers(res, log);
-    log.status = static_cast<unsigned>(e.status);
     log.error = e.message;
-    auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
-    log.bytes_out += n;
-    co_return ec;
+    co_return co_await send_response(client, res, log);
 }
 
 /// 504 for timeouts, 502 for everything else that kept the upstream from answering.
@@ -325,12 +333,9 @@ awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
                                            bool keep_alive) {
     auto res = bgw::http::make_throttle_response(a.wait, a.message, request_id, 11, keep_alive);
     add_gateway_headers(res, log);
-    log.status = 429;
     log.throttle = a.source;
     log.error = a.message;
-    auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
-    log.bytes_out += n;
-    co_return ec;
+    co_return co_await send_response(client, res, log);
 }
 
 /// Reads an error answer's body (into `into`, at most `cap` bytes) so it can be classified
@@ -461,11 +466,8 @@ http::response<http::string_body> health_response(http::verb method,
     if (target == "/readyz") {
         if (g.draining) reasons.push_back("draining: the gateway is shutting down");
         if (g.bearer.empty()) {
-            auto usable = g.creds
-                              ? g.creds->usable()
-                              : result<std::shared_ptr<const aws::timed_credentials>>(error{
-                                    http::status::service_unavailable, "", "no AWS credentials"});
-            if (!usable) reasons.push_back("credentials: " + usable.error().message);
+            if (auto usable = g.sigv4_credentials(); !usable)
+                reasons.push_back("credentials: " + usable.error().message);
         }
     }
     rapidjson::StringBuffer b;
@@ -531,11 +533,8 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
     res.body().assign(body.GetString(), body.GetSize());
     res.keep_alive(keep_alive);
     res.prepare_payload();
-    log.status = 202;
     log.batch_record = *id;
-    auto [ec, n] = co_await http::async_write(client, res, use_nothrow);
-    log.bytes_out += n;
-    co_return !ec && keep_alive;
+    co_return !co_await send_response(client, res, log) && keep_alive;
 }
 
 /// Forwards one accepted request; returns whether the client connection may be kept.
@@ -550,10 +549,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
         log.op = req.target() == "/healthz" ? "Health" : "Ready";
         auto res = health_response(req.method(), req.target(), g, log.id);
         res.keep_alive(keep_alive);
-        log.status = res.result_int();
-        auto [ec, n] = co_await http::async_write(client, res, use_nothrow);
-        log.bytes_out += n;
-        co_return !ec && keep_alive;
+        co_return !co_await send_response(client, res, log) && keep_alive;
     }
     if (req.target().starts_with("/gateway/batch/")) {
         log.op = "GatewayBatch";
@@ -567,10 +563,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
         }
         auto res = g.batch->answer(req.method(), req.target(), log.id);
         res.keep_alive(keep_alive);
-        log.status = res.result_int();
-        auto [ec, n] = co_await http::async_write(client, res, use_nothrow);
-        log.bytes_out += n;
-        co_return !ec && keep_alive;
+        co_return !co_await send_response(client, res, log) && keep_alive;
     }
     auto rt = routing::parse_runtime_target(req.method(), req.target());
     if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
@@ -579,11 +572,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // A snapshot: a background refresh never changes the keys under a request in flight.
     std::shared_ptr<const aws::timed_credentials> signing;
     if (g.bearer.empty()) {
-        auto usable = g.creds
-                          ? g.creds->usable()
-                          : result<std::shared_ptr<const aws::timed_credentials>>(error{
-                                http::status::service_unavailable, "ServiceUnavailableException",
-                                "the gateway has no AWS credentials"});
+        auto usable = g.sigv4_credentials();
         if (!usable)
             co_return !co_await send_error(client, usable.error(), log, keep_alive) && keep_alive;
         signing = std::move(*usable);
@@ -890,6 +879,14 @@ gateway_context::gateway_context(std::shared_ptr<const config::config> c,
       tls(make_tls_context(cfg->upstream.ca_file)),
       pool(cfg->upstream.max_idle_per_host, std::chrono::seconds(50)),
       traffic(cfg->retry, cfg->rate_limits) {}
+
+result<std::shared_ptr<const aws::timed_credentials>> gateway_context::sigv4_credentials() const {
+    if (!creds) {
+        return error{http::status::service_unavailable, "ServiceUnavailableException",
+                     "the gateway has no AWS credentials"};
+    }
+    return creds->usable();
+}
 
 awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gateway_context> g) {
     beast::tcp_stream client(std::move(socket));

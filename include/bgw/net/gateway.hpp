@@ -28,6 +28,9 @@ struct gateway_context {
     std::shared_ptr<const config::config> cfg;  ///< immutable snapshot (reload: issue 8)
     std::shared_ptr<credential_source> creds;   ///< SigV4 credentials, refreshed; never logged
     std::string bearer;  ///< a Bedrock API key: runtime calls use it instead of SigV4
+
+    /// The SigV4 credentials to sign with now, or a 503 that says why there are none.
+    result<std::shared_ptr<const aws::timed_credentials>> sigv4_credentials() const;
     aws::signing_key_cache keys;
     asio::ssl::context tls;
     upstream_pool pool;
