@@ -276,6 +276,20 @@ class Gateway(ChildProcess):
         return entry
 
 
+def stop_checked(gateway, exit_codes=(0, -15)):
+    """Stops `gateway` (SIGTERM) and raises if it printed a sanitizer report or exited with a
+    code outside `exit_codes`. Returns the exit code."""
+    code = gateway.stop()
+    reports = gateway.sanitizer_reports()
+    if reports:
+        raise AssertionError("%s printed a sanitizer report:\n%s\n%s"
+                             % (gateway.name, "\n".join(reports), gateway.output()))
+    if code not in exit_codes:
+        raise AssertionError("%s exited with %r after SIGTERM\n%s"
+                             % (gateway.name, code, gateway.output()))
+    return code
+
+
 def closed_port():
     """A port nobody listens on. The socket stays bound (never listening) so connecting to it
     is refused and no other process can take the port while the test runs. Close it after use."""

@@ -67,9 +67,7 @@ class BatchEndToEnd(unittest.TestCase):
         return again
 
     def stop_gateway(self, gw):
-        code = gw.stop()
-        self.assertEqual(gw.sanitizer_reports(), [], gw.output())
-        self.assertIn(code, (0, -15, -9), gw.output())
+        bgw_e2e.stop_checked(gw, (0, -15, -9))
 
     # --- helpers ----------------------------------------------------------------------------
 

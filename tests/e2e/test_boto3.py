@@ -98,14 +98,7 @@ class GatewayEndToEnd(unittest.TestCase):
 
     @staticmethod
     def stop_gateway(gateway):
-        code = gateway.stop()
-        reports = gateway.sanitizer_reports()
-        if reports:
-            raise AssertionError("%s printed a sanitizer report:\n%s\n%s"
-                                 % (gateway.name, "\n".join(reports), gateway.output()))
-        if code not in (0, -15):
-            raise AssertionError("%s exited with %r after SIGTERM\n%s"
-                                 % (gateway.name, code, gateway.output()))
+        bgw_e2e.stop_checked(gateway)
 
     def tearDown(self):
         # UBSan reports as it goes and a crash ends the process: pin either on the test that

@@ -75,12 +75,7 @@ class RoutingEndToEnd(unittest.TestCase):
 
     @staticmethod
     def stop_gateway(gateway):
-        code = gateway.stop()
-        reports = gateway.sanitizer_reports()
-        if reports:
-            raise AssertionError("gateway printed a sanitizer report:\n" + "\n".join(reports))
-        if code not in (0, -15):
-            raise AssertionError("gateway exited with %r\n%s" % (code, gateway.output()))
+        bgw_e2e.stop_checked(gateway)
 
     def setUp(self):
         self.marks = (self.us.mark(), self.eu.mark())

@@ -76,13 +76,7 @@ class ThrottlingEndToEnd(unittest.TestCase):
 
     @staticmethod
     def stop_gateway(gateway):
-        code = gateway.stop()
-        reports = gateway.sanitizer_reports()
-        if reports:
-            raise AssertionError("%s printed a sanitizer report:\n%s" % (gateway.name,
-                                                                        "\n".join(reports)))
-        if code not in (0, -15):
-            raise AssertionError("%s exited with %r\n%s" % (gateway.name, code, gateway.output()))
+        bgw_e2e.stop_checked(gateway)
 
     def tearDown(self):
         for gw in (self.gateway, self.cooling, self.storm):
