@@ -9,8 +9,10 @@ export DEBIAN_FRONTEND=noninteractive
 # Build: compiler, CMake, the libraries on the design card (Boost 1.81, not bookworm's 1.74 default).
 BUILD_PACKAGES="g++ cmake make ccache pkg-config git ca-certificates
   libboost1.81-dev libssl-dev rapidjson-dev libspdlog-dev"
-# Tests: GoogleTest, real SDK clients, nginx as a real TLS peer, format check.
-TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 clang-format nginx-light openssl"
+# Tests: GoogleTest, real SDK clients (and the README recipes' AWS CLI and curl), nginx as a real
+# TLS peer, format check.
+TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 awscli curl clang-format nginx-light
+  openssl"
 
 # What the built binary needs at run time (the container's final stage).
 LIB_PACKAGES="ca-certificates libssl3 libspdlog1.10 libfmt9"
