@@ -60,25 +60,50 @@ result<std::int64_t> get_int(const json& v,
     return v.GetInt64();
 }
 
-result<void> parse_listen(std::string_view s, config& out) {
-    const std::string path = "listen";
-    auto colon = s.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) {
-        return bad(path, "must be host:port, e.g. 127.0.0.1:8080");
+result<double> get_price(const json& v, const std::string& path) {
+    if (!v.IsNumber() || v.GetDouble() < 0 || v.GetDouble() > 1e6)
+        return bad(path, "must be a number of USD from 0 to 1000000");
+    return v.GetDouble();
+}
+
+result<void> parse_prices(const json& v, config& out) {
+    if (!v.IsObject()) {
+        return bad("prices",
+                   "must be an object of model id -> {input_per_1k, output_per_1k} or "
+                   "{model_unit_hour, model_units}");
     }
-    std::string_view host = s.substr(0, colon);
-    std::string_view port = s.substr(colon + 1);
-    if (host.front() == '[') {
-        if (host.back() != ']' || host.size() < 3) return bad(path, "bad IPv6 literal");
-        host = host.substr(1, host.size() - 2);
+    for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
+        std::string model(it->name.GetString(), it->name.GetStringLength());
+        std::string path = "prices." + model;
+        if (model.empty() || model.size() > 2048)
+            return bad("prices", "a model id must be 1 to 2048 characters");
+        if (out.prices.contains(model)) return bad(path, "key appears twice");
+        const json& entry = it->value;
+        if (!entry.IsObject()) return bad(path, "must be an object");
+        if (auto r = only_known(
+                entry, path, {"input_per_1k", "output_per_1k", "model_unit_hour", "model_units"});
+            !r)
+            return r.error();
+        price p;
+        for (auto [key, field] : {std::pair{"input_per_1k", &p.input_per_1k},
+                                  std::pair{"output_per_1k", &p.output_per_1k},
+                                  std::pair{"model_unit_hour", &p.model_unit_hour}}) {
+            if (auto m = entry.FindMember(key); m != entry.MemberEnd()) {
+                auto d = get_price(m->value, path + "." + key);
+                if (!d) return d.error();
+                *field = *d;
+            }
+        }
+        if (auto m = entry.FindMember("model_units"); m != entry.MemberEnd()) {
+            auto n = get_int(m->value, path + ".model_units", 1, 100000);
+            if (!n) return n.error();
+            p.model_units = static_cast<unsigned>(*n);
+        }
+        if ((p.model_unit_hour > 0) != (p.model_units > 0)) {
+            return bad(path, "a provisioned price needs both model_unit_hour and model_units");
+        }
+        out.prices.emplace(std::move(model), p);
     }
-    unsigned value = 0;
-    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc{} || p != port.data() + port.size() || value > 65535 || port.empty()) {
-        return bad(path, "port must be a number from 0 to 65535");
-    }
-    out.listen_host = std::string(host);
-    out.listen_port = static_cast<std::uint16_t>(value);
     return {};
 }
 
@@ -555,6 +580,103 @@ result<region_endpoint> parse_endpoint(std::string_view url) {
     return ep;
 }
 
+result<listen_address> parse_listen_address(std::string_view s, std::string_view path) {
+    const std::string where(path);
+    auto colon = s.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) {
+        return bad(where, "must be host:port, e.g. 127.0.0.1:8080");
+    }
+    std::string_view host = s.substr(0, colon);
+    std::string_view port = s.substr(colon + 1);
+    if (host.front() == '[') {
+        if (host.back() != ']' || host.size() < 3) return bad(where, "bad IPv6 literal");
+        host = host.substr(1, host.size() - 2);
+    }
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc{} || p != port.data() + port.size() || value > 65535 || port.empty()) {
+        return bad(where, "port must be a number from 0 to 65535");
+    }
+    return listen_address{std::string(host), static_cast<std::uint16_t>(value)};
+}
+
+result<void> apply_override(config& cfg,
+                            std::string_view key,
+                            std::string_view value,
+                            std::string_view source) {
+    const std::string where(source);
+    if (key == "listen" || key == "admin_listen") {
+        auto a = parse_listen_address(value, source);
+        if (!a) return a.error();
+        if (key == "listen") {
+            cfg.listen_host = a->host;
+            cfg.listen_port = a->port;
+        } else {
+            cfg.admin_listen = std::move(*a);
+        }
+    } else if (key == "log_level") {
+        static constexpr std::array levels = {"trace", "debug",    "info", "warn",
+                                              "error", "critical", "off"};
+        if (std::find(levels.begin(), levels.end(), value) == levels.end())
+            return bad(where, "must be one of trace, debug, info, warn, error, critical, off");
+        cfg.log_level = std::string(value);
+    } else if (key == "log_format") {
+        if (value != "json" && value != "text") return bad(where, "must be json or text");
+        cfg.log_format = std::string(value);
+    } else {
+        return bad(where, "is not a key that can be overridden");
+    }
+    return {};
+}
+
+const price* find_price(const config& cfg,
+                        std::string_view model_id,
+                        std::string_view client_model) {
+    if (auto it = cfg.prices.find(model_id); it != cfg.prices.end()) return &it->second;
+    if (auto it = cfg.prices.find(client_model); it != cfg.prices.end()) return &it->second;
+    return nullptr;
+}
+
+double token_cost_usd(const price& p,
+                      tier t,
+                      std::uint64_t input_tokens,
+                      std::uint64_t output_tokens) {
+    if (t == tier::provisioned) return 0;
+    double usd = static_cast<double>(input_tokens) / 1000.0 * p.input_per_1k +
+                 static_cast<double>(output_tokens) / 1000.0 * p.output_per_1k;
+    return t == tier::batch ? usd * 0.5 : usd;
+}
+
+std::set<std::string, std::less<>> named_models(const config& cfg) {
+    std::set<std::string, std::less<>> out;
+    for (const auto& [name, r] : cfg.routes) {
+        out.insert(name);
+        for (const auto& t : r.targets) out.insert(t.model_id);
+    }
+    for (const auto& [model, l] : cfg.rate_limits) {
+        if (model != "*") out.insert(model);
+    }
+    for (const auto& [model, p] : cfg.prices) out.insert(model);
+    return out;
+}
+
+std::vector<std::string> restart_only_changes(const config& running, const config& next) {
+    std::vector<std::string> changed;
+    if (running.listen_host != next.listen_host || running.listen_port != next.listen_port)
+        changed.emplace_back("listen");
+    if (running.admin_listen != next.admin_listen) changed.emplace_back("admin_listen");
+    if (running.threads != next.threads) changed.emplace_back("threads");
+    if (running.upstream.ca_file != next.upstream.ca_file) changed.emplace_back("upstream.ca_file");
+    if (running.upstream.max_idle_per_host != next.upstream.max_idle_per_host)
+        changed.emplace_back("upstream.max_idle_per_host");
+    if (running.credentials != next.credentials) changed.emplace_back("credentials");
+    if (running.auth != next.auth) changed.emplace_back("auth");
+    if (running.batch != next.batch || running.control_endpoints != next.control_endpoints ||
+        running.s3_endpoints != next.s3_endpoints)
+        changed.emplace_back("batch");
+    return changed;
+}
+
 result<config> parse_config(std::string_view text) {
     rapidjson::Document doc;
     doc.Parse(text.data(), text.size());
@@ -564,10 +686,11 @@ result<config> parse_config(std::string_view text) {
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
-    if (auto r = only_known(
-            doc, "",
-            {"listen", "default_region", "regions", "upstream", "limits", "retry", "rate_limits",
-             "routes", "batch", "credentials", "auth", "log_level", "threads", "shutdown_grace_s"});
+    if (auto r =
+            only_known(doc, "",
+                       {"listen", "default_region", "regions", "upstream", "limits", "retry",
+                        "rate_limits", "routes", "batch", "credentials", "auth", "log_level",
+                        "log_format", "threads", "shutdown_grace_s", "admin_listen", "prices"});
         !r) {
         return r.error();
     }
@@ -575,7 +698,12 @@ result<config> parse_config(std::string_view text) {
     if (auto m = doc.FindMember("listen"); m != doc.MemberEnd()) {
         auto s = get_string(m->value, "listen");
         if (!s) return s.error();
-        if (auto r = parse_listen(*s, out); !r) return r.error();
+        if (auto r = apply_override(out, "listen", *s, "listen"); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("admin_listen"); m != doc.MemberEnd()) {
+        auto s = get_string(m->value, "admin_listen");
+        if (!s) return s.error();
+        if (auto r = apply_override(out, "admin_listen", *s, "admin_listen"); !r) return r.error();
     }
     if (auto m = doc.FindMember("regions"); m != doc.MemberEnd()) {
         if (auto r = parse_regions(m->value, out); !r) return r.error();
@@ -621,13 +749,15 @@ result<config> parse_config(std::string_view text) {
     if (auto m = doc.FindMember("log_level"); m != doc.MemberEnd()) {
         auto s = get_string(m->value, "log_level");
         if (!s) return s.error();
-        static constexpr std::array levels = {"trace", "debug",    "info", "warn",
-                                              "error", "critical", "off"};
-        if (std::find(levels.begin(), levels.end(), *s) == levels.end()) {
-            return bad("log_level",
-                       "must be one of trace, debug, info, warn, error, critical, off");
-        }
-        out.log_level = *s;
+        if (auto r = apply_override(out, "log_level", *s, "log_level"); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("log_format"); m != doc.MemberEnd()) {
+        auto s = get_string(m->value, "log_format");
+        if (!s) return s.error();
+        if (auto r = apply_override(out, "log_format", *s, "log_format"); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("prices"); m != doc.MemberEnd()) {
+        if (auto r = parse_prices(m->value, out); !r) return r.error();
     }
     if (auto m = doc.FindMember("shutdown_grace_s"); m != doc.MemberEnd()) {
         auto n = get_seconds(m->value, "shutdown_grace_s", 0, 3600);

@@ -275,3 +275,89 @@ TEST(config, shutdown_grace) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(config, admin_listen_log_format_and_prices) {
+    auto c = parse_config(R"({"admin_listen": "127.0.0.1:9090", "log_format": "text",
+      "prices": {"anthropic.claude-3-haiku-20240307-v1:0": {"input_per_1k": 0.00025,
+                                                           "output_per_1k": 0.00125},
+                 "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/pt1":
+                     {"model_unit_hour": 39.6, "model_units": 2}}})");
+    ASSERT_TRUE(c) << c.error().message;
+    ASSERT_TRUE(c->admin_listen);
+    EXPECT_EQ(c->admin_listen->host, "127.0.0.1");
+    EXPECT_EQ(c->admin_listen->port, 9090);
+    EXPECT_EQ(c->log_format, "text");
+    const auto* haiku = bgw::config::find_price(*c, "anthropic.claude-3-haiku-20240307-v1:0", "x");
+    ASSERT_NE(haiku, nullptr);
+    using bgw::config::tier;
+    EXPECT_DOUBLE_EQ(bgw::config::token_cost_usd(*haiku, tier::on_demand, 2000, 1000),
+                     2 * 0.00025 + 0.00125);
+    EXPECT_DOUBLE_EQ(bgw::config::token_cost_usd(*haiku, tier::batch, 2000, 1000),
+                     (2 * 0.00025 + 0.00125) / 2);
+    EXPECT_DOUBLE_EQ(bgw::config::token_cost_usd(*haiku, tier::provisioned, 2000, 1000), 0);
+    // The client's name is the fallback (a route name priced as a whole).
+    EXPECT_EQ(bgw::config::find_price(*c, "unknown", "anthropic.claude-3-haiku-20240307-v1:0"),
+              haiku);
+    EXPECT_EQ(bgw::config::find_price(*c, "unknown", "also-unknown"), nullptr);
+    auto names = bgw::config::named_models(*c);
+    EXPECT_TRUE(names.contains("anthropic.claude-3-haiku-20240307-v1:0"));
+}
+
+TEST(config, bad_admin_listen_log_format_and_prices_name_the_key) {
+    for (const auto& b : {
+             bad_case{R"({"admin_listen": "nope"})", "admin_listen: must be host:port"},
+             bad_case{R"({"admin_listen": 9090})", "admin_listen: must be a string"},
+             bad_case{R"({"log_format": "yaml"})", "log_format: must be json or text"},
+             bad_case{R"({"prices": {"m": {"input_per_1k": -1}}})",
+                      "prices.m.input_per_1k: must be a number"},
+             bad_case{R"({"prices": {"m": {"input_per_1k": "0.1"}}})",
+                      "prices.m.input_per_1k: must be a number"},
+             bad_case{R"({"prices": {"m": {"per_token": 1}}})", "prices.m.per_token: unknown key"},
+             bad_case{R"({"prices": {"m": {"model_unit_hour": 39.6}}})",
+                      "prices.m: a provisioned price needs both"},
+             bad_case{R"({"prices": []})", "prices: must be an object"},
+         }) {
+        auto c = parse_config(b.json);
+        ASSERT_FALSE(c) << b.json;
+        EXPECT_NE(c.error().message.find(b.must_mention), std::string::npos)
+            << b.json << " -> " << c.error().message;
+    }
+}
+
+TEST(config, overrides_name_their_source) {
+    auto c = parse_config("{}");
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(bgw::config::apply_override(*c, "listen", "0.0.0.0:9000", "--listen"));
+    EXPECT_EQ(c->listen_host, "0.0.0.0");
+    EXPECT_EQ(c->listen_port, 9000);
+    ASSERT_TRUE(bgw::config::apply_override(*c, "listen", "[::1]:0", "--listen"));
+    EXPECT_EQ(c->listen_host, "::1");
+    ASSERT_TRUE(bgw::config::apply_override(*c, "log_level", "debug", "BEDROCK_GATEWAY_LOG_LEVEL"));
+    EXPECT_EQ(c->log_level, "debug");
+    auto bad = bgw::config::apply_override(*c, "listen", "8080", "BEDROCK_GATEWAY_LISTEN");
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().message.rfind("BEDROCK_GATEWAY_LISTEN: must be host:port", 0), 0u)
+        << bad.error().message;
+    auto level = bgw::config::apply_override(*c, "log_level", "loud", "--log-level");
+    ASSERT_FALSE(level);
+    EXPECT_EQ(level.error().message.rfind("--log-level: must be one of", 0), 0u);
+    EXPECT_EQ(c->log_level, "debug");  // a refused override changes nothing
+}
+
+TEST(config, restart_only_changes_names_what_a_reload_cannot_apply) {
+    auto a = parse_config(R"({"listen": "127.0.0.1:8080", "retry": {"max_attempts": 3}})");
+    ASSERT_TRUE(a);
+    auto b = parse_config(R"({"listen": "127.0.0.1:8080", "retry": {"max_attempts": 5},
+                             "log_level": "debug", "rate_limits": {"*": {"rpm": 10}}})");
+    ASSERT_TRUE(b);
+    EXPECT_TRUE(bgw::config::restart_only_changes(*a, *b).empty());
+    auto c = parse_config(R"({"listen": "127.0.0.1:8081", "threads": 4,
+                             "upstream": {"ca_file": "/x.pem"}})");
+    ASSERT_TRUE(c);
+    EXPECT_EQ(bgw::config::restart_only_changes(*a, *c),
+              (std::vector<std::string>{"listen", "threads", "upstream.ca_file"}));
+}
+
+}  // namespace

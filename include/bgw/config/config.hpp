@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +22,8 @@ struct region_endpoint {
     std::string host;  ///< "bedrock-runtime.us-east-1.amazonaws.com"
     std::uint16_t port = 443;
     std::string host_header;  ///< host, plus ":port" when the port is not the scheme's default
+
+    bool operator==(const region_endpoint&) const = default;
 };
 
 struct upstream_config {
@@ -29,12 +33,16 @@ struct upstream_config {
     /// Longest silence inside an event stream (Bedrock streams pause while a model thinks).
     std::chrono::milliseconds stream_idle_timeout{300000};
     std::size_t max_idle_per_host = 64;  ///< keep-alive pool bound per upstream host
+
+    bool operator==(const upstream_config&) const = default;
 };
 
 struct limits_config {
     std::size_t max_body_bytes = 25'000'000;  ///< Bedrock's own blob cap
     std::size_t max_header_bytes = 64 * 1024;
     std::chrono::milliseconds client_idle_timeout{60000};  ///< keep-alive / header read bound
+
+    bool operator==(const limits_config&) const = default;
 };
 
 /// Retries inside the gateway (issue 4), before any response byte has gone to the client.
@@ -42,12 +50,16 @@ struct retry_config {
     int max_attempts = 3;  ///< counts the first try: 1 = never retry
     std::chrono::milliseconds base_delay{100};
     std::chrono::milliseconds max_delay{20000};
+
+    bool operator==(const retry_config&) const = default;
 };
 
 /// A local quota for one model id (or "*"): requests and tokens per minute; 0 = no limit.
 struct rate_limit {
     std::uint64_t rpm = 0;
     std::uint64_t tpm = 0;
+
+    bool operator==(const rate_limit&) const = default;
 };
 
 /// The batch tier (issue 6): where records wait, where jobs' files go, when jobs are made.
@@ -61,6 +73,8 @@ struct batch_config {
     std::chrono::milliseconds max_wait{3'600'000};
     bool underfull_on_demand = false;  ///< `underfull`: "wait" (false) or "on-demand"
     std::chrono::milliseconds poll_interval{30'000};
+
+    bool operator==(const batch_config&) const = default;
 };
 
 /// Where the gateway's own AWS credentials come from (issue 7).
@@ -68,12 +82,36 @@ struct credentials_config {
     /// Empty: the AWS SDKs' chain. Else one of environment, web-identity, profile, container, imds.
     std::string source;
     std::string profile;  ///< for source "profile" (empty: AWS_PROFILE, else "default")
+
+    bool operator==(const credentials_config&) const = default;
 };
 
 /// How requests to the runtime API are authorised upstream.
 struct auth_config {
     bool bearer = false;     ///< `mode`: "sigv4" (false) or "bearer" (a Bedrock API key)
     std::string token_file;  ///< bearer: file holding the key (else AWS_BEARER_TOKEN_BEDROCK)
+
+    bool operator==(const auth_config&) const = default;
+};
+
+/// A `host:port` to listen on (`listen`, `admin_listen`, `--listen`).
+struct listen_address {
+    std::string host;
+    std::uint16_t port = 0;
+
+    bool operator==(const listen_address&) const = default;
+};
+
+/// What a model costs (issue 8), in USD, for `bedrock_gateway_estimated_cost_usd_total`. On-demand
+/// tokens cost the per-1k prices; batch tokens half of them (the provider card's multiplier);
+/// a provisioned model costs its model units by the hour, whatever it serves.
+struct price {
+    double input_per_1k = 0;
+    double output_per_1k = 0;
+    double model_unit_hour = 0;  ///< provisioned: USD per model unit and hour
+    unsigned model_units = 0;    ///< provisioned: how many model units were bought
+
+    bool operator==(const price&) const = default;
 };
 
 /// How a target is paid for (issue 5).
@@ -90,16 +128,22 @@ struct route_target {
     config::tier tier = tier::on_demand;
     std::string model_id;      ///< sent upstream instead of the route name (a provisioned ARN...)
     std::string service_tier;  ///< priority|default|flex|reserved, or empty: the client's own
+
+    bool operator==(const route_target&) const = default;
 };
 
 /// A named, ordered list of targets; the app names it where a model id goes.
 struct route {
     std::vector<route_target> targets;
+
+    bool operator==(const route&) const = default;
 };
 
 struct config {
     std::string listen_host = "127.0.0.1";
     std::uint16_t listen_port = 8080;
+    /// Where /healthz, /readyz and /metrics are served instead of the main listener, if set.
+    std::optional<listen_address> admin_listen;
     std::string default_region = "us-east-1";
     std::map<std::string, region_endpoint, std::less<>> regions;  ///< the allow-list
     /// Per allowed region: the control plane (`bedrock.{r}.amazonaws.com`) and S3, for batch.
@@ -114,11 +158,46 @@ struct config {
     batch_config batch;
     credentials_config credentials;
     auth_config auth;
+    /// By model id: the target's (e.g. a provisioned ARN), else the name the client sent.
+    std::map<std::string, price, std::less<>> prices;
     std::string log_level = "info";
-    unsigned threads = 0;  ///< 0: one per core
+    std::string log_format = "json";  ///< "json" (one object per line) or "text"
+    unsigned threads = 0;             ///< 0: one per core
     /// On SIGTERM/SIGINT: how long in-flight requests and streams may take to finish.
     std::chrono::milliseconds shutdown_grace{30'000};
 };
+
+/// The price entry for a request's target `model_id`, else for the model the client named.
+const price* find_price(const config& cfg,
+                        std::string_view model_id,
+                        std::string_view client_model);
+
+/// The estimated cost of one answer's tokens: per-1k prices, times 0.5 for batch; 0 for
+/// provisioned (paid by the hour, see price::model_unit_hour).
+double token_cost_usd(const price& p,
+                      tier t,
+                      std::uint64_t input_tokens,
+                      std::uint64_t output_tokens);
+
+/// Every model id the config names (route names, targets' model ids, rate_limits and prices
+/// keys): the metrics label these as they are, whatever the bound on other models.
+std::set<std::string, std::less<>> named_models(const config& cfg);
+
+/// Settings that only a restart can change (the listeners, threads, TLS trust, the pool bound,
+/// credentials, auth and the batch tier): the JSON names of those that differ. A SIGHUP reload
+/// that would change one is refused as a whole.
+std::vector<std::string> restart_only_changes(const config& running, const config& next);
+
+/// Sets one of the few keys the command line and the environment override (a container sets
+/// them without mounting a file): `listen`, `admin_listen`, `log_level`, `log_format`. An error
+/// names `source` (e.g. "--listen" or "BEDROCK_GATEWAY_LISTEN") and says why the value is bad.
+result<void> apply_override(config& cfg,
+                            std::string_view key,
+                            std::string_view value,
+                            std::string_view source);
+
+/// Parses `host:port` (IPv6 as `[::1]:8080`); errors are prefixed with `path`.
+result<listen_address> parse_listen_address(std::string_view s, std::string_view path);
 
 /// The regions allowed when the config names none (Bedrock runtime regions, commercial partition).
 const std::vector<std::string_view>& default_regions();
