@@ -72,20 +72,34 @@ std::optional<usage> usage_from_converse_body(std::string_view body) {
     return usage{*in, *out};
 }
 
+std::shared_ptr<const traffic_policy::settings> traffic_policy::make_settings(
+    const config::retry_config& retry,
+    const std::map<std::string, config::rate_limit, std::less<>>& limits) {
+    std::map<std::string, model_limit> m;
+    for (const auto& [model, l] : limits) m.emplace(model, model_limit{l.rpm, l.tpm});
+    return std::make_shared<const settings>(
+        settings{retry, limits, std::make_shared<rate_limiter>(std::move(m))});
+}
+
 traffic_policy::traffic_policy(const config::retry_config& retry,
                                const std::map<std::string, config::rate_limit, std::less<>>& limits,
                                int retry_budget)
-    : retry_(retry),
-      quota_(retry_budget),
-      limiter_([&] {
-          std::map<std::string, model_limit> m;
-          for (const auto& [model, l] : limits) m.emplace(model, model_limit{l.rpm, l.tpm});
-          return m;
-      }()),
-      limits_(limits) {}
+    : settings_(make_settings(retry, limits)), quota_(retry_budget) {}
+
+void traffic_policy::reconfigure(
+    const config::retry_config& retry,
+    const std::map<std::string, config::rate_limit, std::less<>>& limits) {
+    auto old = settings_.load();
+    if (old->limits == limits) {
+        settings_.store(std::make_shared<const settings>(settings{retry, limits, old->limiter}));
+    } else {
+        settings_.store(make_settings(retry, limits));
+    }
+}
 
 bool traffic_policy::limits(std::string_view model) const {
-    return limits_.contains(model) || limits_.contains("*");
+    auto s = settings_.load();
+    return s->limits.contains(model) || s->limits.contains("*");
 }
 
 std::optional<throttle_answer> traffic_policy::admit(const std::string& region,
@@ -99,8 +113,9 @@ std::optional<throttle_answer> traffic_policy::admit(const std::string& region,
                 " moments ago; the gateway holds requests back until the cool-down ends",
             "cooldown"};
     }
-    if (!limits(model)) return std::nullopt;
-    auto d = limiter_.try_acquire(model, estimated_tokens, now);
+    auto s = settings_.load();
+    if (!s->limits.contains(model) && !s->limits.contains("*")) return std::nullopt;
+    auto d = s->limiter->try_acquire(model, estimated_tokens, now);
     if (d.allowed) return std::nullopt;
     return throttle_answer{d.wait,
                            "local rate limit for " + model +
@@ -122,7 +137,8 @@ milliseconds traffic_policy::cool_down(const std::string& region,
         }
         streak = ++streaks_[{region, model}];
     }
-    auto length = backoff_cap(streak, retry_.base_delay, retry_.max_delay);
+    const auto retry = settings_.load()->retry;
+    auto length = backoff_cap(streak, retry.base_delay, retry.max_delay);
     rests_.throttled(region, model, now, length);
     return rests_.remaining(region, model, now);
 }
@@ -136,13 +152,14 @@ traffic_policy::step traffic_policy::after_failure(int attempt,
                                                    std::mt19937_64& rng) {
     milliseconds rest{0};
     if (o == outcome::throttled) rest = cool_down(region, model, now);
-    if (attempt >= retry_.max_attempts) {
+    const auto retry = settings_.load()->retry;
+    if (attempt >= retry.max_attempts) {
         return {false, milliseconds{0}, 0,
-                "retry.max_attempts (" + std::to_string(retry_.max_attempts) + ") reached"};
+                "retry.max_attempts (" + std::to_string(retry.max_attempts) + ") reached"};
     }
     if (!quota_.try_acquire(timed_out))
         return {false, milliseconds{0}, 0, "retry budget spent (too many failures recently)"};
-    auto wait = std::max(full_jitter(attempt, retry_.base_delay, retry_.max_delay, rng), rest);
+    auto wait = std::max(full_jitter(attempt, retry.base_delay, retry.max_delay, rng), rest);
     return {true, wait, timed_out ? retry_quota::timeout_cost : retry_quota::retry_cost, {}};
 }
 
@@ -151,7 +168,8 @@ throttle_answer traffic_policy::final_throttle(int attempts,
                                                const std::string& model,
                                                clock::time_point now) const {
     auto rest = rests_.remaining(region, model, now);
-    auto next = backoff_cap(attempts, retry_.base_delay, retry_.max_delay);
+    const auto retry = settings_.load()->retry;
+    auto next = backoff_cap(attempts, retry.base_delay, retry.max_delay);
     return {std::max({rest, next, milliseconds{1}}),
             "upstream (Bedrock) throttled " + model + " in " + region + "; retry after the wait",
             "upstream"};
@@ -175,7 +193,9 @@ void traffic_policy::settle(const std::string& model,
                             std::uint64_t estimated,
                             std::uint64_t actual,
                             clock::time_point now) {
-    if (limits(model)) limiter_.correct(model, estimated, actual, now);
+    auto s = settings_.load();
+    if (s->limits.contains(model) || s->limits.contains("*"))
+        s->limiter->correct(model, estimated, actual, now);
 }
 
 }  // namespace bgw::policy

@@ -248,3 +248,30 @@ TEST(throttle_response, has_every_header_sdks_read_and_a_body_that_says_how_long
 }
 
 }  // namespace
+
+TEST(traffic_policy, reconfigure_changes_retries_and_limits_and_keeps_cool_downs) {
+    traffic_policy t(retry(3, 100, 20000), limits_map{{claude, {2, 0}}});
+    std::mt19937_64 rng(7);
+    const auto now = clock::time_point{} + 1h;
+    EXPECT_FALSE(t.admit(region, claude, 10, now));
+    t.after_failure(1, outcome::throttled, false, region, claude, now, rng);  // cools it down
+
+    // Same limits, fewer attempts: the bucket keeps its one request and the cool-down stays.
+    t.reconfigure(retry(1, 100, 20000), limits_map{{claude, {2, 0}}});
+    EXPECT_FALSE(t.after_failure(1, outcome::transient, false, region, "x", now, rng).retry);
+    auto cooling = t.admit(region, claude, 10, now + 50ms);
+    ASSERT_TRUE(cooling);
+    EXPECT_EQ(cooling->source, "cooldown");
+    EXPECT_FALSE(t.admit(region, claude, 10, now + 1s));  // the second of 2 per minute
+    EXPECT_TRUE(t.admit(region, claude, 10, now + 1s));   // the bucket carried over
+
+    // New limits: fresh buckets at the new rate; a model without a limit is free again.
+    t.reconfigure(retry(3, 100, 20000), limits_map{{claude, {1, 0}}});
+    EXPECT_FALSE(t.admit(region, claude, 10, now + 2s));
+    auto no = t.admit(region, claude, 10, now + 2s);
+    ASSERT_TRUE(no);
+    EXPECT_EQ(no->wait, 60000ms);
+    t.reconfigure(retry(3, 100, 20000), {});
+    EXPECT_FALSE(t.limits(claude));
+    EXPECT_FALSE(t.admit(region, claude, 10, now + 2s));
+}

@@ -20,8 +20,10 @@
 #include "bgw/config/config.hpp"
 #include "bgw/policy/throttle.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -111,15 +113,28 @@ public:
 
     int retry_budget() const { return quota_.available(); }
 
+    /// A reloaded config's retry settings and local limits. Cool-downs, streaks and the retry
+    /// budget carry over; so do the token buckets, unless `rate_limits` itself changed.
+    void reconfigure(const config::retry_config& retry,
+                     const std::map<std::string, config::rate_limit, std::less<>>& limits);
+
 private:
     milliseconds cool_down(const std::string& region,
                            const std::string& model,
                            clock::time_point now);
 
-    config::retry_config retry_;
+    /// What a reload replaces, swapped whole so a request never sees half of one.
+    struct settings {
+        config::retry_config retry;
+        std::map<std::string, config::rate_limit, std::less<>> limits;
+        std::shared_ptr<rate_limiter> limiter;
+    };
+    static std::shared_ptr<const settings> make_settings(
+        const config::retry_config& retry,
+        const std::map<std::string, config::rate_limit, std::less<>>& limits);
+
+    std::atomic<std::shared_ptr<const settings>> settings_;
     retry_quota quota_;
-    rate_limiter limiter_;
-    std::map<std::string, config::rate_limit, std::less<>> limits_;
     cooldown_table rests_;
     mutable std::mutex mutex_;
     std::map<std::pair<std::string, std::string>, int> streaks_;  ///< consecutive throttles
