@@ -173,6 +173,12 @@ std::string finished_event(std::string_view job_id, std::string_view status) {
     return done(b);
 }
 
+std::map<record_state, std::uint64_t> book::count_by_state() const {
+    std::map<record_state, std::uint64_t> out;
+    for (const auto& [id, r] : records_) ++out[r.state];
+    return out;
+}
+
 bool book::apply(std::string_view line) {
     rapidjson::Document d;
     d.Parse(line.data(), line.size());

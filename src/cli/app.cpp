@@ -6,6 +6,7 @@
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -15,25 +16,43 @@
 #include <string_view>
 #include <vector>
 
-#include <spdlog/spdlog.h>
-
 namespace bgw::cli {
 namespace {
 
 constexpr std::string_view usage =
-    "usage: bedrock-gateway [--config FILE] [--log-level LEVEL]\n"
+    "usage: bedrock-gateway [--config FILE] [--listen HOST:PORT] [--admin-listen HOST:PORT]\n"
+    "                       [--log-level LEVEL] [--log-format json|text]\n"
     "       bedrock-gateway --check-config FILE\n"
+    "       bedrock-gateway --probe http://HOST:PORT/PATH\n"
     "       bedrock-gateway sign --region R --service S [--time YYYYMMDDTHHMMSSZ]\n"
     "                            [--access-key K --secret-key S [--session-token T]] < request\n"
     "       bedrock-gateway --help | --version\n"
     "\n"
     "Serves the Bedrock runtime API on the configured address (default 127.0.0.1:8080),\n"
-    "re-signing every request with SigV4 using the gateway's own AWS credentials\n"
-    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], else the AWS_PROFILE or\n"
-    "default profile of the shared credentials file).\n"
-    "  --config FILE       JSON configuration (default config/gateway.json)\n"
-    "  --log-level LEVEL   trace, debug, info, warn, error, critical, off (overrides config)\n"
-    "  --check-config FILE validate FILE and exit: 0 if valid, 2 with the bad key otherwise\n";
+    "re-signing every request with SigV4 using the gateway's own AWS credentials (found where\n"
+    "the AWS SDKs look: environment, web identity, profile, container, EC2 metadata).\n"
+    "  --config FILE        JSON configuration (default config/gateway.json;\n"
+    "                       env BEDROCK_GATEWAY_CONFIG)\n"
+    "  --listen HOST:PORT   where to serve (env BEDROCK_GATEWAY_LISTEN; overrides `listen`)\n"
+    "  --admin-listen HOST:PORT  serve /healthz, /readyz and /metrics only there\n"
+    "                       (env BEDROCK_GATEWAY_ADMIN_LISTEN; overrides `admin_listen`)\n"
+    "  --log-level LEVEL    trace, debug, info, warn, error, critical, off\n"
+    "                       (env BEDROCK_GATEWAY_LOG_LEVEL; overrides `log_level`)\n"
+    "  --log-format FORMAT  json (one object per line) or text\n"
+    "                       (env BEDROCK_GATEWAY_LOG_FORMAT; overrides `log_format`)\n"
+    "  --check-config FILE  validate FILE (with the overrides above) and exit: 0 if valid,\n"
+    "                       2 with the bad key and why otherwise\n"
+    "  --probe URL          GET an http:// URL (e.g. /healthz); exit 0 on a 2xx answer, else 1\n"
+    "                       (a container HEALTHCHECK without curl)\n"
+    "Signals: SIGHUP reloads the config file (an invalid one is refused, the running one stays);\n"
+    "SIGTERM/SIGINT stop accepting and let requests in flight finish (shutdown_grace_s).\n";
+
+/// A key set from the command line or the environment, over what the file says.
+struct override_value {
+    std::string key;  ///< listen, admin_listen, log_level, log_format
+    std::string value;
+    std::string source;  ///< the flag or variable, for the error message
+};
 
 std::optional<std::string> getenv_string(std::string_view name) {
     const char* v = std::getenv(std::string(name).c_str());
@@ -49,24 +68,22 @@ std::optional<std::string> read_file(const std::string& path) {
     return s.str();
 }
 
-/// Reads and validates a config file; prints what is wrong and where.
-std::shared_ptr<const config::config> load_config(const std::string& path) {
+/// Reads and validates a config file with the overrides applied: the config, or what is wrong
+/// and where.
+result<std::shared_ptr<const config::config>> read_config(
+    const std::string& path, const std::vector<override_value>& overrides) {
     auto text = read_file(path);
-    if (!text) {
-        std::cerr << "bedrock-gateway: cannot read config file " << path << "\n";
-        return nullptr;
-    }
+    if (!text) return validation_error("cannot read config file " + path);
     auto cfg = config::parse_config(*text);
-    if (!cfg) {
-        std::cerr << "bedrock-gateway: " << path << ": " << cfg.error().message << "\n";
-        return nullptr;
+    if (!cfg) return validation_error(path + ": " + cfg.error().message);
+    for (const auto& o : overrides) {
+        if (auto r = config::apply_override(*cfg, o.key, o.value, o.source); !r) return r.error();
     }
     // Like the AWS SDKs, one variable points every region's S3 or control plane elsewhere.
     if (auto r = config::apply_endpoint_env(*cfg, getenv_string("AWS_ENDPOINT_URL_S3").value_or(""),
                                             getenv_string("AWS_ENDPOINT_URL_BEDROCK").value_or(""));
         !r) {
-        std::cerr << "bedrock-gateway: " << r.error().message << "\n";
-        return nullptr;
+        return r.error();
     }
     return std::make_shared<const config::config>(std::move(*cfg));
 }
@@ -119,8 +136,17 @@ int main(int argc, char** argv) {
         std::vector<std::string_view> rest(args.begin() + 1, args.end());
         return run_sign_command(rest, std::cin, std::cout, std::cerr, load_credentials());
     }
-    std::string config_path = "config/gateway.json";
-    std::string log_level;
+    // The file, then the environment, then the flags: the last word wins.
+    std::string config_path =
+        getenv_string("BEDROCK_GATEWAY_CONFIG").value_or("config/gateway.json");
+    std::vector<override_value> overrides;
+    for (auto [key, var] : {std::pair{"listen", "BEDROCK_GATEWAY_LISTEN"},
+                            std::pair{"admin_listen", "BEDROCK_GATEWAY_ADMIN_LISTEN"},
+                            std::pair{"log_level", "BEDROCK_GATEWAY_LOG_LEVEL"},
+                            std::pair{"log_format", "BEDROCK_GATEWAY_LOG_FORMAT"}}) {
+        if (auto v = getenv_string(var); v && !v->empty()) overrides.push_back({key, *v, var});
+    }
+    std::optional<std::string> check;
     for (std::size_t i = 0; i < args.size(); ++i) {
         auto a = args[i];
         bool has_value = i + 1 < args.size();
@@ -130,26 +156,41 @@ int main(int argc, char** argv) {
         } else if (a == "--version") {
             std::cout << "bedrock-gateway " << BGW_VERSION << "\n";
             return 0;
+        } else if (a == "--probe" && has_value) {
+            return net::probe(args[++i], std::cerr);
         } else if (a == "--check-config" && has_value) {
-            auto cfg = load_config(std::string(args[++i]));
-            if (!cfg) return 2;
-            std::cout << "config ok: " << args[i] << "\n";
-            return 0;
+            check = std::string(args[++i]);
         } else if (a == "--config" && has_value) {
             config_path = args[++i];
-        } else if (a == "--log-level" && has_value) {
-            log_level = args[++i];
+        } else if ((a == "--listen" || a == "--admin-listen" || a == "--log-level" ||
+                    a == "--log-format") &&
+                   has_value) {
+            std::string key(a.substr(2));
+            std::replace(key.begin(), key.end(), '-', '_');
+            overrides.push_back({key, std::string(args[++i]), std::string(a)});
         } else {
             std::cerr << "bedrock-gateway: unknown or incomplete argument '" << a << "'\n" << usage;
             return 2;
         }
     }
-    auto cfg = load_config(config_path);
-    if (!cfg) return 2;
-    if (!obs::init_logging(log_level.empty() ? cfg->log_level : log_level)) {
-        std::cerr << "bedrock-gateway: --log-level: unknown level '" << log_level << "'\n";
+    if (check) {
+        auto cfg = read_config(*check, overrides);
+        if (!cfg) {
+            std::cerr << "bedrock-gateway: " << cfg.error().message << "\n";
+            return 2;
+        }
+        std::cout << "config ok: " << *check << "\n";
+        return 0;
+    }
+    auto first = read_config(config_path, overrides);
+    if (!first) {
+        std::cerr << "bedrock-gateway: " << first.error().message << "\n";
         return 2;
     }
+    std::shared_ptr<const config::config> cfg = *first;
+    obs::log_format format = obs::log_format::json;
+    obs::parse_log_format(cfg->log_format, format);  // validated with the config
+    obs::init_logging(cfg->log_level, format);
     std::string why;
     auto bearer = load_bearer(*cfg, why);
     if (!bearer) {
@@ -169,12 +210,13 @@ int main(int argc, char** argv) {
                 return std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
             });
         if (auto loaded = creds->load(); !loaded) {
-            spdlog::warn("{{\"event\":\"no_credentials\",\"error\":\"{}\"}}",
-                         loaded.error().message);
+            obs::event("no_credentials").str("error", loaded.error().message).warn();
         }
         creds->run_in_background();
     }
-    return net::run_server(cfg, std::move(creds), std::move(*bearer));
+    // SIGHUP reads the same file with the same overrides.
+    auto reload = [config_path, overrides] { return read_config(config_path, overrides); };
+    return net::run_server(cfg, std::move(creds), std::move(*bearer), reload);
 }
 
 }  // namespace bgw::cli

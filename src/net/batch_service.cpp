@@ -13,6 +13,7 @@
 #include "bgw/aws/sigv4.hpp"
 #include "bgw/http/error_response.hpp"
 #include "bgw/net/gateway.hpp"
+#include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
 #include "bgw/routing/runtime_path.hpp"
 
@@ -29,7 +30,6 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
-#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 namespace bgw::net {
@@ -118,14 +118,14 @@ awaitable<aws_reply> aws_call(gateway_context& g,
                                 "the batch tier needs SigV4 credentials for S3 and the Bedrock "
                                 "control plane; a Bedrock API key covers the runtime only"});
     if (!usable) {
-        spdlog::warn("{{\"event\":\"batch_no_credentials\",\"error\":\"{}\"}}",
-                     usable.error().message);
+        obs::event("batch_no_credentials").str("error", usable.error().message).warn();
         reply.ec = asio::error::no_permission;
         co_return reply;
     }
     const aws::credentials& creds = (*usable)->creds;
     auto ex = co_await asio::this_coro::executor;
-    auto [cec, conn] = co_await connect_upstream(ex, g.tls, ep, g.cfg->upstream.connect_timeout);
+    auto [cec, conn] =
+        co_await connect_upstream(ex, g.tls, ep, g.snapshot()->upstream.connect_timeout);
     if (cec) {
         reply.ec = cec;
         co_return reply;
@@ -159,7 +159,7 @@ awaitable<aws_reply> aws_call(gateway_context& g,
 
     http::response_parser<http::string_body> p;
     p.body_limit(256 * 1024 * 1024);  // a job's output file
-    conn->tcp().expires_after(g.cfg->upstream.response_timeout);
+    conn->tcp().expires_after(g.snapshot()->upstream.response_timeout);
     if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
         reply.ec = co_await exchange(*plain, conn->buffer, req, p);
     } else {
@@ -247,10 +247,13 @@ batch_service::batch_service(const config::config& cfg) : cfg_(cfg) {
     }
     if (complete < text.size() && ::ftruncate(fd_, static_cast<off_t>(complete)) != 0)
         throw std::runtime_error("cannot repair " + path + ": " + std::strerror(errno));
-    spdlog::info(
-        "{{\"event\":\"batch_spool\",\"path\":\"{}\",\"events\":{},\"skipped\":{},\"queued\":{},"
-        "\"jobs\":{}}}",
-        path, applied, skipped, book_.queued(), book_.jobs().size());
+    obs::event("batch_spool")
+        .str("path", path)
+        .unum("events", applied)
+        .unum("skipped", skipped)
+        .unum("queued", book_.queued())
+        .unum("jobs", book_.jobs().size())
+        .info();
 }
 
 batch_service::~batch_service() {
@@ -265,15 +268,13 @@ bool batch_service::append(const std::string& line) {
         auto n = ::write(fd_, out.data() + done, out.size() - done);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            spdlog::error("{{\"event\":\"batch_spool_write_failed\",\"error\":\"{}\"}}",
-                          std::strerror(errno));
+            obs::event("batch_spool_write_failed").str("error", std::strerror(errno)).error();
             return false;
         }
         done += static_cast<std::size_t>(n);
     }
     if (::fdatasync(fd_) != 0) {
-        spdlog::error("{{\"event\":\"batch_spool_sync_failed\",\"error\":\"{}\"}}",
-                      std::strerror(errno));
+        obs::event("batch_spool_sync_failed").str("error", std::strerror(errno)).error();
         return false;
     }
     book_.apply(line);
@@ -452,23 +453,22 @@ awaitable<void> batch_service::submit(gateway_context& g, const batch::job& j) {
     if (!arn.empty()) {
         if (append(batch::submitted_event(j.id, arn))) {
             next_poll_[j.id] = {steady::now() + cfg_.batch.poll_interval, cfg_.batch.poll_interval};
-            spdlog::info(
-                "{{\"event\":\"batch_job_submitted\",\"job\":\"{}\",\"arn\":\"{}\",\"records\":{}}"
-                "}",
-                j.id, arn, j.records.size());
+            obs::event("batch_job_submitted")
+                .str("job", j.id)
+                .str("arn", arn)
+                .unum("records", j.records.size())
+                .info();
         }
         co_return;
     }
     if (worth_retrying(last) || (!last.ec && last.status == 200)) {
-        spdlog::warn("{{\"event\":\"batch_job_submit_retry\",\"job\":\"{}\",\"error\":\"{}\"}}",
-                     j.id, describe(last));
+        obs::event("batch_job_submit_retry").str("job", j.id).str("error", describe(last)).warn();
         retry_at_[j.id] = steady::now() + cfg_.batch.poll_interval;
         co_return;
     }
     // Refused for good (a bad role, model or bucket): every record fails with the reason.
     const std::string why = "batch job refused: " + describe(last) + ": " + message_of(last.body);
-    spdlog::warn("{{\"event\":\"batch_job_refused\",\"job\":\"{}\",\"error\":\"{}\"}}", j.id,
-                 describe(last));
+    obs::event("batch_job_refused").str("job", j.id).str("error", describe(last)).warn();
     for (const auto& id : j.records)
         append(batch::result_event(id, "", error_json(last.status, why)));
     append(batch::finished_event(j.id, "Failed"));
@@ -486,8 +486,7 @@ awaitable<void> batch_service::poll(gateway_context& g, const batch::job& j) {
         at = steady::now() + interval;
     };
     if (got.ec || got.status != 200) {
-        spdlog::warn("{{\"event\":\"batch_job_poll_failed\",\"job\":\"{}\",\"error\":\"{}\"}}",
-                     j.id, describe(got));
+        obs::event("batch_job_poll_failed").str("job", j.id).str("error", describe(got)).warn();
         later();
         co_return;
     }
@@ -514,9 +513,10 @@ awaitable<void> batch_service::poll(gateway_context& g, const batch::job& j) {
             g, cfg_.s3_endpoints.at(j.region), j.region, "s3", http::verb::get,
             s3_path(cfg_.batch.bucket, batch::output_key(cfg_.batch, j.id, j.arn)), {}, {});
         if (out.ec || out.status != 200) {
-            spdlog::warn(
-                "{{\"event\":\"batch_output_read_failed\",\"job\":\"{}\",\"error\":\"{}\"}}", j.id,
-                describe(out));
+            obs::event("batch_output_read_failed")
+                .str("job", j.id)
+                .str("error", describe(out))
+                .warn();
             later();
             co_return;
         }
@@ -542,10 +542,12 @@ awaitable<void> batch_service::poll(gateway_context& g, const batch::job& j) {
     }
     append(batch::finished_event(j.id, status));
     next_poll_.erase(j.id);
-    spdlog::info(
-        "{{\"event\":\"batch_job_finished\",\"job\":\"{}\",\"status\":\"{}\",\"records\":{},"
-        "\"failed\":{}}}",
-        j.id, status, j.records.size(), failed);
+    obs::event("batch_job_finished")
+        .str("job", j.id)
+        .str("status", status)
+        .unum("records", j.records.size())
+        .unum("failed", failed)
+        .info();
 }
 
 awaitable<void> batch_service::run_on_demand(gateway_context& g, const batch::job& j) {
@@ -580,10 +582,20 @@ awaitable<void> batch_service::run_on_demand(gateway_context& g, const batch::jo
         if (r && r->state == batch::record_state::failed) ++failed;
     }
     append(batch::finished_event(j.id, failed ? "PartiallyCompleted" : "Completed"));
-    spdlog::info(
-        "{{\"event\":\"batch_job_finished\",\"job\":\"{}\",\"status\":\"on-demand\",\"records\":{},"
-        "\"failed\":{}}}",
-        j.id, j.records.size(), failed);
+    obs::event("batch_job_finished")
+        .str("job", j.id)
+        .str("status", "on-demand")
+        .unum("records", j.records.size())
+        .unum("failed", failed)
+        .info();
+}
+
+std::map<std::string, std::uint64_t> batch_service::record_counts() {
+    std::lock_guard lock(mutex_);
+    std::map<std::string, std::uint64_t> out;
+    for (const auto& [state, n] : book_.count_by_state())
+        out.emplace(batch::record_state_name(state), n);
+    return out;
 }
 
 awaitable<void> batch_service::run(gateway_context& g) {
@@ -606,10 +618,11 @@ awaitable<void> batch_service::run(gateway_context& g) {
                 j.on_demand = plan.on_demand;
                 j.created_ms = now_ms();
                 if (!append(batch::job_event(j))) break;
-                spdlog::info(
-                    "{{\"event\":\"batch_job_planned\",\"job\":\"{}\",\"records\":{},"
-                    "\"on_demand\":{}}}",
-                    j.id, j.records.size(), j.on_demand);
+                obs::event("batch_job_planned")
+                    .str("job", j.id)
+                    .unum("records", j.records.size())
+                    .boolean("on_demand", j.on_demand)
+                    .info();
             }
             const auto now = steady::now();
             for (const auto& [id, j] : book_.jobs()) {

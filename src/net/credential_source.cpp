@@ -4,6 +4,7 @@
 #include "bgw/net/credential_source.hpp"
 
 #include "bgw/net/upstream.hpp"
+#include "bgw/obs/log.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -18,7 +19,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
-#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,9 +41,11 @@ std::string iso(sys_seconds t) {
 }
 
 void log_credentials(const aws::timed_credentials& c, std::string_view event) {
-    spdlog::info("{{\"event\":\"{}\",\"source\":\"{}\",\"access_key\":\"{}\",\"expires\":\"{}\"}}",
-                 event, c.source, aws::redacted_key_id(c.creds.access_key_id),
-                 c.expiration ? iso(*c.expiration) : "never");
+    obs::event(event)
+        .str("source", c.source)
+        .str("access_key", aws::redacted_key_id(c.creds.access_key_id))
+        .str("expires", c.expiration ? iso(*c.expiration) : "never")
+        .info();
 }
 
 }  // namespace
@@ -75,6 +77,11 @@ result<void> credential_source::load() {
     std::lock_guard lock(mutex_);
     if (!current_) return unavailable(last_error_);
     return {};
+}
+
+std::shared_ptr<const aws::timed_credentials> credential_source::current() const {
+    std::lock_guard lock(mutex_);
+    return current_;
 }
 
 result<std::shared_ptr<const aws::timed_credentials>> credential_source::usable() const {
@@ -116,10 +123,11 @@ void credential_source::tick() {
     // Retry with backoff (1, 2, 4 ... 60 s); never log more than the reason, which names no secret.
     const auto backoff = std::chrono::seconds(1 << std::min(failures_ - 1, 6));
     next_ = now + std::min<std::chrono::seconds>(backoff, 60s);
-    spdlog::warn(
-        "{{\"event\":\"credentials_refresh_failed\",\"attempt\":{},\"retry_in_s\":{},"
-        "\"error\":\"{}\"}}",
-        failures_, std::min<std::chrono::seconds>(backoff, 60s).count(), last_error_);
+    obs::event("credentials_refresh_failed")
+        .num("attempt", failures_)
+        .num("retry_in_s", std::min<std::chrono::seconds>(backoff, 60s).count())
+        .str("error", last_error_)
+        .warn();
 }
 
 std::optional<sys_seconds> credential_source::next_attempt() const {

@@ -1,6 +1,7 @@
 // The listener: one io_context shared by a thread per core, a strand per connection.
 
 #include "bgw/net/gateway.hpp"
+#include "bgw/obs/log.hpp"
 
 #include <exception>
 #include <thread>
@@ -14,7 +15,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <spdlog/spdlog.h>
 
 namespace bgw::net {
 namespace {
@@ -27,32 +27,34 @@ void log_exception(std::exception_ptr e) {
     try {
         std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-        spdlog::error("{{\"event\":\"session_exception\",\"what\":\"{}\"}}", ex.what());
+        obs::event("session_exception").str("what", ex.what()).error();
     } catch (...) {
-        spdlog::error("{}", R"({"event":"session_exception"})");
+        obs::event("session_exception").error();
     }
 }
 
 awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
-                            std::shared_ptr<gateway_context> g) {
+                            std::shared_ptr<gateway_context> g,
+                            listener_role role) {
     auto& ioc = static_cast<asio::io_context&>(acceptor->get_executor().context());
     for (;;) {
         auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc), use_nothrow);
         if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
         if (ec) {
             // EMFILE and friends: log and keep accepting; the next accept may succeed.
-            spdlog::warn("{{\"event\":\"accept_failed\",\"error\":\"{}\"}}", ec.message());
+            obs::event("accept_failed").str("error", ec.message()).warn();
             continue;
         }
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
         auto ex = socket.get_executor();
-        asio::co_spawn(ex, run_session(std::move(socket), g), log_exception);
+        asio::co_spawn(ex, run_session(std::move(socket), g, role), log_exception);
     }
 }
 
 /// SIGTERM/SIGINT: stop accepting (new connections are refused), let what is in flight finish
-/// within shutdown_grace, then stop.
+/// within shutdown_grace, then stop. The admin listener stays open meanwhile, so /readyz can say
+/// the gateway is draining.
 awaitable<void> drain(std::shared_ptr<tcp::acceptor> acceptor,
                       std::shared_ptr<gateway_context> g,
                       asio::io_context& ioc,
@@ -61,17 +63,83 @@ awaitable<void> drain(std::shared_ptr<tcp::acceptor> acceptor,
     co_await asio::post(acceptor->get_executor(), asio::use_awaitable);  // the acceptor's strand
     beast::error_code ignored;
     acceptor->close(ignored);
-    const auto grace = g->cfg->shutdown_grace;
-    spdlog::info("{{\"event\":\"stopping\",\"signal\":{},\"inflight\":{},\"grace_ms\":{}}}", sig,
-                 g->inflight.load(), grace.count());
+    const auto grace = g->snapshot()->shutdown_grace;
+    obs::event("stopping")
+        .num("signal", sig)
+        .num("inflight", g->inflight.load())
+        .num("grace_ms", grace.count())
+        .info();
     asio::steady_timer timer(co_await asio::this_coro::executor);
     const auto deadline = std::chrono::steady_clock::now() + grace;
     while (g->inflight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
         timer.expires_after(std::chrono::milliseconds(20));
         co_await timer.async_wait(use_nothrow);
     }
-    spdlog::info("{{\"event\":\"drained\",\"unfinished\":{}}}", g->inflight.load());
+    obs::event("drained").num("unfinished", g->inflight.load()).info();
     ioc.stop();
+}
+
+/// SIGHUP: read the config file again; swap it in whole, or keep the running one and say why.
+void reload(gateway_context& g, const config_loader& load) {
+    auto next = load();
+    if (next) {
+        if (auto r = g.reload(*next); !r) next = r.error();
+    }
+    if (!next) {
+        g.metrics.reload("error");
+        obs::event("config_reload_refused").str("error", next.error().message).error();
+        return;
+    }
+    g.metrics.reload("ok");
+    auto cfg = g.snapshot();
+    obs::event("config_reloaded")
+        .unum("routes", cfg->routes.size())
+        .unum("regions", cfg->regions.size())
+        .str("log_level", cfg->log_level)
+        .info();
+}
+
+/// Waits for SIGHUP until the io_context stops.
+void watch_hangup(std::shared_ptr<asio::signal_set> hup,
+                  std::shared_ptr<gateway_context> g,
+                  std::shared_ptr<const config_loader> load) {
+    hup->async_wait([hup, g, load](const beast::error_code& ec, int) {
+        if (ec) return;
+        reload(*g, *load);
+        watch_hangup(hup, g, load);
+    });
+}
+
+/// Opens a listening socket on `host:port`; the error says which and why.
+result<std::shared_ptr<tcp::acceptor>> open_acceptor(asio::io_context& ioc,
+                                                     const std::string& host,
+                                                     std::uint16_t port,
+                                                     std::string_view key) {
+    beast::error_code ec;
+    auto address = asio::ip::make_address(host, ec);
+    if (ec) {
+        return validation_error(std::string(key) + ": \"" + host +
+                                "\" is not an IP address: " + ec.message());
+    }
+    auto acceptor = std::make_shared<tcp::acceptor>(asio::make_strand(ioc));
+    tcp::endpoint ep(address, port);
+    if (acceptor->open(ep.protocol(), ec); !ec)
+        acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+        return validation_error(std::string(key) + ": cannot listen on " + host + ":" +
+                                std::to_string(port) + ": " + ec.message());
+    }
+    return acceptor;
+}
+
+/// `HOST:PORT` as bound (the port the system chose for port 0).
+std::string bound_address(const tcp::acceptor& a) {
+    auto ep = a.local_endpoint();
+    std::string host =
+        ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string();
+    return host + ":" + std::to_string(ep.port());
 }
 
 /// Which credentials the gateway signs with, for the start-up line: a source and at most the
@@ -88,7 +156,8 @@ std::string credentials_summary(const gateway_context& g) {
 
 int run_server(std::shared_ptr<const config::config> cfg,
                std::shared_ptr<credential_source> creds,
-               std::string bearer_token) {
+               std::string bearer_token,
+               config_loader load) {
     unsigned threads =
         cfg->threads ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
     asio::io_context ioc(static_cast<int>(threads));
@@ -97,8 +166,10 @@ int run_server(std::shared_ptr<const config::config> cfg,
     try {
         g = std::make_shared<gateway_context>(cfg, std::move(creds), std::move(bearer_token));
     } catch (const std::exception& e) {
-        spdlog::critical("cannot set up upstream TLS (upstream.ca_file \"{}\"): {}",
-                         cfg->upstream.ca_file, e.what());
+        obs::event("cannot_start")
+            .str("error", "cannot set up upstream TLS (upstream.ca_file \"" +
+                              cfg->upstream.ca_file + "\"): " + e.what())
+            .critical();
         return 2;
     }
 
@@ -106,50 +177,63 @@ int run_server(std::shared_ptr<const config::config> cfg,
         try {
             g->batch = std::make_unique<batch_service>(*cfg);
         } catch (const std::exception& e) {
-            spdlog::critical("cannot use the batch spool: {}", e.what());
+            obs::event("cannot_start")
+                .str("error", std::string("cannot use the batch spool: ") + e.what())
+                .critical();
             return 2;
         }
     }
 
-    beast::error_code ec;
-    auto address = asio::ip::make_address(cfg->listen_host, ec);
-    if (ec) {
-        spdlog::critical("listen: \"{}\" is not an IP address: {}", cfg->listen_host, ec.message());
+    auto main_acceptor = open_acceptor(ioc, cfg->listen_host, cfg->listen_port, "listen");
+    if (!main_acceptor) {
+        obs::event("cannot_listen").str("error", main_acceptor.error().message).critical();
         return 2;
     }
-    auto acceptor_ptr = std::make_shared<tcp::acceptor>(asio::make_strand(ioc));
-    tcp::acceptor& acceptor = *acceptor_ptr;
-    tcp::endpoint ep(address, cfg->listen_port);
-    if (acceptor.open(ep.protocol(), ec); !ec)
-        acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor.bind(ep, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-        spdlog::critical("cannot listen on {}:{}: {}", cfg->listen_host, cfg->listen_port,
-                         ec.message());
-        return 2;
+    std::shared_ptr<tcp::acceptor> admin_acceptor;
+    if (cfg->admin_listen) {
+        auto a =
+            open_acceptor(ioc, cfg->admin_listen->host, cfg->admin_listen->port, "admin_listen");
+        if (!a) {
+            obs::event("cannot_listen").str("error", a.error().message).critical();
+            return 2;
+        }
+        admin_acceptor = std::move(*a);
     }
-    auto bound = acceptor.local_endpoint();
-    std::string shown = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                                : bound.address().to_string();
-    spdlog::info("listening on {}:{} (threads={}, default_region={}, regions={}, credentials={})",
-                 shown, bound.port(), threads, cfg->default_region, cfg->regions.size(),
-                 credentials_summary(*g));
+    // The message reads as it did before the structured form, for people and for scripts that
+    // wait for "listening on HOST:PORT".
+    obs::event started("listening");
+    started.str("message", "listening on " + bound_address(**main_acceptor));
+    started.str("address", bound_address(**main_acceptor));
+    if (admin_acceptor) started.str("admin_address", bound_address(*admin_acceptor));
+    started.unum("threads", threads)
+        .str("default_region", cfg->default_region)
+        .unum("regions", cfg->regions.size())
+        .unum("routes", cfg->routes.size())
+        .str("credentials", credentials_summary(*g))
+        .str("version", BGW_VERSION)
+        .info();
 
-    asio::co_spawn(acceptor.get_executor(), accept_loop(acceptor_ptr, g), log_exception);
+    asio::co_spawn((*main_acceptor)->get_executor(),
+                   accept_loop(*main_acceptor, g, listener_role::main), log_exception);
+    if (admin_acceptor) {
+        asio::co_spawn(admin_acceptor->get_executor(),
+                       accept_loop(admin_acceptor, g, listener_role::admin), log_exception);
+    }
     if (g->batch) asio::co_spawn(asio::make_strand(ioc), g->batch->run(*g), log_exception);
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait([&ioc, acceptor_ptr, g](const beast::error_code& sec, int sig) {
+    signals.async_wait([&ioc, acceptor = *main_acceptor, g](const beast::error_code& sec, int sig) {
         if (sec) return;
-        asio::co_spawn(ioc, drain(acceptor_ptr, g, ioc, sig), log_exception);
+        asio::co_spawn(ioc, drain(acceptor, g, ioc, sig), log_exception);
     });
+    watch_hangup(std::make_shared<asio::signal_set>(ioc, SIGHUP), g,
+                 std::make_shared<const config_loader>(std::move(load)));
 
     std::vector<std::thread> pool;
     for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
     ioc.run();
     for (auto& t : pool) t.join();
-    spdlog::info("{}", R"({"event":"stopped"})");
+    obs::event("stopped").info();
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/net/gateway.hpp"
+#include "bgw/obs/log.hpp"
 #include "bgw/policy/traffic.hpp"
 #include "bgw/routing/router.hpp"
 #include "bgw/routing/runtime_path.hpp"
@@ -23,7 +24,6 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
-#include <spdlog/spdlog.h>
 
 namespace bgw::net {
 namespace {
@@ -51,67 +51,49 @@ struct request_log {
     std::string error;
     clock::time_point start = clock::now();
     std::optional<bgw::http::stream_summary> stream;  ///< set for event-stream responses
+    std::optional<policy::usage> tokens;              ///< what the answer says it used
+    std::string target_model;  ///< the model id sent upstream (a provisioned ARN...), for prices
+    std::optional<clock::time_point> first_event;  ///< when a stream's first event went out
 };
 
+/// The request's part of the metrics (issue 8); model labels are the model the client named.
+void record_metrics(gateway_context& g, const config::config& cfg, const request_log& l) {
+    g.metrics.request(l.op, l.region, l.tier, l.model, l.status);
+    if (l.first_event) {
+        g.metrics.first_event(l.region, l.op,
+                              std::chrono::duration<double>(*l.first_event - l.start).count());
+    }
+    if (!l.tokens) return;
+    g.metrics.tokens(l.region, l.tier, l.model, l.tokens->input, l.tokens->output);
+    config::tier t = config::tier::on_demand;
+    config::parse_tier(l.tier, t);
+    if (const config::price* p = config::find_price(cfg, l.target_model, l.model))
+        g.metrics.cost(l.region, l.tier, l.model,
+                       config::token_cost_usd(*p, t, l.tokens->input, l.tokens->output));
+}
+
 void write_log(const request_log& l) {
-    rapidjson::StringBuffer buf;
-    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-    auto str = [&](const char* key, std::string_view v) {
-        w.Key(key);
-        w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-    };
-    w.StartObject();
-    str("event", "request");
-    str("id", l.id);
-    str("operation", l.op);
-    str("model", l.model);
-    str("region", l.region);
-    w.Key("status");
-    w.Uint(l.status);
-    w.Key("attempts");
-    w.Int(l.attempts);
-    w.Key("latency_ms");
-    w.Double(std::chrono::duration<double, std::milli>(clock::now() - l.start).count());
-    w.Key("bytes_in");
-    w.Uint64(l.bytes_in);
-    w.Key("bytes_out");
-    w.Uint64(l.bytes_out);
-    if (!l.upstream_request_id.empty()) str("upstream_request_id", l.upstream_request_id);
-    if (l.upstream_throttles) {
-        w.Key("upstream_throttles");
-        w.Int(l.upstream_throttles);
-    }
-    if (!l.throttle.empty()) str("throttle", l.throttle);
-    if (!l.route.empty()) str("route", l.route);
-    if (!l.batch_record.empty()) str("batch_record", l.batch_record);
-    if (!l.tier.empty()) str("tier", l.tier);
-    if (!l.tried.empty()) {
-        w.Key("tried");
-        w.StartArray();
-        for (const auto& t : l.tried)
-            w.String(t.data(), static_cast<rapidjson::SizeType>(t.size()));
-        w.EndArray();
-    }
-    if (!l.error.empty()) str("error", l.error);
+    obs::event e("request");
+    e.str("id", l.id).str("operation", l.op).str("model", l.model).str("region", l.region);
+    e.unum("status", l.status).num("attempts", l.attempts);
+    e.real("latency_ms", std::chrono::duration<double, std::milli>(clock::now() - l.start).count());
+    e.unum("bytes_in", l.bytes_in).unum("bytes_out", l.bytes_out);
+    if (!l.upstream_request_id.empty()) e.str("upstream_request_id", l.upstream_request_id);
+    if (l.upstream_throttles) e.num("upstream_throttles", l.upstream_throttles);
+    if (!l.throttle.empty()) e.str("throttle", l.throttle);
+    if (!l.route.empty()) e.str("route", l.route);
+    if (!l.batch_record.empty()) e.str("batch_record", l.batch_record);
+    if (!l.tier.empty()) e.str("tier", l.tier);
+    if (!l.tried.empty()) e.list("tried", l.tried);
+    if (!l.error.empty()) e.str("error", l.error);
+    if (l.tokens) e.unum("input_tokens", l.tokens->input).unum("output_tokens", l.tokens->output);
     if (l.stream) {
-        w.Key("stream_events");
-        w.Uint64(l.stream->events);
-        if (l.stream->input_tokens) {
-            w.Key("input_tokens");
-            w.Uint64(*l.stream->input_tokens);
-        }
-        if (l.stream->output_tokens) {
-            w.Key("output_tokens");
-            w.Uint64(*l.stream->output_tokens);
-        }
-        if (!l.stream->exception.empty()) {
-            // The exception's type only: its message may quote the prompt.
-            str("stream_exception", l.stream->exception);
-        }
-        if (!l.stream->corrupt.empty()) str("stream_corrupt", l.stream->corrupt);
+        e.unum("stream_events", l.stream->events);
+        // The exception's type only: its message may quote the prompt.
+        if (!l.stream->exception.empty()) e.str("stream_exception", l.stream->exception);
+        if (!l.stream->corrupt.empty()) e.str("stream_corrupt", l.stream->corrupt);
     }
-    w.EndObject();
-    spdlog::info("{}", std::string_view(buf.GetString(), buf.GetSize()));
+    e.info();
 }
 
 /// `X-Gateway-Region`, `X-Gateway-Tier`, `X-Gateway-Attempts`: where the request ran, once the
@@ -214,7 +196,8 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     bgw::http::event_relay* events,
     std::string_view prefix,
     body_capture* capture,
-    const std::function<void()>& before_end) {
+    const std::function<void()>& before_end,
+    std::optional<clock::time_point>& first_event) {
     char piece[16 * 1024];
     std::string frames;
     for (;;) {
@@ -271,6 +254,7 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         bytes_out += wn;
         if (wec == http::error::need_buffer) wec = {};
         if (wec) co_return std::pair{relay_end::client_failed, wec};
+        if (events && !first_event && events->summary().events > 0) first_event = clock::now();
         if (ending) co_return std::pair{*ending, beast::error_code{}};
         if (sr.is_done()) co_return std::pair{relay_end::done, beast::error_code{}};
     }
@@ -408,6 +392,7 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
         p->header_limit(64 * 1024);
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
         conn->tcp().expires_after(cfg.upstream.response_timeout);
+        const auto sent = clock::now();
         if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
             r.ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
         } else {
@@ -418,6 +403,10 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
             !watch.client_gone) {
             stale_retry = true;
             continue;
+        }
+        if (!r.ec) {
+            g.metrics.upstream_latency(log.region, log.op,
+                                       std::chrono::duration<double>(clock::now() - sent).count());
         }
         break;
     }
@@ -491,6 +480,22 @@ http::response<http::string_body> health_response(http::verb method,
     return res;
 }
 
+/// `/metrics`: the Prometheus text exposition, format 0.0.4.
+http::response<http::string_body> metrics_response(http::verb method,
+                                                   gateway_context& g,
+                                                   std::string_view request_id) {
+    if (method != http::verb::get && method != http::verb::head) {
+        return bgw::http::make_error_response(
+            {http::status::method_not_allowed, "ValidationException", "use GET"}, request_id);
+    }
+    http::response<http::string_body> res{http::status::ok, 11};
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.set("x-amzn-RequestId", request_id);
+    res.body() = g.metrics.render(g.gauges());
+    res.prepare_payload();
+    return res;
+}
+
 /// A request for the batch tier: spooled durably, then answered 202 with where to collect it.
 awaitable<bool> accept_batch(beast::tcp_stream& client,
                              http::request<http::string_body>& req,
@@ -542,14 +547,30 @@ awaitable<bool> forward(beast::tcp_stream& client,
                         http::request<http::string_body> req,
                         gateway_context& g,
                         const config::config& cfg,
+                        listener_role role,
                         request_log& log) {
     const bool keep_alive = req.keep_alive() && !g.draining;
     log.bytes_in = req.body().size();
-    if (req.target() == "/healthz" || req.target() == "/readyz") {
-        log.op = req.target() == "/healthz" ? "Health" : "Ready";
-        auto res = health_response(req.method(), req.target(), g, log.id);
+    const bool admin_path =
+        req.target() == "/healthz" || req.target() == "/readyz" || req.target() == "/metrics";
+    if (admin_path && (role == listener_role::admin || !cfg.admin_listen)) {
+        auto res = req.target() == "/metrics"
+                       ? metrics_response(req.method(), g, log.id)
+                       : health_response(req.method(), req.target(), g, log.id);
+        log.op = req.target() == "/metrics"   ? "Metrics"
+                 : req.target() == "/healthz" ? "Health"
+                                              : "Ready";
         res.keep_alive(keep_alive);
         co_return !co_await send_response(client, res, log) && keep_alive;
+    }
+    if (admin_path || role == listener_role::admin) {
+        // A named local, not a temporary inside the co_await: GCC 12 mishandles the latter.
+        const error wrong_listener{
+            http::status::not_found, "UnknownOperationException",
+            role == listener_role::admin
+                ? "the admin listener serves only /healthz, /readyz and /metrics"
+                : "/healthz, /readyz and /metrics are served on admin_listen"};
+        co_return !co_await send_error(client, wrong_listener, log, keep_alive) && keep_alive;
     }
     if (req.target().starts_with("/gateway/batch/")) {
         log.op = "GatewayBatch";
@@ -640,12 +661,14 @@ awaitable<bool> forward(beast::tcp_stream& client,
         const bool last = i + 1 == plan->targets.size();
         const std::string key = t.model_id.empty() ? std::string(log.op) : t.model_id;
         log.region = t.region;
+        log.target_model = t.model_id;
         log.tier = config::tier_name(t.tier);
         if (model_op) {
             const std::uint64_t charge = g.traffic.limits(t.model_id) ? estimate : 0;
             if (auto no = g.traffic.admit(t.region, key, charge, clock::now())) {
                 log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key +
                                     ": skipped (" + std::string(no->source) + ")");
+                g.metrics.throttle(t.region, log.model, "local");
                 if (!held || no->wait < held->wait) held = std::move(no);
                 continue;
             }
@@ -687,7 +710,10 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 break;
             }
             const bool throttled = r.outcome == policy::outcome::throttled;
-            if (throttled) ++log.upstream_throttles;
+            if (throttled) {
+                ++log.upstream_throttles;
+                g.metrics.throttle(t.region, log.model, "upstream");
+            }
             if (!last) {
                 if (throttled) {
                     // If nothing after it can be tried, its rest is a candidate answer.
@@ -701,6 +727,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
                                     describe(r, p));
                 settle(0);
                 release(r);
+                g.metrics.failover();
                 break;  // on to the next target, at once
             }
             auto step = g.traffic.after_failure(attempt, r.outcome, r.ec == beast::error::timeout,
@@ -731,6 +758,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             }
             last_retry_cost = step.cost;
             release(r);
+            g.metrics.retry();
             sleeper.expires_after(step.wait);
             watch->sleeper = &sleeper;
             co_await sleeper.async_wait(use_nothrow);
@@ -784,12 +812,14 @@ awaitable<bool> forward(beast::tcp_stream& client,
         events.emplace();
     // A Converse answer carries its usage in the body: keep a bounded copy to read it.
     std::optional<body_capture> capture;
-    if (!charged_model.empty() && !events && log.status < 400 &&
-        rt->op == routing::operation::converse)
+    if (!events && log.status < 400 && rt->op == routing::operation::converse)
         capture.emplace(body_capture{256 * 1024, {}});
-    // Replace the estimate with what the answer says it used (once, as soon as it is known).
+    // What the answer says it used, for the log, the metrics and the local TPM limit, which
+    // replaces its estimate with it (once, as soon as it is known).
+    bool usage_read = false;
     auto settle_usage = [&] {
-        if (charged_model.empty()) return;
+        if (usage_read) return;
+        usage_read = true;
         std::optional<policy::usage> used;
         if (log.status >= 400) {
             used = policy::usage{};
@@ -802,6 +832,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             used = policy::usage_from_headers(head["X-Amzn-Bedrock-Input-Token-Count"],
                                               head["X-Amzn-Bedrock-Output-Token-Count"]);
         }
+        if (used && log.status < 400 && model_op) log.tokens = used;
         if (used) settle(used->total());
     };
     const auto read_timeout =
@@ -812,11 +843,12 @@ awaitable<bool> forward(beast::tcp_stream& client,
     if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
         relayed = co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
                                       cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body,
-                                      cap, settle_usage);
+                                      cap, settle_usage, log.first_event);
     } else {
-        relayed = co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
-                                      sr, res, read_timeout, cfg.limits.client_idle_timeout,
-                                      log.bytes_out, ev, error_body, cap, settle_usage);
+        relayed =
+            co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client, sr,
+                                res, read_timeout, cfg.limits.client_idle_timeout, log.bytes_out,
+                                ev, error_body, cap, settle_usage, log.first_event);
     }
     if (events) {
         log.stream = events->summary();
@@ -870,29 +902,13 @@ std::string new_request_id() {
 
 namespace bgw::net {
 
-gateway_context::gateway_context(std::shared_ptr<const config::config> c,
-                                 std::shared_ptr<credential_source> cr,
-                                 std::string bearer_token)
-    : cfg(std::move(c)),
-      creds(std::move(cr)),
-      bearer(std::move(bearer_token)),
-      tls(make_tls_context(cfg->upstream.ca_file)),
-      pool(cfg->upstream.max_idle_per_host, std::chrono::seconds(50)),
-      traffic(cfg->retry, cfg->rate_limits) {}
-
-result<std::shared_ptr<const aws::timed_credentials>> gateway_context::sigv4_credentials() const {
-    if (!creds) {
-        return error{http::status::service_unavailable, "ServiceUnavailableException",
-                     "the gateway has no AWS credentials"};
-    }
-    return creds->usable();
-}
-
-awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gateway_context> g) {
+awaitable<void> run_session(asio::ip::tcp::socket socket,
+                            std::shared_ptr<gateway_context> g,
+                            listener_role role) {
     beast::tcp_stream client(std::move(socket));
     beast::flat_buffer buf;
     for (;;) {
-        std::shared_ptr<const config::config> cfg = g->cfg;
+        std::shared_ptr<const config::config> cfg = g->snapshot();
         request_log log;
         log.id = new_request_id();
         http::request_parser<http::string_body> parser;
@@ -941,12 +957,14 @@ awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gatewa
             }
             co_await send_error(client, e, log, false);
             write_log(log);
+            record_metrics(*g, *cfg, log);
             break;
         }
         ++g->inflight;
-        bool keep = co_await forward(client, parser.release(), *g, *cfg, log);
+        bool keep = co_await forward(client, parser.release(), *g, *cfg, role, log);
         --g->inflight;
         write_log(log);
+        record_metrics(*g, *cfg, log);
         // Draining: this connection's last answer has gone; no new request starts on it.
         if (!keep || g->draining) break;
     }

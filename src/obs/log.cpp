@@ -1,21 +1,236 @@
 #include "bgw/obs/log.hpp"
 
+#include <atomic>
+#include <cstdio>
+#include <ctime>
 #include <string>
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 namespace bgw::obs {
+namespace {
 
-bool init_logging(std::string_view level) {
+std::atomic<log_format> current_format{log_format::json};
+
+spdlog::level::level_enum to_spdlog(level l) {
+    switch (l) {
+        case level::debug:
+            return spdlog::level::debug;
+        case level::info:
+            return spdlog::level::info;
+        case level::warn:
+            return spdlog::level::warn;
+        case level::error:
+            return spdlog::level::err;
+        case level::critical:
+            return spdlog::level::critical;
+    }
+    return spdlog::level::info;
+}
+
+std::string_view level_name(level l, bool upper) {
+    switch (l) {
+        case level::debug:
+            return upper ? "DEBUG" : "debug";
+        case level::info:
+            return upper ? "INFO" : "info";
+        case level::warn:
+            return upper ? "WARN" : "warn";
+        case level::error:
+            return upper ? "ERROR" : "error";
+        case level::critical:
+            return upper ? "CRIT" : "critical";
+    }
+    return "info";
+}
+
+/// RFC 3339 in UTC with milliseconds: 2026-11-23T15:30:41.123Z
+std::string rfc3339_ms(std::chrono::system_clock::time_point t) {
+    auto secs = std::chrono::floor<std::chrono::seconds>(t);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - secs).count();
+    std::time_t tt = std::chrono::system_clock::to_time_t(secs);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[96];  // room for any int GCC imagines in each field
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms));
+    return buf;
+}
+
+/// A text-format value: bare when it is one plain word, else quoted with escapes, so a line
+/// splits back into its fields and a hostile value cannot forge another field or line.
+void append_text_value(std::string& out, std::string_view v) {
+    bool plain = !v.empty();
+    for (unsigned char c : v) {
+        if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) {
+            plain = false;
+            break;
+        }
+    }
+    if (plain) {
+        out.append(v);
+        return;
+    }
+    out.push_back('"');
+    for (unsigned char c : v) {
+        if (c == '"' || c == '\\') {
+            out.push_back('\\');
+            out.push_back(static_cast<char>(c));
+        } else if (c < ' ' || c == 0x7f) {
+            char esc[8];
+            std::snprintf(esc, sizeof esc, "\\x%02x", c);
+            out.append(esc);
+        } else {
+            out.push_back(static_cast<char>(c));
+        }
+    }
+    out.push_back('"');
+}
+
+}  // namespace
+
+bool parse_log_format(std::string_view s, log_format& out) {
+    if (s == "json") {
+        out = log_format::json;
+    } else if (s == "text") {
+        out = log_format::text;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+bool is_log_level(std::string_view level) {
     auto lvl = spdlog::level::from_str(std::string(level));
-    if (lvl == spdlog::level::off && level != "off") return false;
-    auto logger = spdlog::stdout_logger_mt("bgw");
-    logger->set_level(lvl);
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
-    logger->flush_on(spdlog::level::info);
+    return !(lvl == spdlog::level::off && level != "off");
+}
+
+bool init_logging(std::string_view level, log_format format) {
+    if (!is_log_level(level)) return false;
+    current_format = format;
+    auto logger = spdlog::get("bgw");
+    if (!logger) logger = spdlog::stdout_logger_mt("bgw");
+    logger->set_level(spdlog::level::from_str(std::string(level)));
+    logger->set_pattern("%v");  // event::render writes the time and level itself
+    logger->flush_on(spdlog::level::debug);
     spdlog::set_default_logger(logger);
     return true;
+}
+
+bool set_log_level(std::string_view level) {
+    if (!is_log_level(level)) return false;
+    spdlog::default_logger()->set_level(spdlog::level::from_str(std::string(level)));
+    return true;
+}
+
+void set_log_format(log_format format) { current_format = format; }
+
+event& event::str(std::string_view key, std::string_view v) {
+    fields_.emplace_back(std::string(key), std::string(v));
+    return *this;
+}
+event& event::num(std::string_view key, std::int64_t v) {
+    fields_.emplace_back(std::string(key), v);
+    return *this;
+}
+event& event::unum(std::string_view key, std::uint64_t v) {
+    fields_.emplace_back(std::string(key), v);
+    return *this;
+}
+event& event::real(std::string_view key, double v) {
+    fields_.emplace_back(std::string(key), v);
+    return *this;
+}
+event& event::boolean(std::string_view key, bool v) {
+    fields_.emplace_back(std::string(key), v);
+    return *this;
+}
+event& event::list(std::string_view key, std::vector<std::string> v) {
+    fields_.emplace_back(std::string(key), std::move(v));
+    return *this;
+}
+
+std::string event::render(log_format format,
+                          level lvl,
+                          std::chrono::system_clock::time_point time) const {
+    const std::string when = rfc3339_ms(time);
+    if (format == log_format::json) {
+        rapidjson::StringBuffer buf;
+        rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+        auto put = [&](std::string_view s) {
+            w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+        };
+        w.StartObject();
+        put("time");
+        put(when);
+        put("level");
+        put(level_name(lvl, false));
+        put("event");
+        put(name_);
+        for (const auto& [key, v] : fields_) {
+            put(key);
+            if (auto* s = std::get_if<std::string>(&v)) {
+                put(*s);
+            } else if (auto* i = std::get_if<std::int64_t>(&v)) {
+                w.Int64(*i);
+            } else if (auto* u = std::get_if<std::uint64_t>(&v)) {
+                w.Uint64(*u);
+            } else if (auto* d = std::get_if<double>(&v)) {
+                w.Double(*d);
+            } else if (auto* b = std::get_if<bool>(&v)) {
+                w.Bool(*b);
+            } else {
+                w.StartArray();
+                for (const auto& item : std::get<std::vector<std::string>>(v)) put(item);
+                w.EndArray();
+            }
+        }
+        w.EndObject();
+        return std::string(buf.GetString(), buf.GetSize());
+    }
+    std::string out = when;
+    out.push_back(' ');
+    auto lname = level_name(lvl, true);
+    out.append(lname);
+    out.append(6 - lname.size(), ' ');
+    out.append(name_);
+    for (const auto& [key, v] : fields_) {
+        out.push_back(' ');
+        out.append(key);
+        out.push_back('=');
+        if (auto* s = std::get_if<std::string>(&v)) {
+            append_text_value(out, *s);
+        } else if (auto* i = std::get_if<std::int64_t>(&v)) {
+            out.append(std::to_string(*i));
+        } else if (auto* u = std::get_if<std::uint64_t>(&v)) {
+            out.append(std::to_string(*u));
+        } else if (auto* d = std::get_if<double>(&v)) {
+            char num[32];
+            std::snprintf(num, sizeof num, "%.3f", *d);
+            out.append(num);
+        } else if (auto* b = std::get_if<bool>(&v)) {
+            out.append(*b ? "true" : "false");
+        } else {
+            std::string joined;
+            for (const auto& item : std::get<std::vector<std::string>>(v)) {
+                if (!joined.empty()) joined.append("; ");
+                joined.append(item);
+            }
+            append_text_value(out, joined);
+        }
+    }
+    return out;
+}
+
+void event::emit(level lvl) const {
+    auto logger = spdlog::default_logger_raw();
+    const auto sl = to_spdlog(lvl);
+    if (!logger->should_log(sl)) return;
+    logger->log(sl, "{}", render(current_format.load(), lvl, std::chrono::system_clock::now()));
 }
 
 }  // namespace bgw::obs

@@ -228,7 +228,7 @@ class Gateway(ChildProcess):
     AWS_EC2_METADATA_DISABLED)."""
 
     def __init__(self, binary, config, workdir, name, access_key=None, secret_key=None,
-                 env_extra=None):
+                 env_extra=None, args=()):
         path = os.path.join(workdir, name + ".json")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
@@ -243,22 +243,31 @@ class Gateway(ChildProcess):
                 env.pop(k, None)
             else:
                 env[k] = v
-        super().__init__(name, [binary, "--config", path], env)
+        super().__init__(name, [binary, "--config", path] + list(args), env)
         self.config = config
+        self.config_path = path
+        self.text_log = (config.get("log_format") == "text" or
+                         env.get("BEDROCK_GATEWAY_LOG_FORMAT") == "text" or
+                         "text" in list(args))
         self.wait_listening()
 
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
-    def request_logs(self):
-        """The gateway's per-request JSON log lines (`{"event":"request",...}`)."""
+    def events(self, name=None):
+        """The gateway's log lines (one JSON object each) of the event `name`, or all of them."""
         out = []
         for line in self.stdout.lines():
-            at = line.find('{"event":"request"')
-            if at >= 0:
-                out.append(json.loads(line[at:]))
+            if line.startswith("{"):
+                obj = json.loads(line)
+                if name is None or obj.get("event") == name:
+                    out.append(obj)
         return out
+
+    def request_logs(self):
+        """The gateway's per-request log lines (`{"time":..,"event":"request",...}`)."""
+        return self.events("request")
 
     def wait_log(self, predicate, timeout=10.0):
         """The first request log line that satisfies `predicate`, once it is written (the
@@ -287,7 +296,24 @@ def stop_checked(gateway, exit_codes=(0, -15)):
     if code not in exit_codes:
         raise AssertionError("%s exited with %r after SIGTERM\n%s"
                              % (gateway.name, code, gateway.output()))
+    check_json_log(gateway)
     return code
+
+
+def check_json_log(gateway):
+    """Every line the gateway wrote to stdout (the JSON log format, the default) is one JSON
+    object with time, level and event: a log shipper never meets a line it cannot parse."""
+    if getattr(gateway, "text_log", False):
+        return
+    for line in gateway.stdout.lines():
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise AssertionError("%s wrote a log line that is not JSON (%s): %r"
+                                 % (gateway.name, e, line))
+        missing = [k for k in ("time", "level", "event") if k not in obj]
+        if not isinstance(obj, dict) or missing:
+            raise AssertionError("%s log line lacks %s: %r" % (gateway.name, missing, line))
 
 
 def closed_port():

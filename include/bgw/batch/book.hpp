@@ -91,6 +91,8 @@ public:
     const job* find_job(std::string_view id) const;
     const std::map<std::string, job, std::less<>>& jobs() const { return jobs_; }
     std::size_t queued() const { return queue_.size(); }
+    /// How many records are in each state (for the metrics).
+    std::map<record_state, std::uint64_t> count_by_state() const;
 
     /// The jobs to make at `now_ms`: per (region, model, operation), in acceptance order, every
     /// full `min_records` (up to max_records_per_job each); and a group whose oldest record has

@@ -40,6 +40,9 @@ public:
     boost::beast::http::response<boost::beast::http::string_body> answer(
         boost::beast::http::verb method, std::string_view target, std::string_view request_id);
 
+    /// Records by state name, for the metrics.
+    std::map<std::string, std::uint64_t> record_counts();
+
     /// Makes, submits and polls jobs until the io_context stops.
     awaitable<void> run(gateway_context& g);
 

@@ -43,6 +43,8 @@ public:
     /// The credentials to sign with now, or a 503 error that says why there are none (never
     /// expired ones).
     result<std::shared_ptr<const aws::timed_credentials>> usable() const;
+    /// The credentials held now, expired or not (for the expiry gauge); null before any.
+    std::shared_ptr<const aws::timed_credentials> current() const;
 
     /// One step of the schedule: refreshes when due (or retrying after a failure).
     void tick();

@@ -8,11 +8,16 @@
 #include "bgw/net/batch_service.hpp"
 #include "bgw/net/credential_source.hpp"
 #include "bgw/net/upstream.hpp"
+#include "bgw/obs/metrics.hpp"
 #include "bgw/policy/traffic.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <ostream>
+#include <string_view>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -25,8 +30,10 @@ struct gateway_context {
                     std::shared_ptr<credential_source> cr,
                     std::string bearer_token);
 
-    std::shared_ptr<const config::config> cfg;  ///< immutable snapshot (reload: issue 8)
-    std::shared_ptr<credential_source> creds;   ///< SigV4 credentials, refreshed; never logged
+    /// The config now: each request takes one snapshot; SIGHUP swaps in a new one (reload()).
+    std::shared_ptr<const config::config> snapshot() const { return current.load(); }
+    std::atomic<std::shared_ptr<const config::config>> current;
+    std::shared_ptr<credential_source> creds;  ///< SigV4 credentials, refreshed; never logged
     std::string bearer;  ///< a Bedrock API key: runtime calls use it instead of SigV4
 
     /// The SigV4 credentials to sign with now, or a 503 that says why there are none.
@@ -38,18 +45,40 @@ struct gateway_context {
     std::unique_ptr<batch_service> batch;  ///< the batch tier, when configured (issue 6)
     std::atomic<bool> draining{false};     ///< SIGTERM seen: finish what is in flight, take nothing
     std::atomic<int> inflight{0};          ///< requests being answered now
+    obs::metrics metrics;                  ///< what /metrics shows (issue 8)
+    const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+    /// Swaps in a reloaded config, or refuses it (the running one stays) with the reason.
+    result<void> reload(std::shared_ptr<const config::config> next);
+    /// The gauges /metrics reads from state the registry does not own.
+    obs::gauges gauges() const;
 };
 
+/// Which requests a listener serves: the runtime API (and the health and metrics endpoints
+/// unless `admin_listen` is set), or only the health and metrics endpoints.
+enum class listener_role { main, admin };
+
 /// Serves one client connection (HTTP/1.1 keep-alive) until it closes or idles out.
-awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<gateway_context> g);
+awaitable<void> run_session(asio::ip::tcp::socket socket,
+                            std::shared_ptr<gateway_context> g,
+                            listener_role role = listener_role::main);
 
 /// A random request id in UUID form, for gateway-made responses and logs.
 std::string new_request_id();
 
-/// Binds `cfg.listen`, logs `listening on HOST:PORT`, serves on `cfg.threads` threads until
-/// SIGINT/SIGTERM. Returns the process exit code (2 when the address cannot be bound).
+/// `--probe URL`: one GET of an http:// URL with a 3 s bound on everything; 0 on a 2xx answer,
+/// 1 otherwise (with the reason on `err`). A container health check without curl.
+int probe(std::string_view url, std::ostream& err);
+
+/// Reads the config file again (with the same command-line and environment overrides).
+using config_loader = std::function<result<std::shared_ptr<const config::config>>()>;
+
+/// Binds `cfg.listen` (and `admin_listen`), logs `listening`, serves on `cfg.threads` threads
+/// until SIGINT/SIGTERM; SIGHUP calls `reload` and swaps the config in if it is valid. Returns
+/// the process exit code (2 when an address cannot be bound).
 int run_server(std::shared_ptr<const config::config> cfg,
                std::shared_ptr<credential_source> creds,
-               std::string bearer_token);
+               std::string bearer_token,
+               config_loader reload);
 
 }  // namespace bgw::net

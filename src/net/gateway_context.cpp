@@ -1,0 +1,78 @@
+// The process-wide state: the config snapshot and its reload, credentials, metrics gauges.
+
+#include "bgw/net/gateway.hpp"
+#include "bgw/obs/log.hpp"
+
+#include <set>
+#include <string>
+
+namespace bgw::net {
+
+gateway_context::gateway_context(std::shared_ptr<const config::config> c,
+                                 std::shared_ptr<credential_source> cr,
+                                 std::string bearer_token)
+    : creds(std::move(cr)),
+      bearer(std::move(bearer_token)),
+      tls(make_tls_context(c->upstream.ca_file)),
+      pool(c->upstream.max_idle_per_host, std::chrono::seconds(50)),
+      traffic(c->retry, c->rate_limits),
+      metrics(config::named_models(*c)) {
+    current.store(std::move(c));
+}
+
+result<std::shared_ptr<const aws::timed_credentials>> gateway_context::sigv4_credentials() const {
+    if (!creds) {
+        return error{boost::beast::http::status::service_unavailable, "ServiceUnavailableException",
+                     "the gateway has no AWS credentials"};
+    }
+    return creds->usable();
+}
+
+result<void> gateway_context::reload(std::shared_ptr<const config::config> next) {
+    auto running = snapshot();
+    if (auto changed = config::restart_only_changes(*running, *next); !changed.empty()) {
+        std::string list;
+        for (const auto& key : changed) list += (list.empty() ? "" : ", ") + key;
+        return validation_error("changes settings that need a restart (" + list +
+                                "); nothing was reloaded");
+    }
+    obs::log_format format = obs::log_format::json;
+    obs::parse_log_format(next->log_format, format);  // validated by the parser
+    obs::set_log_level(next->log_level);
+    obs::set_log_format(format);
+    traffic.reconfigure(next->retry, next->rate_limits);
+    metrics.know_models(config::named_models(*next));
+    current.store(std::move(next));
+    return {};
+}
+
+obs::gauges gateway_context::gauges() const {
+    obs::gauges out;
+    out.inflight_requests = inflight.load();
+    if (creds) {
+        if (auto c = creds->current(); c && c->expiration) {
+            out.credentials_expiry_seconds =
+                static_cast<double>((*c->expiration - std::chrono::floor<std::chrono::seconds>(
+                                                          std::chrono::system_clock::now()))
+                                        .count());
+        }
+    }
+    if (batch) out.batch_records = batch->record_counts();
+    // Provisioned throughput is paid by the hour while it exists, whether or not it serves.
+    auto cfg = snapshot();
+    const double hours =
+        std::chrono::duration<double, std::ratio<3600>>(std::chrono::steady_clock::now() - started)
+            .count();
+    for (const auto& [name, r] : cfg->routes) {
+        for (const auto& t : r.targets) {
+            if (t.tier != config::tier::provisioned) continue;
+            const config::price* p = config::find_price(*cfg, t.model_id, name);
+            if (!p || p->model_units == 0) continue;
+            out.provisioned_cost_usd[{t.region, t.model_id}] =
+                hours * p->model_unit_hour * p->model_units;
+        }
+    }
+    return out;
+}
+
+}  // namespace bgw::net
