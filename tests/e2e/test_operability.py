@@ -352,6 +352,50 @@ class OperabilityEndToEnd(unittest.TestCase):
         self.assertIn("cannot connect", refused.stderr)
         self.assertEqual(self.run_binary("--probe", "https://127.0.0.1/healthz").returncode, 1)
 
+    def test_readme_config_table_names_every_key_the_parser_knows(self):
+        # The parser's own lists, from its error for an unknown key in each section.
+        probes = {
+            "": {"zz": 1},
+            "upstream": {"upstream": {"zz": 1}},
+            "limits": {"limits": {"zz": 1}},
+            "retry": {"retry": {"zz": 1}},
+            "batch": {"batch": {"zz": 1}},
+            "credentials": {"credentials": {"zz": 1}},
+            "auth": {"auth": {"zz": 1}},
+            "rate_limits": {"rate_limits": {"m": {"zz": 1}}},
+            "routes": {"routes": {"r": {"zz": 1}}},
+            "routes.targets": {"routes": {"r": {"targets": [{"zz": 1}]}}},
+            "regions": {"regions": {"us-east-1": {"zz": 1}}},
+            "prices": {"prices": {"m": {"zz": 1}}},
+        }
+        readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+        section = text[text.index("## Configuration"):text.index("\n## ", text.index(
+            "## Configuration") + 5)]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
+        self.assertGreater(len(rows), 20)
+        path = os.path.join(self.workdir, "probe.json")
+        for where, doc in probes.items():
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+            got = self.run_binary("--check-config", path)
+            self.assertEqual(got.returncode, 2, got)
+            known = got.stderr.split("known here: ", 1)[1].rstrip(")\n").split(", ")
+            top = where.split(".")[0]
+            for key in known:
+                if not where:
+                    documented = any(row.startswith("| `%s`" % key) or "`%s." % key in row
+                                     for row in rows)
+                else:
+                    # `section.key` anywhere in the table, or the key named in its section's row.
+                    own_rows = [row for row in rows if row.startswith("| `%s" % top)]
+                    documented = any(("`%s.%s`" % (top, key)) in row or
+                                     ("`%s.{r}.%s`" % (top, key)) in row for row in rows) or \
+                        any(('"%s"' % key) in row or ("`%s`" % key) in row for row in own_rows)
+                self.assertTrue(documented, "README's config table lacks %s %r"
+                                % (where or "top-level key", key))
+
 
 if __name__ == "__main__":
     unittest.main()
