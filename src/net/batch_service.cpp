@@ -15,6 +15,7 @@
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
+#include "bgw/policy/traffic.hpp"
 #include "bgw/routing/runtime_path.hpp"
 
 #include <algorithm>
@@ -537,6 +538,7 @@ awaitable<void> batch_service::poll(gateway_context& g, const batch::job& j) {
                                     "; no output for this record")));
         } else {
             failed += line->error.empty() ? 0 : 1;
+            if (line->error.empty()) count_usage(g, *r, line->output, config::tier::batch);
             append(batch::result_event(id, line->output, line->error));
         }
     }
@@ -566,6 +568,8 @@ awaitable<void> batch_service::run_on_demand(gateway_context& g, const batch::jo
                                      http::verb::post, path, std::move(input), "application/json");
         std::lock_guard lock(mutex_);
         if (!got.ec && got.status == 200 && is_json(got.body)) {
+            if (const auto* r = book_.find_record(id))
+                count_usage(g, *r, got.body, config::tier::on_demand);
             append(batch::result_event(id, got.body, ""));
         } else if (worth_retrying(got)) {
             retry_at_[j.id] = steady::now() + cfg_.batch.poll_interval;
@@ -588,6 +592,27 @@ awaitable<void> batch_service::run_on_demand(gateway_context& g, const batch::jo
         .unum("records", j.records.size())
         .unum("failed", failed)
         .info();
+}
+
+void batch_service::count_usage(gateway_context& g,
+                                const batch::record& r,
+                                std::string_view output,
+                                config::tier t) {
+    auto used = policy::usage_from_model_output(output);
+    if (!used) return;
+    const auto tier = config::tier_name(t);
+    g.metrics.tokens(r.region, tier, r.model, used->input, used->output);
+    auto cfg = g.snapshot();
+    if (const config::price* p = config::find_price(*cfg, r.model, r.model)) {
+        const double cost = config::token_cost_usd(*p, t, used->input, used->output);
+        g.metrics.cost(r.region, tier, r.model, cost);
+        if (t == config::tier::batch) {
+            g.metrics.batch_savings(
+                r.region, r.model,
+                config::token_cost_usd(*p, config::tier::on_demand, used->input, used->output) -
+                    cost);
+        }
+    }
 }
 
 std::map<std::string, std::uint64_t> batch_service::record_counts() {

@@ -185,6 +185,11 @@ void metrics::cost(std::string_view region,
     cost_[{std::string(region), std::string(tier), model_label_locked(model)}] += usd;
 }
 
+void metrics::batch_savings(std::string_view region, std::string_view model, double usd) {
+    std::lock_guard lock(mutex_);
+    savings_[{std::string(region), model_label_locked(model)}] += usd;
+}
+
 void metrics::reload(std::string_view result) {
     std::lock_guard lock(mutex_);
     ++reloads_[{std::string(result)}];
@@ -254,6 +259,10 @@ std::string metrics::render(const gauges& g) const {
     for (const auto& [key, usd] : g.provisioned_cost_usd)
         cost[{key.first, "provisioned", key.second}] += usd;
     samples(out, "bedrock_gateway_estimated_cost_usd_total", {"region", "tier", "model"}, cost);
+
+    head(out, "bedrock_gateway_batch_savings_usd_total", "counter",
+         "Estimated saving of batch-tier records against the same tokens on demand.");
+    samples(out, "bedrock_gateway_batch_savings_usd_total", {"region", "model"}, savings_);
 
     head(out, "bedrock_gateway_inflight_requests", "gauge", "Requests being answered now.");
     out += "bedrock_gateway_inflight_requests " + std::to_string(g.inflight_requests) + '\n';

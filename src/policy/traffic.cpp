@@ -72,6 +72,33 @@ std::optional<usage> usage_from_converse_body(std::string_view body) {
     return usage{*in, *out};
 }
 
+std::optional<usage> usage_from_model_output(std::string_view body) {
+    rapidjson::Document doc;
+    doc.Parse(body.data(), body.size());
+    if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+    // Converse; Anthropic messages; Meta Llama; Amazon Titan text (its first result).
+    auto in = nested(doc, "usage", "inputTokens");
+    auto out = nested(doc, "usage", "outputTokens");
+    if (!in || !out) {
+        in = nested(doc, "usage", "input_tokens");
+        out = nested(doc, "usage", "output_tokens");
+    }
+    if (!in || !out) {
+        in = number(doc, "prompt_token_count");
+        out = number(doc, "generation_token_count");
+    }
+    if (!in || !out) {
+        in = number(doc, "inputTextTokenCount");
+        out.reset();
+        auto results = doc.FindMember("results");
+        if (results != doc.MemberEnd() && results->value.IsArray() && !results->value.Empty() &&
+            results->value[0].IsObject())
+            out = number(results->value[0], "tokenCount");
+    }
+    if (!in || !out) return std::nullopt;
+    return usage{*in, *out};
+}
+
 std::shared_ptr<const traffic_policy::settings> traffic_policy::make_settings(
     const config::retry_config& retry,
     const std::map<std::string, config::rate_limit, std::less<>>& limits) {

@@ -9,6 +9,7 @@ gateway on the same spool and check that every accepted record completes exactly
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import unittest
@@ -21,6 +22,9 @@ BUCKET = "bgw-test-bucket"
 ROLE = "arn:aws:iam::123456789012:role/bedrock-batch"
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 WAIT_S = 20.0
+
+
+PRICE_IN, PRICE_OUT = 0.5, 2.5  # USD per 1k tokens on demand
 
 
 def gateway_config(endpoint, spool_dir, **batch):
@@ -36,6 +40,7 @@ def gateway_config(endpoint, spool_dir, **batch):
         "routes": {"cheap": {"targets": [
             {"region": "us-east-1", "tier": "batch", "model_id": MODEL}]}},
         "batch": settings,
+        "prices": {MODEL: {"input_per_1k": PRICE_IN, "output_per_1k": PRICE_OUT}},
         "log_level": "info",
     }
 
@@ -151,6 +156,29 @@ class BatchEndToEnd(unittest.TestCase):
         self.assertEqual(failed.status, 400, failed)
         self.assertEqual(failed.json()["status"], "failed")
         self.assertIn("scripted record error", failed.json()["message"])
+        # The answers' usage shows in the metrics at the batch tier's half price.
+        usage = [ok.json()["usage"], self.get(gw, records[2]).json()["usage"]]
+        tokens_in = sum(u["inputTokens"] for u in usage)
+        tokens_out = sum(u["outputTokens"] for u in usage)
+        metrics = bgw_e2e.http_request(gw.port, "GET", "/metrics").body.decode()
+        labels = 'region="us-east-1",tier="batch",model="%s"' % MODEL
+
+        def value(series):
+            found = re.search(r"^%s (\S+)$" % re.escape(series), metrics, re.M)
+            self.assertIsNotNone(found, series + "\n" + metrics)
+            return float(found.group(1))
+
+        self.assertEqual(value('bedrock_gateway_tokens_total{direction="input",%s}' % labels),
+                         tokens_in)
+        self.assertEqual(value('bedrock_gateway_tokens_total{direction="output",%s}' % labels),
+                         tokens_out)
+        on_demand = tokens_in / 1000 * PRICE_IN + tokens_out / 1000 * PRICE_OUT
+        self.assertAlmostEqual(
+            value("bedrock_gateway_estimated_cost_usd_total{%s}" % labels), on_demand / 2)
+        self.assertAlmostEqual(value('bedrock_gateway_batch_savings_usd_total{region="us-east-1",'
+                                     'model="%s"}' % MODEL), on_demand / 2)
+        self.assertEqual(value('bedrock_gateway_batch_records{state="done"}'), 2)
+        self.assertEqual(value('bedrock_gateway_batch_records{state="failed"}'), 1)
 
     # --- cancelling and the edges of the API ---------------------------------------------
 

@@ -275,3 +275,27 @@ TEST(traffic_policy, reconfigure_changes_retries_and_limits_and_keeps_cool_downs
     EXPECT_FALSE(t.limits(claude));
     EXPECT_FALSE(t.admit(region, claude, 10, now + 2s));
 }
+
+TEST(usage, from_model_output_of_each_family) {
+    auto converse = usage_from_model_output(
+        R"({"output":{},"usage":{"inputTokens":12,"outputTokens":3,"totalTokens":15}})");
+    ASSERT_TRUE(converse);
+    EXPECT_EQ(converse->input, 12u);
+    EXPECT_EQ(converse->output, 3u);
+    auto anthropic = usage_from_model_output(
+        R"({"type":"message","usage":{"input_tokens":20,"output_tokens":7}})");
+    ASSERT_TRUE(anthropic);
+    EXPECT_EQ(anthropic->total(), 27u);
+    auto llama = usage_from_model_output(
+        R"({"generation":"x","prompt_token_count":5,"generation_token_count":9})");
+    ASSERT_TRUE(llama);
+    EXPECT_EQ(llama->output, 9u);
+    auto titan = usage_from_model_output(
+        R"({"inputTextTokenCount":4,"results":[{"tokenCount":6,"outputText":"x"}]})");
+    ASSERT_TRUE(titan);
+    EXPECT_EQ(titan->input, 4u);
+    EXPECT_EQ(titan->output, 6u);
+    EXPECT_FALSE(usage_from_model_output(R"({"fakeBatch":true})"));
+    EXPECT_FALSE(usage_from_model_output("not json"));
+    EXPECT_FALSE(usage_from_model_output(R"({"usage":{"inputTokens":-1,"outputTokens":2}})"));
+}

@@ -48,6 +48,11 @@ public:
 
 private:
     bool append(const std::string& line);  // write + fdatasync, then apply; under mutex_
+    /// The tokens (and their estimated cost) a record's answer says it used, for the metrics.
+    void count_usage(gateway_context& g,
+                     const batch::record& r,
+                     std::string_view output,
+                     config::tier t);
     awaitable<void> submit(gateway_context& g, const batch::job& j);
     awaitable<void> poll(gateway_context& g, const batch::job& j);
     awaitable<void> run_on_demand(gateway_context& g, const batch::job& j);

@@ -60,6 +60,8 @@ public:
                 std::uint64_t input,
                 std::uint64_t output);
     void cost(std::string_view region, std::string_view tier, std::string_view model, double usd);
+    /// What a batch-tier record saved against the same tokens on demand.
+    void batch_savings(std::string_view region, std::string_view model, double usd);
     /// A SIGHUP reload: "ok" or "error".
     void reload(std::string_view result);
 
@@ -94,6 +96,7 @@ private:
     std::uint64_t failovers_ = 0;
     std::map<label_values, std::uint64_t> tokens_;   // direction, region, tier, model
     std::map<label_values, double> cost_;            // region, tier, model
+    std::map<label_values, double> savings_;         // region, model
     std::map<label_values, std::uint64_t> reloads_;  // result
 };
 

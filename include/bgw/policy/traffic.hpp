@@ -56,6 +56,10 @@ struct usage {
 std::optional<usage> usage_from_headers(std::string_view input, std::string_view output);
 /// From a Converse answer's `usage.inputTokens` / `usage.outputTokens`.
 std::optional<usage> usage_from_converse_body(std::string_view body);
+/// From a model's answer body whatever its family: Converse `usage.inputTokens`, Anthropic
+/// `usage.input_tokens`, Llama `prompt_token_count`/`generation_token_count`, Titan
+/// `inputTextTokenCount` with `results[0].tokenCount` (a batch record's modelOutput).
+std::optional<usage> usage_from_model_output(std::string_view body);
 
 class traffic_policy {
 public:
