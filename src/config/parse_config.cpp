@@ -142,9 +142,10 @@ result<void> parse_regions(const json& v, config& out) {
 
 result<void> parse_upstream(const json& v, config& out) {
     if (!v.IsObject()) return bad("upstream", "must be an object");
-    if (auto r = only_known(v, "upstream",
-                            {"ca_file", "connect_timeout_ms", "response_timeout_ms",
-                             "stream_idle_timeout_ms", "max_idle_per_host"});
+    if (auto r = only_known(
+            v, "upstream",
+            {"ca_file", "connect_timeout_ms", "response_timeout_ms", "stream_idle_timeout_ms",
+             "max_idle_per_host", "max_response_header_bytes"});
         !r) {
         return r.error();
     }
@@ -168,6 +169,11 @@ result<void> parse_upstream(const json& v, config& out) {
         if (!n) return n.error();
         out.upstream.stream_idle_timeout = std::chrono::milliseconds(*n);
     }
+    if (auto m = v.FindMember("max_response_header_bytes"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "upstream.max_response_header_bytes", 1024, 1024 * 1024);
+        if (!n) return n.error();
+        out.upstream.max_response_header_bytes = static_cast<std::size_t>(*n);
+    }
     if (auto m = v.FindMember("max_idle_per_host"); m != v.MemberEnd()) {
         auto n = get_int(m->value, "upstream.max_idle_per_host", 0, 10'000);
         if (!n) return n.error();
@@ -178,26 +184,42 @@ result<void> parse_upstream(const json& v, config& out) {
 
 result<void> parse_limits(const json& v, config& out) {
     if (!v.IsObject()) return bad("limits", "must be an object");
-    if (auto r = only_known(v, "limits",
-                            {"max_body_bytes", "max_header_bytes", "client_idle_timeout_ms"});
+    if (auto r = only_known(
+            v, "limits",
+            {"max_body_bytes", "max_header_bytes", "max_header_count", "max_target_bytes",
+             "header_timeout_ms", "client_idle_timeout_ms", "max_connections", "max_streams"});
         !r) {
         return r.error();
     }
-    if (auto m = v.FindMember("max_body_bytes"); m != v.MemberEnd()) {
-        // Bedrock itself refuses more than 25,000,000 bytes; allow a little headroom, no more.
-        auto n = get_int(m->value, "limits.max_body_bytes", 1, 64'000'000);
-        if (!n) return n.error();
-        out.limits.max_body_bytes = static_cast<std::size_t>(*n);
-    }
-    if (auto m = v.FindMember("max_header_bytes"); m != v.MemberEnd()) {
-        auto n = get_int(m->value, "limits.max_header_bytes", 1024, 1024 * 1024);
-        if (!n) return n.error();
-        out.limits.max_header_bytes = static_cast<std::size_t>(*n);
+    limits_config& l = out.limits;
+    auto ms = [](std::int64_t n) { return std::chrono::milliseconds(n); };
+    // Bedrock itself refuses bodies over 25,000,000 bytes; allow a little headroom, no more.
+    struct size_key {
+        const char* name;
+        std::int64_t lo, hi;
+        std::size_t* field;
+    };
+    for (const auto& k : {size_key{"max_body_bytes", 1, 64'000'000, &l.max_body_bytes},
+                          size_key{"max_header_bytes", 1024, 1024 * 1024, &l.max_header_bytes},
+                          size_key{"max_header_count", 8, 10'000, &l.max_header_count},
+                          size_key{"max_target_bytes", 256, 64 * 1024, &l.max_target_bytes},
+                          size_key{"max_connections", 1, 1'000'000, &l.max_connections},
+                          size_key{"max_streams", 1, 1'000'000, &l.max_streams}}) {
+        if (auto m = v.FindMember(k.name); m != v.MemberEnd()) {
+            auto n = get_int(m->value, std::string("limits.") + k.name, k.lo, k.hi);
+            if (!n) return n.error();
+            *k.field = static_cast<std::size_t>(*n);
+        }
     }
     if (auto m = v.FindMember("client_idle_timeout_ms"); m != v.MemberEnd()) {
         auto n = get_int(m->value, "limits.client_idle_timeout_ms", 1, 3'600'000);
         if (!n) return n.error();
-        out.limits.client_idle_timeout = std::chrono::milliseconds(*n);
+        l.client_idle_timeout = ms(*n);
+    }
+    if (auto m = v.FindMember("header_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "limits.header_timeout_ms", 1, 600'000);
+        if (!n) return n.error();
+        l.header_timeout = ms(*n);
     }
     return {};
 }

@@ -49,6 +49,8 @@ result<void> gateway_context::reload(std::shared_ptr<const config::config> next)
 obs::gauges gateway_context::gauges() const {
     obs::gauges out;
     out.inflight_requests = inflight.load();
+    out.open_connections = connections.load();
+    out.open_streams = streams.load();
     if (creds) {
         if (auto c = creds->current(); c && c->expiration) {
             out.credentials_expiry_seconds =

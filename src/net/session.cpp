@@ -123,6 +123,8 @@ awaitable<beast::error_code> send_error(beast::tcp_stream& client,
                                         bool keep_alive) {
     auto res = bgw::http::make_error_response(e, log.id, 11, keep_alive);
     add_gateway_headers(res, log);
+    // A full gateway is a passing state: say when to come back, as a throttle does.
+    if (e.status == http::status::service_unavailable) res.set(http::field::retry_after, "1");
     log.error = e.message;
     co_return co_await send_response(client, res, log);
 }
@@ -298,6 +300,40 @@ void stop_watch(beast::tcp_stream& client, client_watch& w) {
     client.socket().cancel(ignored);
 }
 
+/// A deadline on a client read that cancels the read but leaves the socket open, so the
+/// gateway can still answer 408 (tcp_stream's own expiry closes the socket). Both the timer's
+/// handler and the session run on the connection's strand; `armed` goes false before the
+/// session moves on, so a late handler never touches the socket.
+class read_deadline {
+public:
+    read_deadline(beast::tcp_stream& client, std::chrono::milliseconds after)
+        : state_(std::make_shared<state>()), timer_(client.get_executor()) {
+        client.expires_never();
+        timer_.expires_after(after);
+        timer_.async_wait([st = state_, &sock = client.socket()](const beast::error_code& ec) {
+            if (ec || !st->armed) return;
+            st->fired = true;
+            beast::error_code ignored;
+            sock.cancel(ignored);
+        });
+    }
+    ~read_deadline() {
+        state_->armed = false;
+        timer_.cancel();
+    }
+    read_deadline(const read_deadline&) = delete;
+    read_deadline& operator=(const read_deadline&) = delete;
+    bool fired() const { return state_->fired; }
+
+private:
+    struct state {
+        bool armed = true;
+        bool fired = false;
+    };
+    std::shared_ptr<state> state_;
+    asio::steady_timer timer_;
+};
+
 /// The operations that run a model: the ones local quotas and cool-downs apply to.
 bool runs_model(routing::operation op) {
     using routing::operation;
@@ -389,7 +425,7 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
         watch.upstream = conn.get();
         if (watch.client_gone) co_return r;  // it left while we connected
         p.emplace();
-        p->header_limit(64 * 1024);
+        p->header_limit(static_cast<std::uint32_t>(cfg.upstream.max_response_header_bytes));
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
         conn->tcp().expires_after(cfg.upstream.response_timeout);
         const auto sent = clock::now();
@@ -590,6 +626,25 @@ awaitable<bool> forward(beast::tcp_stream& client,
     if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
     log.op = routing::operation_name(rt->op);
     log.model = rt->model_id;
+    // Event streams hold a connection upstream for minutes: their number is bounded.
+    struct stream_slot {
+        std::atomic<std::size_t>* count = nullptr;
+        ~stream_slot() {
+            if (count) --*count;
+        }
+    } slot;
+    if (rt->op == routing::operation::converse_stream ||
+        rt->op == routing::operation::invoke_model_with_response_stream) {
+        if (++g.streams > cfg.limits.max_streams) {
+            --g.streams;
+            const error full{http::status::service_unavailable, "ServiceUnavailableException",
+                             "the gateway already relays limits.max_streams (" +
+                                 std::to_string(cfg.limits.max_streams) +
+                                 ") event streams; retry shortly"};
+            co_return !co_await send_error(client, full, log, keep_alive) && keep_alive;
+        }
+        slot.count = &g.streams;
+    }
     // A snapshot: a background refresh never changes the keys under a request in flight.
     std::shared_ptr<const aws::timed_credentials> signing;
     if (g.bearer.empty()) {
@@ -907,6 +962,24 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
                             listener_role role) {
     beast::tcp_stream client(std::move(socket));
     beast::flat_buffer buf;
+    struct connection_slot {
+        gateway_context& g;
+        ~connection_slot() { --g.connections; }
+    } slot{*g};
+    if (++g->connections > g->snapshot()->limits.max_connections) {
+        // Full: one 503 that says so, then close, before reading anything.
+        request_log log;
+        log.id = new_request_id();
+        const error full{http::status::service_unavailable, "ServiceUnavailableException",
+                         "the gateway already holds limits.max_connections (" +
+                             std::to_string(g->snapshot()->limits.max_connections) +
+                             ") client connections; retry shortly"};
+        co_await send_error(client, full, log, false);
+        write_log(log);
+        beast::error_code ignored;
+        client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        co_return;
+    }
     for (;;) {
         std::shared_ptr<const config::config> cfg = g->snapshot();
         request_log log;
@@ -915,17 +988,59 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
         parser.header_limit(static_cast<std::uint32_t>(cfg->limits.max_header_bytes));
         parser.body_limit(cfg->limits.max_body_bytes);
 
-        client.expires_after(cfg->limits.client_idle_timeout);
-        auto [ec, n] = co_await http::async_read_header(client, buf, parser, use_nothrow);
-        if (ec == http::error::end_of_stream || (ec && buf.size() == 0 && !parser.got_some())) {
-            break;  // closed or idle between requests: nothing to answer
+        // The next request may take the keep-alive time to start; once its first byte is in,
+        // the whole head must follow within header_timeout, however slowly it trickles
+        // (Beast's header read is one operation until the head is complete: one deadline).
+        beast::error_code ec;
+        std::size_t n = 0;
+        if (buf.size() == 0) {
+            client.expires_after(cfg->limits.client_idle_timeout);
+            std::tie(ec, n) = co_await client.async_read_some(buf.prepare(4096), use_nothrow);
+            if (ec) break;  // closed or idle between requests: nothing to answer
+            buf.commit(n);
+        }
+        bool read_timed_out = false;
+        {
+            read_deadline head_deadline(client, cfg->limits.header_timeout);
+            std::tie(ec, n) = co_await http::async_read_header(client, buf, parser, use_nothrow);
+            read_timed_out = head_deadline.fired();
+        }
+        if (ec == http::error::end_of_stream) break;
+        if (!ec) {
+            // Bounds Beast does not keep for us: the target's length and the number of fields.
+            std::optional<error> refused;
+            const auto& head = parser.get();
+            if (head.target().size() > cfg->limits.max_target_bytes) {
+                refused = error{http::status::uri_too_long, "ValidationException",
+                                "request target exceeds limits.max_target_bytes (" +
+                                    std::to_string(cfg->limits.max_target_bytes) + " bytes)"};
+            } else if (static_cast<std::size_t>(std::distance(head.begin(), head.end())) >
+                       cfg->limits.max_header_count) {
+                refused =
+                    error{http::status::request_header_fields_too_large, "ValidationException",
+                          "request has more header fields than limits.max_header_count (" +
+                              std::to_string(cfg->limits.max_header_count) + ")"};
+            }
+            if (refused) {
+                co_await send_error(client, *refused, log, false);
+                write_log(log);
+                record_metrics(*g, *cfg, log);
+                break;
+            }
         }
         if (!ec && bgw::http::iequals(parser.get()[http::field::expect], "100-continue")) {
             http::response<http::empty_body> cont{http::status::continue_, 11};
             auto [cec, cn] = co_await http::async_write(client, cont, use_nothrow);
             if (cec) break;
         }
-        if (!ec) std::tie(ec, n) = co_await http::async_read(client, buf, parser, use_nothrow);
+        if (!ec) {
+            read_deadline body_deadline(client, cfg->limits.client_idle_timeout);
+            std::tie(ec, n) = co_await http::async_read(client, buf, parser, use_nothrow);
+            read_timed_out = body_deadline.fired();
+        }
+        // Whatever is written next (an error, a health answer, a forwarded head) has the
+        // keep-alive time to go out: a client that stops reading cannot hold the session.
+        client.expires_after(cfg->limits.client_idle_timeout);
         if (ec) {
             // Nothing after a framing error can be trusted: answer once, then close.
             error e = validation_error("malformed HTTP request: " + ec.message());
@@ -937,9 +1052,11 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
                 e = {http::status::request_header_fields_too_large, "ValidationException",
                      "request headers exceed limits.max_header_bytes (" +
                          std::to_string(cfg->limits.max_header_bytes) + " bytes)"};
-            } else if (ec == beast::error::timeout) {
+            } else if (read_timed_out) {
                 e = {http::status::request_timeout, "RequestTimeoutException",
-                     "request not received within limits.client_idle_timeout_ms"};
+                     parser.is_header_done()
+                         ? "request body not received within limits.client_idle_timeout_ms"
+                         : "request head not received within limits.header_timeout_ms"};
             } else if (is_benign(ec)) {
                 break;
             }

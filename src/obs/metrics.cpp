@@ -266,6 +266,10 @@ std::string metrics::render(const gauges& g) const {
 
     head(out, "bedrock_gateway_inflight_requests", "gauge", "Requests being answered now.");
     out += "bedrock_gateway_inflight_requests " + std::to_string(g.inflight_requests) + '\n';
+    head(out, "bedrock_gateway_open_connections", "gauge", "Client connections open now.");
+    out += "bedrock_gateway_open_connections " + std::to_string(g.open_connections) + '\n';
+    head(out, "bedrock_gateway_open_streams", "gauge", "Event streams being relayed now.");
+    out += "bedrock_gateway_open_streams " + std::to_string(g.open_streams) + '\n';
 
     head(out, "bedrock_gateway_credentials_expiry_seconds", "gauge",
          "Seconds until the signing credentials expire (absent for keys that do not).");

@@ -361,3 +361,34 @@ TEST(config, restart_only_changes_names_what_a_reload_cannot_apply) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(config, limits_for_hostile_clients) {
+    auto c = parse_config(R"({"limits": {"max_header_count": 50, "max_target_bytes": 4096,
+        "header_timeout_ms": 2000, "max_connections": 100, "max_streams": 10},
+        "upstream": {"max_response_header_bytes": 32768}})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->limits.max_header_count, 50u);
+    EXPECT_EQ(c->limits.max_target_bytes, 4096u);
+    EXPECT_EQ(c->limits.header_timeout.count(), 2000);
+    EXPECT_EQ(c->limits.max_connections, 100u);
+    EXPECT_EQ(c->limits.max_streams, 10u);
+    EXPECT_EQ(c->upstream.max_response_header_bytes, 32768u);
+    auto defaults = parse_config("{}");
+    ASSERT_TRUE(defaults);
+    EXPECT_EQ(defaults->limits.header_timeout.count(), 10000);
+    EXPECT_EQ(defaults->limits.max_streams, 4096u);
+    for (const auto& b :
+         {bad_case{R"({"limits": {"max_connections": 0}})",
+                   "limits.max_connections: must be an integer between 1"},
+          bad_case{R"({"limits": {"header_timeout_ms": 0}})", "limits.header_timeout_ms"},
+          bad_case{R"({"limits": {"max_target_bytes": 10}})",
+                   "limits.max_target_bytes: must be an integer between 256"}}) {
+        auto r = parse_config(b.json);
+        ASSERT_FALSE(r) << b.json;
+        EXPECT_NE(r.error().message.find(b.must_mention), std::string::npos) << r.error().message;
+    }
+}
+
+}  // namespace

@@ -32,15 +32,24 @@ struct upstream_config {
     std::chrono::milliseconds response_timeout{120000};  ///< response head; non-stream body gaps
     /// Longest silence inside an event stream (Bedrock streams pause while a model thinks).
     std::chrono::milliseconds stream_idle_timeout{300000};
-    std::size_t max_idle_per_host = 64;  ///< keep-alive pool bound per upstream host
+    std::size_t max_idle_per_host = 64;                 ///< keep-alive pool bound per upstream host
+    std::size_t max_response_header_bytes = 64 * 1024;  ///< an upstream head larger is a 502
 
     bool operator==(const upstream_config&) const = default;
 };
 
+/// Bounds on what clients may send and hold (issue 10); each refusal is a clear HTTP error.
 struct limits_config {
-    std::size_t max_body_bytes = 25'000'000;  ///< Bedrock's own blob cap
-    std::size_t max_header_bytes = 64 * 1024;
-    std::chrono::milliseconds client_idle_timeout{60000};  ///< keep-alive / header read bound
+    std::size_t max_body_bytes = 25'000'000;   ///< Bedrock's own blob cap (413)
+    std::size_t max_header_bytes = 64 * 1024;  ///< request line and headers together (431)
+    std::size_t max_header_count = 100;        ///< header fields (431)
+    std::size_t max_target_bytes = 8 * 1024;   ///< the request target (414)
+    /// From a request's first byte to its last header byte, however slowly they trickle in
+    /// (slowloris); the body then has client_idle_timeout.
+    std::chrono::milliseconds header_timeout{10000};
+    std::chrono::milliseconds client_idle_timeout{60000};  ///< keep-alive wait; body read bound
+    std::size_t max_connections = 20'000;  ///< open client connections; more get 503 and a close
+    std::size_t max_streams = 4'096;       ///< event streams at once; more get 503
 
     bool operator==(const limits_config&) const = default;
 };

@@ -45,7 +45,9 @@ struct gateway_context {
     std::unique_ptr<batch_service> batch;  ///< the batch tier, when configured (issue 6)
     std::atomic<bool> draining{false};     ///< SIGTERM seen: finish what is in flight, take nothing
     std::atomic<int> inflight{0};          ///< requests being answered now
-    obs::metrics metrics;                  ///< what /metrics shows (issue 8)
+    std::atomic<std::size_t> connections{0};  ///< client connections open now (limits)
+    std::atomic<std::size_t> streams{0};      ///< event streams being relayed now (limits)
+    obs::metrics metrics;                     ///< what /metrics shows (issue 8)
     const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
     /// Swaps in a reloaded config, or refuses it (the running one stays) with the reason.

@@ -23,6 +23,8 @@ namespace bgw::obs {
 /// Values read at scrape time, from state the registry does not own.
 struct gauges {
     int inflight_requests = 0;
+    std::uint64_t open_connections = 0;
+    std::uint64_t open_streams = 0;
     /// Seconds until the signing credentials expire; none for keys that never do.
     std::optional<double> credentials_expiry_seconds;
     /// Batch records by state ("queued", "submitted", "done", "failed", "cancelled").
