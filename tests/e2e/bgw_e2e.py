@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
@@ -200,17 +201,41 @@ class FakeBedrock(ChildProcess):
                                  % (len(self.stream_outcomes()) - mark, mark, count))
         return seen
 
+    SYNC_PREFIX = "/__bgw_e2e_sync/"
+
+    def _requests_in(self, lines):
+        return [r for r in self._parse(lines)
+                if not r.get("target", "").startswith(self.SYNC_PREFIX)]
+
     def requests(self):
-        return self._parse(self.stdout.lines())
+        return self._requests_in(self.stdout.lines())
+
+    def sync(self, timeout=10.0):
+        """Returns once every request the fake has logged so far is in requests(). The fake
+        writes its line before answering, but this process reads that output on a thread that
+        may lag: a request of our own, sent straight to the fake, marks the point in the
+        stream, and waiting for its line waits for everything logged before it."""
+        token = uuid.uuid4().hex
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", self.SYNC_PREFIX + token)
+            conn.getresponse().read()
+        finally:
+            conn.close()
+        seen = self.stdout.wait_for(
+            lambda lines: any(token in line for line in lines) or None, timeout)
+        if seen is None:
+            raise AssertionError("fake_bedrock never logged the sync request\n" + self.output())
 
     def mark(self):
         """The number of requests seen so far; pass it to wait_requests() after acting."""
+        self.sync()
         return len(self.requests())
 
     def wait_requests(self, mark, count=1, timeout=10.0):
         """The requests after `mark`, once there are at least `count` of them."""
         def enough(lines):
-            seen = self._parse(lines)[mark:]
+            seen = self._requests_in(lines)[mark:]
             return seen if len(seen) >= count else None
 
         seen = self.stdout.wait_for(enough, timeout)

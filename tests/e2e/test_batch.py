@@ -102,6 +102,7 @@ class BatchEndToEnd(unittest.TestCase):
         return [json.loads(line[line.index("{"):]) for line in found]
 
     def fake_since(self, mark, **match):
+        self.fake.sync()  # the gateway has its answers: the fake's lines exist, maybe unread
         return [r for r in self.fake.requests()[mark:]
                 if all(r.get(k) == v for k, v in match.items())]
 
