@@ -79,6 +79,8 @@ result<std::shared_ptr<const config::config>> read_config(
     for (const auto& o : overrides) {
         if (auto r = config::apply_override(*cfg, o.key, o.value, o.source); !r) return r.error();
     }
+    // Only now is `listen` final: a flag or variable may have moved it off loopback.
+    if (auto r = config::check_exposure(*cfg); !r) return r.error();
     // Like the AWS SDKs, one variable points every region's S3 or control plane elsewhere.
     if (auto r = config::apply_endpoint_env(*cfg, getenv_string("AWS_ENDPOINT_URL_S3").value_or(""),
                                             getenv_string("AWS_ENDPOINT_URL_BEDROCK").value_or(""));

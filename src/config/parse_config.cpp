@@ -107,6 +107,90 @@ result<void> parse_prices(const json& v, config& out) {
     return {};
 }
 
+result<std::vector<std::string>> get_string_list(const json& v,
+                                                 const std::string& path,
+                                                 std::size_t max_len) {
+    if (!v.IsArray()) return bad(path, "must be an array of strings");
+    std::vector<std::string> out;
+    for (const auto& item : v.GetArray()) {
+        if (!item.IsString() || item.GetStringLength() == 0 || item.GetStringLength() > max_len)
+            return bad(path, "each entry must be a string of 1 to " + std::to_string(max_len) +
+                                 " characters");
+        out.emplace_back(item.GetString(), item.GetStringLength());
+    }
+    return out;
+}
+
+/// Parses after `regions`: a caller key's regions must be allowed ones.
+result<void> parse_caller_keys(const json& v, config& out) {
+    if (!v.IsObject()) {
+        return bad("caller_keys",
+                   "must be an object of name -> {sha256, models?, regions?, rpm?, tpm?}");
+    }
+    for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
+        std::string name(it->name.GetString(), it->name.GetStringLength());
+        std::string path = "caller_keys." + name;
+        if (name.empty() || name.size() > 128 || name == "*")
+            return bad("caller_keys", "a key name must be 1 to 128 characters, not \"*\"");
+        if (out.caller_keys.contains(name)) return bad(path, "key appears twice");
+        const json& entry = it->value;
+        if (!entry.IsObject()) return bad(path, "must be an object");
+        if (auto r = only_known(entry, path, {"sha256", "models", "regions", "rpm", "tpm"}); !r)
+            return r.error();
+        caller_key key;
+        auto hash = entry.FindMember("sha256");
+        if (hash == entry.MemberEnd()) {
+            return bad(path + ".sha256",
+                       "is required: the key's SHA-256 in hex (printf %s KEY | sha256sum)");
+        }
+        std::string_view hex =
+            hash->value.IsString()
+                ? std::string_view(hash->value.GetString(), hash->value.GetStringLength())
+                : std::string_view{};
+        auto nibble = [](char c) -> int {
+            if (c >= '0' && c <= '9') return c - '0';
+            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+            return -1;
+        };
+        bool ok = hex.size() == 64;
+        for (std::size_t i = 0; ok && i < 32; ++i) {
+            int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+            ok = hi >= 0 && lo >= 0;
+            if (ok) key.sha256[i] = static_cast<unsigned char>(hi * 16 + lo);
+        }
+        if (!ok) return bad(path + ".sha256", "must be 64 hex digits (a SHA-256, not the key)");
+        for (const auto& other : out.caller_keys) {
+            if (other.second.sha256 == key.sha256)
+                return bad(path + ".sha256", "is the same key as caller_keys." + other.first);
+        }
+        if (auto m = entry.FindMember("models"); m != entry.MemberEnd()) {
+            auto list = get_string_list(m->value, path + ".models", 2048);
+            if (!list) return list.error();
+            key.models = std::move(*list);
+        }
+        if (auto m = entry.FindMember("regions"); m != entry.MemberEnd()) {
+            auto list = get_string_list(m->value, path + ".regions", 64);
+            if (!list) return list.error();
+            for (const auto& r : *list) {
+                if (!out.regions.contains(r))
+                    return bad(path + ".regions", "\"" + r + "\" is not in regions");
+            }
+            key.regions = std::move(*list);
+        }
+        for (auto [field, target] :
+             {std::pair{"rpm", &key.limit.rpm}, std::pair{"tpm", &key.limit.tpm}}) {
+            if (auto m = entry.FindMember(field); m != entry.MemberEnd()) {
+                auto n = get_int(m->value, path + "." + field, 0, 1'000'000'000);
+                if (!n) return n.error();
+                *target = static_cast<std::uint64_t>(*n);
+            }
+        }
+        out.caller_keys.emplace(std::move(name), std::move(key));
+    }
+    return {};
+}
+
 result<void> parse_regions(const json& v, config& out) {
     if (!v.IsObject()) return bad("regions", "must be an object of region name → settings");
     if (v.MemberCount() == 0) return bad("regions", "must allow at least one region");
@@ -669,6 +753,17 @@ double token_cost_usd(const price& p,
     return t == tier::batch ? usd * 0.5 : usd;
 }
 
+result<void> check_exposure(const config& cfg) {
+    const std::string_view host = cfg.listen_host;
+    const bool loopback = host.starts_with("127.") || host == "::1" || host == "localhost";
+    if (loopback || !cfg.caller_keys.empty() || cfg.allow_unauthenticated) return {};
+    return bad("listen",
+               "\"" + cfg.listen_host +
+                   "\" is not a loopback address and no caller_keys are set: anyone who reaches "
+                   "it would spend this gateway's AWS credentials. Set caller_keys, or "
+                   "\"allow_unauthenticated\": true if something else guards it");
+}
+
 std::set<std::string, std::less<>> named_models(const config& cfg) {
     std::set<std::string, std::less<>> out;
     for (const auto& [name, r] : cfg.routes) {
@@ -693,6 +788,8 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
         changed.emplace_back("upstream.max_idle_per_host");
     if (running.credentials != next.credentials) changed.emplace_back("credentials");
     if (running.auth != next.auth) changed.emplace_back("auth");
+    if (running.allow_unauthenticated != next.allow_unauthenticated)
+        changed.emplace_back("allow_unauthenticated");
     if (running.batch != next.batch || running.control_endpoints != next.control_endpoints ||
         running.s3_endpoints != next.s3_endpoints)
         changed.emplace_back("batch");
@@ -708,11 +805,11 @@ result<config> parse_config(std::string_view text) {
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
-    if (auto r =
-            only_known(doc, "",
-                       {"listen", "default_region", "regions", "upstream", "limits", "retry",
-                        "rate_limits", "routes", "batch", "credentials", "auth", "log_level",
-                        "log_format", "threads", "shutdown_grace_s", "admin_listen", "prices"});
+    if (auto r = only_known(
+            doc, "",
+            {"listen", "default_region", "regions", "upstream", "limits", "retry", "rate_limits",
+             "routes", "batch", "credentials", "auth", "log_level", "log_format", "threads",
+             "shutdown_grace_s", "admin_listen", "prices", "caller_keys", "allow_unauthenticated"});
         !r) {
         return r.error();
     }
@@ -780,6 +877,13 @@ result<config> parse_config(std::string_view text) {
     }
     if (auto m = doc.FindMember("prices"); m != doc.MemberEnd()) {
         if (auto r = parse_prices(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("caller_keys"); m != doc.MemberEnd()) {
+        if (auto r = parse_caller_keys(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("allow_unauthenticated"); m != doc.MemberEnd()) {
+        if (!m->value.IsBool()) return bad("allow_unauthenticated", "must be true or false");
+        out.allow_unauthenticated = m->value.GetBool();
     }
     if (auto m = doc.FindMember("shutdown_grace_s"); m != doc.MemberEnd()) {
         auto n = get_seconds(m->value, "shutdown_grace_s", 0, 3600);

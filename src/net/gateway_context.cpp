@@ -7,6 +7,27 @@
 #include <string>
 
 namespace bgw::net {
+namespace {
+
+std::shared_ptr<policy::rate_limiter> make_caller_limits(const config::config& cfg) {
+    std::map<std::string, policy::model_limit> m;
+    for (const auto& [name, key] : cfg.caller_keys) {
+        if (key.limit.rpm || key.limit.tpm)
+            m.emplace(name, policy::model_limit{key.limit.rpm, key.limit.tpm});
+    }
+    return std::make_shared<policy::rate_limiter>(std::move(m));
+}
+
+bool same_caller_limits(const config::config& a, const config::config& b) {
+    if (a.caller_keys.size() != b.caller_keys.size()) return false;
+    for (const auto& [name, key] : a.caller_keys) {
+        auto it = b.caller_keys.find(name);
+        if (it == b.caller_keys.end() || !(it->second.limit == key.limit)) return false;
+    }
+    return true;
+}
+
+}  // namespace
 
 gateway_context::gateway_context(std::shared_ptr<const config::config> c,
                                  std::shared_ptr<credential_source> cr,
@@ -17,6 +38,7 @@ gateway_context::gateway_context(std::shared_ptr<const config::config> c,
       pool(c->upstream.max_idle_per_host, std::chrono::seconds(50)),
       traffic(c->retry, c->rate_limits),
       metrics(config::named_models(*c)) {
+    caller_limits.store(make_caller_limits(*c));
     current.store(std::move(c));
 }
 
@@ -41,6 +63,7 @@ result<void> gateway_context::reload(std::shared_ptr<const config::config> next)
     obs::set_log_level(next->log_level);
     obs::set_log_format(format);
     traffic.reconfigure(next->retry, next->rate_limits);
+    if (!same_caller_limits(*running, *next)) caller_limits.store(make_caller_limits(*next));
     metrics.know_models(config::named_models(*next));
     current.store(std::move(next));
     return {};

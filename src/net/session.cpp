@@ -7,6 +7,7 @@
 #include "bgw/http/headers.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
+#include "bgw/policy/callers.hpp"
 #include "bgw/policy/traffic.hpp"
 #include "bgw/routing/router.hpp"
 #include "bgw/routing/runtime_path.hpp"
@@ -54,6 +55,7 @@ struct request_log {
     std::optional<policy::usage> tokens;              ///< what the answer says it used
     std::string target_model;  ///< the model id sent upstream (a provisioned ARN...), for prices
     std::optional<clock::time_point> first_event;  ///< when a stream's first event went out
+    std::string_view caller;  ///< the caller key's name (never the key), when keys are on
 };
 
 /// The request's part of the metrics (issue 8); model labels are the model the client named.
@@ -81,6 +83,7 @@ void write_log(const request_log& l) {
     if (!l.upstream_request_id.empty()) e.str("upstream_request_id", l.upstream_request_id);
     if (l.upstream_throttles) e.num("upstream_throttles", l.upstream_throttles);
     if (!l.throttle.empty()) e.str("throttle", l.throttle);
+    if (!l.caller.empty()) e.str("caller", l.caller);
     if (!l.route.empty()) e.str("route", l.route);
     if (!l.batch_record.empty()) e.str("batch_record", l.batch_record);
     if (!l.tier.empty()) e.str("tier", l.tier);
@@ -125,6 +128,8 @@ awaitable<beast::error_code> send_error(beast::tcp_stream& client,
     add_gateway_headers(res, log);
     // A full gateway is a passing state: say when to come back, as a throttle does.
     if (e.status == http::status::service_unavailable) res.set(http::field::retry_after, "1");
+    if (e.status == http::status::unauthorized)
+        res.set(http::field::www_authenticate, "Bearer realm=\"bedrock-gateway\"");
     log.error = e.message;
     co_return co_await send_response(client, res, log);
 }
@@ -608,6 +613,10 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 : "/healthz, /readyz and /metrics are served on admin_listen"};
         co_return !co_await send_error(client, wrong_listener, log, keep_alive) && keep_alive;
     }
+    // Caller keys (when configured) guard everything below: the runtime API and batch results.
+    auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
+    if (!who) co_return !co_await send_error(client, who.error(), log, keep_alive) && keep_alive;
+    log.caller = who->name;
     if (req.target().starts_with("/gateway/batch/")) {
         log.op = "GatewayBatch";
         if (!g.batch) {
@@ -626,6 +635,8 @@ awaitable<bool> forward(beast::tcp_stream& client,
     if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
     log.op = routing::operation_name(rt->op);
     log.model = rt->model_id;
+    if (auto allowed = policy::authorize_model(*who, rt->model_id); !allowed)
+        co_return !co_await send_error(client, allowed.error(), log, keep_alive) && keep_alive;
     // Event streams hold a connection upstream for minutes: their number is bounded.
     struct stream_slot {
         std::atomic<std::size_t>* count = nullptr;
@@ -661,6 +672,38 @@ awaitable<bool> forward(beast::tcp_stream& client,
                                cfg);
     if (!plan) co_return !co_await send_error(client, plan.error(), log, keep_alive) && keep_alive;
     log.route = plan->route;
+    // A key bound to some regions only ever runs there; the route's other targets drop out.
+    std::erase_if(plan->targets, [&](const routing::target& t) {
+        return !policy::region_allowed(*who, t.region);
+    });
+    if (plan->targets.empty()) {
+        const error elsewhere{http::status::forbidden, "AccessDeniedException",
+                              "caller key " + std::string(who->name) +
+                                  " may not run requests in the regions this one would use"};
+        co_return !co_await send_error(client, elsewhere, log, keep_alive) && keep_alive;
+    }
+    // The key's own requests and tokens per minute, before any target is tried.
+    auto caller_limits = g.caller_limits.load();
+    std::uint64_t caller_estimate = 0;
+    if (who->key && (who->key->limit.rpm || who->key->limit.tpm)) {
+        if (who->key->limit.tpm && runs_model(rt->op))
+            caller_estimate = policy::estimate_tokens(req.body());
+        auto d = caller_limits->try_acquire(std::string(who->name), caller_estimate, clock::now());
+        if (!d.allowed) {
+            const policy::throttle_answer over{
+                d.wait,
+                "caller key " + std::string(who->name) +
+                    " is over its own rpm/tpm (caller_keys); not sent upstream",
+                "caller_limit"};
+            co_return !co_await send_throttle(client, over, log.id, log, keep_alive) && keep_alive;
+        }
+    }
+    // Replaces the key's token estimate with what the answer used (once).
+    auto settle_caller = [&, settled = false](std::uint64_t actual) mutable {
+        if (settled || !caller_estimate) return;
+        settled = true;
+        caller_limits->correct(std::string(who->name), caller_estimate, actual, clock::now());
+    };
     if (plan->targets.front().tier == config::tier::batch) {
         co_return co_await accept_batch(client, req, plan->targets.front(), *rt, g, log);
     }
@@ -675,6 +718,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     auto settle = [&](std::uint64_t actual) {
         if (!charged_model.empty()) g.traffic.settle(charged_model, estimate, actual, clock::now());
         charged_model.clear();
+        settle_caller(actual);
     };
 
     // From here until the response is relayed, a client that hangs up cancels the upstream.

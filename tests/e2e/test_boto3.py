@@ -129,6 +129,7 @@ class GatewayEndToEnd(unittest.TestCase):
 
     def one_upstream_request(self, mark):
         seen = self.fake.wait_requests(mark, 1)
+        self.fake.sync()  # so an extra request cannot hide behind the reader thread
         self.assertEqual(len(self.fake.requests()), mark + 1,
                          "expected exactly one upstream request: %r" % self.fake.requests()[mark:])
         return seen[0]

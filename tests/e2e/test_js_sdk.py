@@ -50,6 +50,7 @@ class JsSdkTest(unittest.TestCase):
         self.assertIn("# fail 0", out)
         self.assertNotIn("# pass 0", out)
         # Every JS request reached the upstream signed by the gateway, not by the app.
+        self.fake.sync()
         seen = self.fake.requests()
         self.assertGreaterEqual(len(seen), 5)
         for req in seen:

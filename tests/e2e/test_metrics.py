@@ -142,6 +142,7 @@ class MetricsEndToEnd(unittest.TestCase):
         self.assertEqual(bgw_e2e.http_request(gw.port, "GET", "/no/such/path").status, 404)
         # The log line follows the response: wait for all 9 before reading the counters.
         gw.wait_log(lambda e: len(gw.request_logs()) >= 9)
+        self.fake.sync()  # every attempt's line is in (the reader thread may lag)
         upstream = [r for r in self.fake.requests() if r.get("accessKeyId") == GATEWAY_KEY]
         throttled_attempts = [r for r in upstream if THROTTLED in r["wirePath"]]
         self.assertEqual(len(throttled_attempts), 2)  # retry.max_attempts

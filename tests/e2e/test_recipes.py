@@ -215,6 +215,7 @@ class ReadmeRecipes(unittest.TestCase):
         """The requests after `mark` are exactly `operations` on the model, in order, each
         signed by the gateway (not the app) and answered 200."""
         seen = self.fake.wait_requests(mark, len(operations))
+        self.fake.sync()  # so an extra request cannot hide behind the reader thread
         self.assertEqual(len(self.fake.requests()), mark + len(operations),
                          "unexpected upstream requests: %r" % self.fake.requests()[mark:])
         for req, op in zip(seen, operations):

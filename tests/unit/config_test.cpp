@@ -392,3 +392,61 @@ TEST(config, limits_for_hostile_clients) {
 }
 
 }  // namespace
+
+namespace {
+
+// Any 64 hex digits stand for a hash here.
+constexpr const char* hash_one = "0bfb0e1cde6d0d0e5b4b1b0bc83fb1b7e6f3a8a6b1b2d0b2c0f1f6b3a4d5e6f7";
+
+TEST(config, caller_keys_and_exposure) {
+    auto c = parse_config(std::string(R"({"listen": "0.0.0.0:8080",
+        "regions": {"us-east-1": {}, "eu-west-1": {}},
+        "caller_keys": {"app": {"sha256": ")") +
+                          hash_one + R"(",
+            "models": ["claude"], "regions": ["eu-west-1"], "rpm": 10, "tpm": 1000}}})");
+    ASSERT_TRUE(c) << c.error().message;
+    const auto& key = c->caller_keys.at("app");
+    EXPECT_EQ(key.sha256[0], 0x0b);
+    EXPECT_EQ(key.sha256[31], 0xf7);
+    EXPECT_EQ(key.models, std::vector<std::string>{"claude"});
+    EXPECT_EQ(key.regions, std::vector<std::string>{"eu-west-1"});
+    EXPECT_EQ(key.limit.rpm, 10u);
+    EXPECT_TRUE(bgw::config::check_exposure(*c));  // keys guard it
+
+    auto open = parse_config(R"({"listen": "0.0.0.0:8080"})");
+    ASSERT_TRUE(open);
+    auto refused = bgw::config::check_exposure(*open);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message.find("not a loopback address"), std::string::npos);
+    auto allowed = parse_config(R"({"listen": "0.0.0.0:8080", "allow_unauthenticated": true})");
+    ASSERT_TRUE(allowed);
+    EXPECT_TRUE(bgw::config::check_exposure(*allowed));
+    for (const char* loopback : {"127.0.0.1:8080", "127.0.0.2:1", "[::1]:8080"}) {
+        auto l = parse_config(std::string(R"({"listen": ")") + loopback + "\"}");
+        ASSERT_TRUE(l) << loopback;
+        EXPECT_TRUE(bgw::config::check_exposure(*l)) << loopback;
+    }
+
+    for (
+        const auto& b : {
+            bad_case{R"({"caller_keys": {"a": {}}})", "caller_keys.a.sha256: is required"},
+            bad_case{R"({"caller_keys": {"a": {"sha256": "secret"}}})",
+                     "caller_keys.a.sha256: must be 64 hex digits"},
+            bad_case{
+                R"({"caller_keys": {"a": {"sha256": "0bfb0e1cde6d0d0e5b4b1b0bc83fb1b7e6f3a8a6b1b2d0b2c0f1f6b3a4d5e6f7", "regions": ["mars-1"]}}})",
+                "caller_keys.a.regions: \"mars-1\" is not in regions"},
+            bad_case{
+                R"({"caller_keys": {"a": {"sha256": "0bfb0e1cde6d0d0e5b4b1b0bc83fb1b7e6f3a8a6b1b2d0b2c0f1f6b3a4d5e6f7"}, "b": {"sha256": "0BFB0E1CDE6D0D0E5B4B1B0BC83FB1B7E6F3A8A6B1B2D0B2C0F1F6B3A4D5E6F7"}}})",
+                "caller_keys.b.sha256: is the same key as caller_keys.a"},
+            bad_case{
+                R"({"caller_keys": {"a": {"sha256": "0bfb0e1cde6d0d0e5b4b1b0bc83fb1b7e6f3a8a6b1b2d0b2c0f1f6b3a4d5e6f7", "key": "x"}}})",
+                "caller_keys.a.key: unknown key"},
+            bad_case{R"({"allow_unauthenticated": "yes"})", "allow_unauthenticated: must be"},
+        }) {
+        auto r = parse_config(b.json);
+        ASSERT_FALSE(r) << b.json;
+        EXPECT_NE(r.error().message.find(b.must_mention), std::string::npos) << r.error().message;
+    }
+}
+
+}  // namespace

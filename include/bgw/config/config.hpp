@@ -4,6 +4,7 @@
 
 #include "bgw/error.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -123,6 +124,16 @@ struct price {
     bool operator==(const price&) const = default;
 };
 
+/// A key an app presents to use the gateway (issue 10): stored as its SHA-256, never itself.
+struct caller_key {
+    std::array<unsigned char, 32> sha256{};
+    std::vector<std::string> models;   ///< model ids / route names it may call; empty: any
+    std::vector<std::string> regions;  ///< regions its requests may run in; empty: any allowed
+    rate_limit limit;                  ///< its own requests and tokens per minute; 0: none
+
+    bool operator==(const caller_key&) const = default;
+};
+
 /// How a target is paid for (issue 5).
 enum class tier { on_demand, provisioned, batch };
 
@@ -169,6 +180,10 @@ struct config {
     auth_config auth;
     /// By model id: the target's (e.g. a provisioned ARN), else the name the client sent.
     std::map<std::string, price, std::less<>> prices;
+    /// By name (for logs): who may call. Empty: anyone who reaches the listener.
+    std::map<std::string, caller_key, std::less<>> caller_keys;
+    /// Listening beyond loopback without caller keys must be asked for by name.
+    bool allow_unauthenticated = false;
     std::string log_level = "info";
     std::string log_format = "json";  ///< "json" (one object per line) or "text"
     unsigned threads = 0;             ///< 0: one per core
@@ -187,6 +202,11 @@ double token_cost_usd(const price& p,
                       tier t,
                       std::uint64_t input_tokens,
                       std::uint64_t output_tokens);
+
+/// Refuses a config that would let anyone who reaches a non-loopback `listen` spend the
+/// gateway's AWS credentials: that needs `caller_keys`, or `allow_unauthenticated: true`.
+/// Checked after the command-line and environment overrides.
+result<void> check_exposure(const config& cfg);
 
 /// Every model id the config names (route names, targets' model ids, rate_limits and prices
 /// keys): the metrics label these as they are, whatever the bound on other models.

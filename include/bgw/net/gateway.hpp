@@ -47,7 +47,9 @@ struct gateway_context {
     std::atomic<int> inflight{0};          ///< requests being answered now
     std::atomic<std::size_t> connections{0};  ///< client connections open now (limits)
     std::atomic<std::size_t> streams{0};      ///< event streams being relayed now (limits)
-    obs::metrics metrics;                     ///< what /metrics shows (issue 8)
+    /// Each caller key's own rpm/tpm (issue 10), rebuilt when a reload changes them.
+    std::atomic<std::shared_ptr<policy::rate_limiter>> caller_limits;
+    obs::metrics metrics;  ///< what /metrics shows (issue 8)
     const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
     /// Swaps in a reloaded config, or refuses it (the running one stays) with the reason.
