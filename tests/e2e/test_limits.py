@@ -147,7 +147,13 @@ class LimitsEndToEnd(unittest.TestCase):
         self.assert_still_serving()  # a plain request is not a stream
         reader.join(30)
         self.assertEqual(done.get("status"), 200)
-        # The slot is free again once the stream ended.
+        # The slot is free again once the gateway has finished the stream (which may be a
+        # moment after the client read its last byte): the gauge says when.
+        deadline = time.monotonic() + 10
+        while "\nbedrock_gateway_open_streams 0\n" not in bgw_e2e.http_request(
+                self.gw.port, "GET", "/metrics").body.decode():
+            self.assertLess(time.monotonic(), deadline, "the stream's slot never came back")
+            time.sleep(0.01)
         again = bgw_e2e.http_request(self.gw.port, "POST", "/model/m/converse-stream", BODY, JSON)
         self.assertEqual(again.status, 200, again)
 
