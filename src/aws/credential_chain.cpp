@@ -6,6 +6,8 @@
 
 #include "bgw/aws/credential_chain.hpp"
 
+#include "bgw/http/json.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <map>
@@ -275,7 +277,7 @@ std::optional<std::string> json_string(const rapidjson::Value& obj, const char* 
 /// container and IMDS documents have no Version.
 result<timed_credentials> credentials_json(std::string_view json, bool require_version) {
     rapidjson::Document doc;
-    doc.Parse(json.data(), json.size());
+    bgw::http::parse_json(doc, std::string_view(json.data(), json.size()));
     // Never quote the document: it holds the secret key.
     if (doc.HasParseError() || !doc.IsObject())
         return unavailable("the credentials document is not a JSON object");

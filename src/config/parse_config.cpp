@@ -1,4 +1,5 @@
 #include "bgw/config/config.hpp"
+#include "bgw/http/json.hpp"
 
 #include <algorithm>
 #include <array>
@@ -798,9 +799,10 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
 
 result<config> parse_config(std::string_view text) {
     rapidjson::Document doc;
-    doc.Parse(text.data(), text.size());
+    bgw::http::parse_json(doc, std::string_view(text.data(), text.size()));
     if (doc.HasParseError()) {
-        return validation_error("config is not valid JSON at offset " +
+        return validation_error("config is not valid JSON (nested at most " +
+                                std::to_string(bgw::http::max_json_depth) + " levels) at offset " +
                                 std::to_string(doc.GetErrorOffset()) + ": " +
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }

@@ -1,5 +1,7 @@
 #include "bgw/http/event_relay.hpp"
 
+#include "bgw/http/json.hpp"
+
 #include <openssl/evp.h>
 #include <rapidjson/document.h>
 
@@ -23,7 +25,7 @@ std::string string_member(const rapidjson::Value& obj, const char* name) {
 }
 
 bool parse(rapidjson::Document& doc, std::string_view json) {
-    doc.Parse(json.data(), json.size());
+    bgw::http::parse_json(doc, std::string_view(json.data(), json.size()));
     return !doc.HasParseError() && doc.IsObject();
 }
 

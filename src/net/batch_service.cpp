@@ -4,6 +4,8 @@
 
 #include "bgw/net/batch_service.hpp"
 
+#include "bgw/http/json.hpp"
+
 // GCC 12 reports asio's coroutine-frame delete as mismatched with its new in some coroutines
 // here (a false positive: both are awaitable_frame_base's own operators).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -68,7 +70,7 @@ std::string error_json(unsigned code, std::string_view message) {
 
 bool is_json(std::string_view s) {
     rapidjson::Document d;
-    d.Parse(s.data(), s.size());
+    bgw::http::parse_json(d, std::string_view(s.data(), s.size()));
     return !d.HasParseError();
 }
 
@@ -192,7 +194,7 @@ std::string describe(const aws_reply& r) {
 
 std::string message_of(std::string_view body) {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
+    bgw::http::parse_json(d, std::string_view(body.data(), body.size()));
     if (d.HasParseError() || !d.IsObject()) return {};
     for (const char* key : {"message", "Message"}) {
         auto it = d.FindMember(key);
@@ -383,7 +385,7 @@ http::response<http::string_body> batch_service::answer(http::verb method,
                         "record " + id + " was cancelled");
         case batch::record_state::failed: {
             rapidjson::Document e;
-            e.Parse(r->error.c_str());
+            bgw::http::parse_json(e, r->error);
             unsigned code = 500;
             std::string message = "the record failed";
             if (e.IsObject()) {
@@ -446,7 +448,7 @@ awaitable<void> batch_service::submit(gateway_context& g, const batch::job& j) {
     std::string arn;
     if (!last.ec && last.status == 200) {
         rapidjson::Document d;
-        d.Parse(created.body.c_str());
+        bgw::http::parse_json(d, created.body);
         if (!d.HasParseError() && d.IsObject() && d.HasMember("jobArn") && d["jobArn"].IsString())
             arn = d["jobArn"].GetString();
     }
@@ -492,7 +494,7 @@ awaitable<void> batch_service::poll(gateway_context& g, const batch::job& j) {
         co_return;
     }
     rapidjson::Document d;
-    d.Parse(got.body.c_str());
+    bgw::http::parse_json(d, got.body);
     std::string status, message;
     if (!d.HasParseError() && d.IsObject()) {
         if (auto s = d.FindMember("status"); s != d.MemberEnd() && s->value.IsString())

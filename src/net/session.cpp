@@ -5,6 +5,7 @@
 #include "bgw/http/event_relay.hpp"
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
+#include "bgw/http/json.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/callers.hpp"
@@ -549,11 +550,13 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
     log.tier = config::tier_name(t.tier);
     // The record goes into a JSONL file: one compact JSON object, whatever the app's spacing.
     rapidjson::Document doc;
-    doc.Parse(req.body().data(), req.body().size());
+    bgw::http::parse_json(doc, std::string_view(req.body().data(), req.body().size()));
     if (doc.HasParseError() || !doc.IsObject()) {
         co_return !co_await send_error(
-            client, validation_error("a batch record's body must be a JSON object"), log,
-            keep_alive) &&
+            client,
+            validation_error("a batch record's body must be a JSON object, nested at most " +
+                             std::to_string(bgw::http::max_json_depth) + " levels deep"),
+            log, keep_alive) &&
             keep_alive;
     }
     rapidjson::StringBuffer compact;

@@ -1,5 +1,7 @@
 #include "bgw/policy/throttle.hpp"
 
+#include "bgw/http/json.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -17,7 +19,7 @@ std::string error_code(std::string_view error_type_header, std::string_view body
         return after_hash(error_type_header.substr(0, error_type_header.find(':')));
     }
     rapidjson::Document doc;
-    doc.Parse(body.data(), body.size());
+    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
     if (doc.HasParseError() || !doc.IsObject()) return {};
     for (const char* key : {"__type", "code"}) {
         auto it = doc.FindMember(key);

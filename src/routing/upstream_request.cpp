@@ -1,6 +1,7 @@
 #include "bgw/routing/upstream_request.hpp"
 
 #include "bgw/http/headers.hpp"
+#include "bgw/http/json.hpp"
 
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
@@ -60,7 +61,7 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
 std::optional<std::string> with_converse_service_tier(std::string_view body,
                                                       std::string_view tier) {
     rapidjson::Document doc;
-    doc.Parse(body.data(), body.size());
+    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
     if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
     auto& a = doc.GetAllocator();
     rapidjson::Value value(rapidjson::kObjectType);
