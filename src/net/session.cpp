@@ -76,6 +76,7 @@ void record_metrics(gateway_context& g, const config::config& cfg, const request
 }
 
 void write_log(const request_log& l) {
+    if (!obs::enabled(obs::level::info)) return;
     obs::event e("request");
     e.str("id", l.id).str("operation", l.op).str("model", l.model).str("region", l.region);
     e.unum("status", l.status).num("attempts", l.attempts);

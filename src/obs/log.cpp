@@ -127,6 +127,10 @@ bool set_log_level(std::string_view level) {
     return true;
 }
 
+bool enabled(level lvl) {
+    return spdlog::default_logger_raw()->should_log(to_spdlog(lvl));
+}
+
 void set_log_format(log_format format) { current_format = format; }
 
 event& event::str(std::string_view key, std::string_view v) {

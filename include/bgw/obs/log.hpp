@@ -33,6 +33,10 @@ void set_log_format(log_format format);
 
 enum class level { debug, info, warn, error, critical };
 
+/// Whether a line at `lvl` would be written: skip building one that would not (the request
+/// line is built per request).
+bool enabled(level lvl);
+
 /// One log line: an event name and its fields, in the order added.
 ///
 ///   json: {"time":"2026-11-23T15:30:41.123Z","level":"info","event":"request","id":"..",...}
