@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fresh machine → every test passed: install, format check, build, run the suite; then the same
-# suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer; then a short run of every fuzz
+# target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh all
@@ -17,3 +18,6 @@ echo "== build and test (ASan + UBSan)"
 bash scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug "-DBGW_SANITIZE=address;undefined"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$(nproc)"
+
+echo "== fuzz (libFuzzer + ASan + UBSan, 10 s per target; longer runs: scripts/fuzz.sh 600)"
+bash scripts/fuzz.sh 10
