@@ -249,7 +249,10 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
                          : std::string_view(piece, sizeof piece - p.get().body().size);
         }
         const bool last = p.is_done() || ending.has_value();
-        res.body().data = const_cast<char*>(out.data());
+        // An empty last piece must be null: Beast writes a non-null empty one as a chunk of its
+        // own, and the body would end with two terminating chunks (the second one then reads
+        // as garbage at the start of the client's next response).
+        res.body().data = out.empty() ? nullptr : const_cast<char*>(out.data());
         res.body().size = out.size();
         res.body().more = !last;
         // An empty piece with more to come would make the serializer end the chunked body.
