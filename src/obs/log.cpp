@@ -127,9 +127,7 @@ bool set_log_level(std::string_view level) {
     return true;
 }
 
-bool enabled(level lvl) {
-    return spdlog::default_logger_raw()->should_log(to_spdlog(lvl));
-}
+bool enabled(level lvl) { return spdlog::default_logger_raw()->should_log(to_spdlog(lvl)); }
 
 void set_log_format(log_format format) { current_format = format; }
 
