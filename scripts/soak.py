@@ -39,15 +39,16 @@ import random
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The e2e helpers read streams and count fds the same way for the soak as for the tests.
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+import bgw_e2e  # noqa: E402
 GATEWAY_KEY = "AKIDSOAKGATEWAY"
 GATEWAY_SECRET = "soak/gateway+secret/EXAMPLEKEY0123456789ab"
 CALLER_KEY = "soak-caller-key-5d41402abc4b2a76b9719d911017c592"
@@ -134,44 +135,12 @@ class Child:
         return self.proc.returncode
 
 
-def fd_census(pid, listen_port, pool_port):
-    """The fds of process `pid` in three groups: (client connections to `listen_port`,
-    connections to the upstream at `pool_port` (the pool's), everything else)."""
-    sockets = {}  # inode -> (local port, remote port, state)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            sockets[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16),
-                                int(cols[2].rsplit(":", 1)[1], 16), cols[3])
-    clients = pool = other = 0
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue  # closed meanwhile
-        inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
-        info = sockets.get(inode)
-        if info and info[0] == listen_port and info[2] != "0A":  # 0A: LISTEN
-            clients += 1
-        elif info and info[1] == pool_port:
-            pool += 1
-        else:
-            other += 1
-    return clients, pool, other
-
-
 def settle(pid, port, fake_port, other_bound):
     """Polls (with a deadline) until the gateway holds no client connection, at most MAX_IDLE
     pooled upstream connections and at most `other_bound` other fds; the last census."""
     deadline = time.monotonic() + 15
     while True:
-        census = fd_census(pid, port, fake_port)
+        census = bgw_e2e.fd_census(pid, port, fake_port)
         clients, pool, other = census
         if (clients == 0 and pool <= MAX_IDLE and other <= other_bound) or \
                 time.monotonic() > deadline:
@@ -187,32 +156,6 @@ def proc_figures(pid):
 
 
 # ---- checking one response ---------------------------------------------------------------------
-
-def decode_frames(data):
-    """(frames, leftover): each frame's string headers and payload, both CRCs checked."""
-    frames = []
-    while len(data) >= 12:
-        total, hlen, pcrc = struct.unpack(">III", data[:12])
-        if zlib.crc32(data[:8]) & 0xFFFFFFFF != pcrc:
-            raise ValueError("prelude CRC mismatch")
-        if len(data) < total:
-            break
-        frame, data = data[:total], data[total:]
-        if zlib.crc32(frame[:-4]) & 0xFFFFFFFF != struct.unpack(">I", frame[-4:])[0]:
-            raise ValueError("message CRC mismatch")
-        headers, pos, end = {}, 12, 12 + hlen
-        while pos < end:
-            nlen = frame[pos]
-            name = frame[pos + 1:pos + 1 + nlen].decode()
-            pos += 1 + nlen
-            if frame[pos] != 7:
-                raise ValueError("header %s is not a string" % name)
-            (vlen,) = struct.unpack(">H", frame[pos + 1:pos + 3])
-            headers[name] = frame[pos + 3:pos + 3 + vlen].decode()
-            pos += 3 + vlen
-        frames.append((headers, frame[end:-4]))
-    return frames, data
-
 
 def read_whole(resp):
     """The body and whether it arrived whole (a cut chunked or Content-Length body: False)."""
@@ -242,17 +185,17 @@ def check(kind, status, headers, body, whole):
     if kind == "reset":
         if status != 200 or whole:
             return "a cut stream arrived as status %s whole=%s" % (status, whole)
-        frames, _ = decode_frames(body)
+        frames, _ = bgw_e2e.decode_frames(body)
         return None if len(frames) == 2 else "%d frames before the cut, not 2" % len(frames)
     if status != 200 or not whole:
         return "status %s whole=%s body %r" % (status, whole, body[:200])
     if kind in ("invoke", "converse"):
         json.loads(body)
         return None
-    frames, rest = decode_frames(body)
+    frames, rest = bgw_e2e.decode_frames(body)
     if rest or not frames:
         return "stream leaves %d bytes / %d frames" % (len(rest), len(frames))
-    last, payload = frames[-1]
+    last, payload = frames[-1]["headers"], frames[-1]["payload"]
     if last.get(":message-type") != "event":
         return "stream ends with %r" % last
     if kind == "cstream":

@@ -600,21 +600,8 @@ void batch_service::count_usage(gateway_context& g,
                                 const batch::record& r,
                                 std::string_view output,
                                 config::tier t) {
-    auto used = policy::usage_from_model_output(output);
-    if (!used) return;
-    const auto tier = config::tier_name(t);
-    g.metrics.tokens(r.region, tier, r.model, used->input, used->output);
-    auto cfg = g.snapshot();
-    if (const config::price* p = config::find_price(*cfg, r.model, r.model)) {
-        const double cost = config::token_cost_usd(*p, t, used->input, used->output);
-        g.metrics.cost(r.region, tier, r.model, cost);
-        if (t == config::tier::batch) {
-            g.metrics.batch_savings(
-                r.region, r.model,
-                config::token_cost_usd(*p, config::tier::on_demand, used->input, used->output) -
-                    cost);
-        }
-    }
+    if (auto used = policy::usage_from_model_output(output))
+        g.count_usage(*g.snapshot(), r.region, t, r.model, r.model, *used);
 }
 
 std::map<std::string, std::uint64_t> batch_service::record_counts() {

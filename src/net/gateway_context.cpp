@@ -69,6 +69,25 @@ result<void> gateway_context::reload(std::shared_ptr<const config::config> next)
     return {};
 }
 
+void gateway_context::count_usage(const config::config& cfg,
+                                  std::string_view region,
+                                  config::tier tier,
+                                  std::string_view model,
+                                  std::string_view target_model,
+                                  const policy::usage& used) {
+    const auto tier_label = config::tier_name(tier);
+    metrics.tokens(region, tier_label, model, used.input, used.output);
+    const config::price* p = config::find_price(cfg, target_model, model);
+    if (!p) return;
+    const double cost = config::token_cost_usd(*p, tier, used.input, used.output);
+    metrics.cost(region, tier_label, model, cost);
+    if (tier == config::tier::batch) {
+        metrics.batch_savings(
+            region, model,
+            config::token_cost_usd(*p, config::tier::on_demand, used.input, used.output) - cost);
+    }
+}
+
 obs::gauges gateway_context::gauges() const {
     obs::gauges out;
     out.inflight_requests = inflight.load();

@@ -67,12 +67,9 @@ void record_metrics(gateway_context& g, const config::config& cfg, const request
                               std::chrono::duration<double>(*l.first_event - l.start).count());
     }
     if (!l.tokens) return;
-    g.metrics.tokens(l.region, l.tier, l.model, l.tokens->input, l.tokens->output);
     config::tier t = config::tier::on_demand;
     config::parse_tier(l.tier, t);
-    if (const config::price* p = config::find_price(cfg, l.target_model, l.model))
-        g.metrics.cost(l.region, l.tier, l.model,
-                       config::token_cost_usd(*p, t, l.tokens->input, l.tokens->output));
+    g.count_usage(cfg, l.region, t, l.model, l.target_model, *l.tokens);
 }
 
 void write_log(const request_log& l) {

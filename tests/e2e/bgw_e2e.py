@@ -12,10 +12,12 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
 import uuid
+import zlib
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
@@ -402,3 +404,67 @@ def http_request(port, method, path, body=b"", headers=None, timeout=30.0):
         return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
     finally:
         conn.close()
+
+
+# ---- shared with scripts/soak.py: the client's view of a stream, and a process's fds ----
+
+def decode_frames(data):
+    """Frames in `data`, each {"headers": {...}, "payload": bytes}; checks both CRCs. Returns
+    (frames, leftover bytes). A frame that does not decode raises ValueError."""
+    frames = []
+    while len(data) >= 12:
+        total, hlen, pcrc = struct.unpack(">III", data[:12])
+        if zlib.crc32(data[:8]) & 0xFFFFFFFF != pcrc:
+            raise ValueError("prelude CRC mismatch in a frame the client received")
+        if len(data) < total:
+            break
+        frame, data = data[:total], data[total:]
+        (mcrc,) = struct.unpack(">I", frame[-4:])
+        if zlib.crc32(frame[:-4]) & 0xFFFFFFFF != mcrc:
+            raise ValueError("message CRC mismatch in a frame the client received")
+        headers, pos, hend = {}, 12, 12 + hlen
+        while pos < hend:
+            nlen = frame[pos]
+            name = frame[pos + 1:pos + 1 + nlen].decode()
+            pos += 1 + nlen
+            vtype = frame[pos]
+            pos += 1
+            if vtype != 7:
+                raise ValueError("unexpected header type %d" % vtype)
+            (vlen,) = struct.unpack(">H", frame[pos:pos + 2])
+            headers[name] = frame[pos + 2:pos + 2 + vlen].decode()
+            pos += 2 + vlen
+        frames.append({"headers": headers, "payload": frame[hend:-4]})
+    return frames, data
+
+
+def fd_census(pid, listen_port, pool_port):
+    """The fds of process `pid` in three groups: (client connections to `listen_port`,
+    connections to the upstream at `pool_port` (the pool's), everything else)."""
+    sockets = {}  # inode -> (local port, remote port, state)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            sockets[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16),
+                                int(cols[2].rsplit(":", 1)[1], 16), cols[3])
+    clients = pool = other = 0
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+        inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+        info = sockets.get(inode)
+        if info and info[0] == listen_port and info[2] != "0A":  # 0A: LISTEN
+            clients += 1
+        elif info and info[1] == pool_port:
+            pool += 1
+        else:
+            other += 1
+    return clients, pool, other

@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 import unittest
-import zlib
 
 import bgw_e2e
 from fault_upstream import FaultUpstream
@@ -46,68 +45,6 @@ SETTLE_S = 15.0          # how long fds may take to come back after a case
 
 
 # ---- event-stream reading (the client's side) --------------------------------------------------
-
-def decode_frames(data):
-    """Frames in `data`, each {"headers": {...}, "payload": bytes}; checks both CRCs. Returns
-    (frames, leftover bytes)."""
-    frames = []
-    while len(data) >= 12:
-        total, hlen, pcrc = struct.unpack(">III", data[:12])
-        if zlib.crc32(data[:8]) & 0xFFFFFFFF != pcrc:
-            raise AssertionError("prelude CRC mismatch in a frame the client received")
-        if len(data) < total:
-            break
-        frame, data = data[:total], data[total:]
-        (mcrc,) = struct.unpack(">I", frame[-4:])
-        if zlib.crc32(frame[:-4]) & 0xFFFFFFFF != mcrc:
-            raise AssertionError("message CRC mismatch in a frame the client received")
-        headers, pos, hend = {}, 12, 12 + hlen
-        while pos < hend:
-            nlen = frame[pos]
-            name = frame[pos + 1:pos + 1 + nlen].decode()
-            pos += 1 + nlen
-            vtype = frame[pos]
-            pos += 1
-            if vtype != 7:
-                raise AssertionError("unexpected header type %d" % vtype)
-            (vlen,) = struct.unpack(">H", frame[pos:pos + 2])
-            headers[name] = frame[pos + 2:pos + 2 + vlen].decode()
-            pos += 2 + vlen
-        frames.append({"headers": headers, "payload": frame[hend:-4]})
-    return frames, data
-
-
-def fd_census(pid, listen_port, pool_port):
-    """The fds of process `pid` in three groups: (client connections to `listen_port`,
-    connections to the upstream at `pool_port` (the pool's), everything else)."""
-    sockets = {}  # inode -> (local port, remote port, state)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            sockets[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16),
-                                int(cols[2].rsplit(":", 1)[1], 16), cols[3])
-    clients = pool = other = 0
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue  # closed meanwhile
-        inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
-        info = sockets.get(inode)
-        if info and info[0] == listen_port and info[2] != "0A":  # 0A: LISTEN
-            clients += 1
-        elif info and info[1] == pool_port:
-            pool += 1
-        else:
-            other += 1
-    return clients, pool, other
-
 
 class Outcome:
     """What a client saw: the head (if any), the body bytes, and whether the body was whole."""
@@ -247,7 +184,7 @@ class FaultsEndToEnd(unittest.TestCase):
 
     @classmethod
     def census(cls):
-        return fd_census(cls.gw.proc.pid, cls.gw.port, cls.up.port)
+        return bgw_e2e.fd_census(cls.gw.proc.pid, cls.gw.port, cls.up.port)
 
     @classmethod
     def rss_kib(cls):
@@ -405,7 +342,7 @@ class FaultsEndToEnd(unittest.TestCase):
         out = self.request("fault-ok", "converse-stream")
         self.assertEqual(out.status, 200, out)
         self.assertTrue(out.complete, out)
-        frames, rest = decode_frames(out.body)
+        frames, rest = bgw_e2e.decode_frames(out.body)
         self.assertEqual(rest, b"")
         self.assertEqual([f["headers"][":event-type"] for f in frames][-2:],
                          ["messageStop", "metadata"])
@@ -414,7 +351,7 @@ class FaultsEndToEnd(unittest.TestCase):
         started = time.monotonic()
         out = self.request("fault-stream-reset", "converse-stream")
         self.assert_cut(out)
-        frames, rest = decode_frames(out.body)
+        frames, rest = bgw_e2e.decode_frames(out.body)
         self.assertEqual(len(frames), 2, out)  # the sound frames before the reset
         self.assertEqual(rest, b"")
         self.assertLess(time.monotonic() - started, 5)
@@ -422,7 +359,7 @@ class FaultsEndToEnd(unittest.TestCase):
     def assert_error_frame_ends(self, out, good_frames, text):
         self.assertEqual(out.status, 200, out)
         self.assertTrue(out.complete, out)  # the chunked body ends properly after the frame
-        frames, rest = decode_frames(out.body)
+        frames, rest = bgw_e2e.decode_frames(out.body)
         self.assertEqual(rest, b"")
         self.assertEqual(len(frames), good_frames + 1, frames)
         last = frames[-1]["headers"]

@@ -56,6 +56,14 @@ struct gateway_context {
     result<void> reload(std::shared_ptr<const config::config> next);
     /// The gauges /metrics reads from state the registry does not own.
     obs::gauges gauges() const;
+    /// Counts an answer's tokens and, when `cfg` prices the model (the target's id, else the
+    /// one the client named), their estimated cost; a batch answer also counts its saving.
+    void count_usage(const config::config& cfg,
+                     std::string_view region,
+                     config::tier tier,
+                     std::string_view model,
+                     std::string_view target_model,
+                     const policy::usage& used);
 };
 
 /// Which requests a listener serves: the runtime API (and the health and metrics endpoints
