@@ -77,6 +77,11 @@ std::string_view job_state_name(job_state s) {
     return "submitting";
 }
 
+bool visible_to(const record& r, std::string_view caller) {
+    // Keys off: no caller has a name, and every record is everyone's, as before keys existed.
+    return caller.empty() || r.owner == caller;
+}
+
 std::string accept_event(const record& r) {
     rapidjson::StringBuffer b;
     writer w(b);
@@ -89,6 +94,7 @@ std::string accept_event(const record& r) {
     w.Key("t");
     w.Int64(r.accepted_ms);
     raw(w, "input", r.input);
+    if (!r.owner.empty()) str(w, "owner", r.owner);
     w.EndObject();
     return done(b);
 }
@@ -192,6 +198,7 @@ bool book::apply(std::string_view line) {
         r.region = get(d, "region");
         r.model = get(d, "model");
         r.operation = get(d, "op");
+        r.owner = get(d, "owner");  // absent in lines from before owners: owned by nobody
         auto t = d.FindMember("t");
         auto in = d.FindMember("input");
         if (r.id.empty() || t == d.MemberEnd() || !t->value.IsInt64() || in == d.MemberEnd() ||

@@ -287,7 +287,8 @@ bool batch_service::append(const std::string& line) {
 result<std::string> batch_service::accept(std::string region,
                                           std::string model,
                                           std::string operation,
-                                          std::string input_json) {
+                                          std::string input_json,
+                                          std::string_view owner) {
     batch::record r;
     r.id = new_request_id();
     r.region = std::move(region);
@@ -295,6 +296,7 @@ result<std::string> batch_service::accept(std::string region,
     r.operation = std::move(operation);
     r.input = std::move(input_json);
     r.accepted_ms = now_ms();
+    r.owner = owner;
     std::lock_guard lock(mutex_);
     if (!append(batch::accept_event(r))) {
         return error{http::status::service_unavailable, "ServiceUnavailableException",
@@ -305,6 +307,7 @@ result<std::string> batch_service::accept(std::string region,
 
 http::response<http::string_body> batch_service::answer(http::verb method,
                                                         std::string_view target,
+                                                        std::string_view caller,
                                                         std::string_view request_id) {
     auto fail = [&](http::status s, std::string_view type, std::string message) {
         return bgw::http::make_error_response({s, std::string(type), std::move(message)},
@@ -325,6 +328,17 @@ http::response<http::string_body> batch_service::answer(http::verb method,
         w.Key("jobs");
         w.StartArray();
         for (const auto& [id, j] : book_.jobs()) {
+            // With caller keys, a job is listed only if it holds some of the caller's records,
+            // and counts only those: other keys' records stay invisible, even as a number.
+            std::size_t mine = j.records.size();
+            if (!caller.empty()) {
+                mine = static_cast<std::size_t>(
+                    std::count_if(j.records.begin(), j.records.end(), [&](const std::string& rid) {
+                        const batch::record* r = book_.find_record(rid);
+                        return r && batch::visible_to(*r, caller);
+                    }));
+                if (mine == 0) continue;
+            }
             w.StartObject();
             str("jobId", id);
             str("jobArn", j.arn);
@@ -334,7 +348,7 @@ http::response<http::string_body> batch_service::answer(http::verb method,
             str("state", batch::job_state_name(j.state));
             str("status", j.status);
             w.Key("records");
-            w.Uint64(j.records.size());
+            w.Uint64(mine);
             w.Key("onDemand");
             w.Bool(j.on_demand);
             w.EndObject();
@@ -352,7 +366,9 @@ http::response<http::string_body> batch_service::answer(http::verb method,
     }
     const std::string id(target.substr(records.size()));
     const batch::record* r = book_.find_record(id);
-    if (!r) return fail(http::status::not_found, "ResourceNotFoundException", "no record " + id);
+    // Another key's record answers exactly as an unknown one: its existence is not revealed.
+    if (!r || !batch::visible_to(*r, caller))
+        return fail(http::status::not_found, "ResourceNotFoundException", "no record " + id);
     if (method == http::verb::delete_) {
         if (r->state == batch::record_state::queued) {
             if (!append(batch::cancel_event(id))) {

@@ -565,7 +565,7 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
     doc.Accept(cw);
     auto id = g.batch->accept(t.region, t.model_id,
                               rt.op == routing::operation::converse ? "Converse" : "InvokeModel",
-                              std::string(compact.GetString(), compact.GetSize()));
+                              std::string(compact.GetString(), compact.GetSize()), log.caller);
     if (!id) co_return !co_await send_error(client, id.error(), log, keep_alive) && keep_alive;
     rapidjson::StringBuffer body;
     rapidjson::Writer<rapidjson::StringBuffer> w(body);
@@ -631,7 +631,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 log, keep_alive) &&
                 keep_alive;
         }
-        auto res = g.batch->answer(req.method(), req.target(), log.id);
+        auto res = g.batch->answer(req.method(), req.target(), who->name, log.id);
         res.keep_alive(keep_alive);
         co_return !co_await send_response(client, res, log) && keep_alive;
     }

@@ -3,7 +3,8 @@
 A request without a known key gets a 401 and never reaches upstream; a key limited to models
 or regions gets a 403 outside them, or runs only in its regions; a key's own rpm gives a 429;
 an SDK's SigV4 signature is not a key; listening beyond loopback without keys is refused at
-start. Keys never appear in the output, only their names.
+start; a batch record is seen only with the key that spooled it. Keys never appear in the
+output, only their names.
 """
 
 import hashlib
@@ -23,6 +24,8 @@ import bgw_e2e
 GATEWAY_KEY = "AKIDGATEWAYCALLERS"
 GATEWAY_SECRET = "gateway/callers+secret/EXAMPLEKEY01234567"
 KEYS = {"app": "app-key-0f3a9c", "eu": "eu-key-77b1d2", "slow": "slow-key-c5e0aa"}
+PEER_KEY = "peer-key-3d9e41"  # a second key for the batch gateway only
+ROLE = "arn:aws:iam::123456789012:role/bedrock-batch"
 BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "x"}]}]}).encode()
 JSON = {"Content-Type": "application/json"}
 
@@ -157,6 +160,57 @@ class CallerKeysEndToEnd(unittest.TestCase):
         self.assertEqual(self.fake.requests()[mark:], [])
         # Another key is not held back by it.
         self.assertEqual(self.post("/model/m/converse", {"x-api-key": KEYS["app"]}).status, 200)
+
+    def test_a_batch_record_is_seen_only_with_the_key_that_spooled_it(self):
+        # A gateway of its own with a batch tier. Records stay queued (min_records is never
+        # reached), so nothing goes upstream and the answers are about ownership alone.
+        config = dict(self.config,
+                      caller_keys={"app": {"sha256": sha256(KEYS["app"])},
+                                   "peer": {"sha256": sha256(PEER_KEY)}},
+                      batch={"bucket": "bgw-callers", "role_arn": ROLE,
+                             "spool_dir": os.path.join(self.workdir, "owned-spool"),
+                             "min_records": 1000, "max_wait_s": 3600, "underfull": "wait"})
+        config["regions"] = {name: dict(region, control_endpoint=self.fake.endpoint,
+                                        s3_endpoint=self.fake.endpoint)
+                             for name, region in self.config["regions"].items()}
+
+        def call(gw, key, method, path, body=b"", headers=None):
+            return bgw_e2e.http_request(gw.port, method, path, body,
+                                        dict(headers or {}, **{"x-api-key": key}))
+
+        first = bgw_e2e.Gateway(self.binary, config, self.workdir, "owned", GATEWAY_KEY,
+                                GATEWAY_SECRET)
+        self.addCleanup(bgw_e2e.stop_checked, first)
+        spooled = call(first, KEYS["app"], "POST", "/model/m/invoke", BODY,
+                       dict(JSON, **{"X-Gateway-Tier": "batch"}))
+        self.assertEqual(spooled.status, 202, spooled)
+        location, record = spooled.headers["location"], spooled.json()["recordId"]
+        unknown = call(first, PEER_KEY, "GET", "/gateway/batch/records/no-such-record")
+        self.assertEqual((unknown.status, unknown.error_code()),
+                         (404, "ResourceNotFoundException"))
+        bgw_e2e.stop_checked(first)
+        # The owner is in the spool: the restarted gateway still knows whose the record is.
+        again = bgw_e2e.Gateway(self.binary, config, self.workdir, "owned-again", GATEWAY_KEY,
+                                GATEWAY_SECRET)
+        self.addCleanup(bgw_e2e.stop_checked, again)
+        mine = call(again, KEYS["app"], "GET", location)
+        self.assertEqual((mine.status, mine.json()["status"]), (202, "queued"), mine)
+        # Another key gets the very answer an unknown id gets: nothing says the record exists.
+        for method in ("GET", "DELETE"):
+            theirs = call(again, PEER_KEY, method, location)
+            self.assertEqual((theirs.status, theirs.error_code()),
+                             (404, "ResourceNotFoundException"), theirs)
+            self.assertEqual(theirs.body,
+                             unknown.body.replace(b"no-such-record", record.encode()))
+        # The other key's DELETE cancelled nothing, and its job list holds nothing of app's.
+        self.assertEqual(call(again, KEYS["app"], "GET", location).json()["status"], "queued")
+        self.assertEqual(call(again, PEER_KEY, "GET", "/gateway/batch/jobs").json(),
+                         {"jobs": []})
+        entry = again.wait_log(lambda e: e.get("operation") == "GatewayBatch" and
+                               e.get("caller") == "peer")
+        self.assertEqual(entry["status"], 404)
+        for gw in (first, again):
+            self.assertNotIn(PEER_KEY, gw.output())
 
     def test_listening_beyond_loopback_without_keys_is_refused_at_start(self):
         path = os.path.join(self.workdir, "open.json")

@@ -139,6 +139,44 @@ TEST(batch_book, only_queued_records_can_be_cancelled_or_given_results_once) {
     EXPECT_FALSE(b.apply(result_event("r1", "{}", "")));  // a result is stored once
 }
 
+TEST(batch_book, a_record_keeps_its_owner_through_the_journal_and_old_lines_have_none) {
+    book b;
+    auto owned = rec("r1", "a", 1);
+    owned.owner = "billing-app";
+    const auto line = accept_event(owned);
+    ASSERT_TRUE(b.apply(line));
+    EXPECT_EQ(b.find_record("r1")->owner, "billing-app");
+    // Without keys the line is the same as before owners existed: no "owner" member at all.
+    EXPECT_EQ(accept_event(rec("r2", "a", 2)).find("owner"), std::string::npos);
+    // A line written before owners existed still loads, owned by nobody.
+    ASSERT_TRUE(
+        b.apply(R"({"e":"accept","id":"old","region":"us-east-1","model":"a","op":"InvokeModel",)"
+                R"("t":3,"input":{"prompt":"hi"}})"));
+    EXPECT_EQ(b.find_record("old")->owner, "");
+    EXPECT_EQ(b.queued(), 2u);
+}
+
+TEST(batch_book, only_the_owner_sees_a_record_when_caller_keys_are_on) {
+    struct case_ {
+        std::string_view owner;
+        std::string_view caller;  ///< empty: the gateway has no caller keys
+        bool visible;
+    };
+    const case_ cases[] = {
+        {"", "", true},           // keys off, as before
+        {"app", "", true},        // spooled under keys, read after they were removed
+        {"app", "app", true},     // the key that spooled it
+        {"app", "other", false},  // another key
+        {"app", "App", false},    // names are exact
+        {"", "app", false},       // unowned (legacy, or spooled with keys off): no key's
+    };
+    for (const auto& c : cases) {
+        auto r = rec("r", "a", 1);
+        r.owner = c.owner;
+        EXPECT_EQ(visible_to(r, c.caller), c.visible) << c.owner << " / " << c.caller;
+    }
+}
+
 TEST(batch_book, job_files_and_create_request) {
     book b;
     const auto c = cfg(1, 1000, false);

@@ -36,7 +36,17 @@ struct record {
     std::string job;     ///< set once in a job
     std::string output;  ///< modelOutput (JSON) when done
     std::string error;   ///< the error object (JSON) when failed
+    /// The name of the caller key that spooled it (never the key), or empty when the gateway
+    /// had no caller keys (or the line predates owners).
+    std::string owner;
 };
+
+/// Whether the caller named `caller` may read, cancel or count record `r`. `caller` is the
+/// caller key's name, or empty when the gateway has no caller keys: then every record is
+/// visible, as before keys existed. With keys, only the key that spooled a record sees it; a
+/// record with no owner (spooled while keys were off) is visible to no key, since nothing
+/// says whose it is.
+bool visible_to(const record& r, std::string_view caller);
 
 enum class job_state {
     submitting,  ///< planned; not yet known to have been created upstream
@@ -71,6 +81,8 @@ struct job_plan {
 inline constexpr std::size_t max_records_per_job = 10'000;
 
 // Journal lines. Raw JSON arguments (`input`, `output`, `error`) must be valid JSON.
+/// The record's `owner` is written only when set, so a gateway without caller keys writes the
+/// same lines as before owners existed, and such lines replay as owned by nobody.
 std::string accept_event(const record& r);
 std::string cancel_event(std::string_view record_id);
 std::string job_event(const job& j);

@@ -29,16 +29,25 @@ public:
     batch_service(const batch_service&) = delete;
     batch_service& operator=(const batch_service&) = delete;
 
-    /// Spools one record; its id, or an error (503) when the spool cannot be written. The
-    /// record exists (and survives any crash) once this returns.
+    /// Spools one record owned by `owner`, the caller key's name (empty when the gateway has no
+    /// caller keys); its id, or an error (503) when the spool cannot be written. The record
+    /// exists (and survives any crash, owner included) once this returns.
     result<std::string> accept(std::string region,
                                std::string model,
                                std::string operation,
-                               std::string input_json);
+                               std::string input_json,
+                               std::string_view owner);
 
-    /// Answers `/gateway/batch/records/{id}` (GET, DELETE) and `/gateway/batch/jobs` (GET).
+    /// Answers `/gateway/batch/records/{id}` (GET, DELETE) and `/gateway/batch/jobs` (GET) for
+    /// `caller`, the caller key's name (empty when the gateway has no caller keys: everything is
+    /// visible). A record that batch::visible_to() hides from `caller` gets the same 404 as an
+    /// unknown id, so its existence is not revealed; the job list then shows only jobs holding
+    /// the caller's records, counting only those.
     boost::beast::http::response<boost::beast::http::string_body> answer(
-        boost::beast::http::verb method, std::string_view target, std::string_view request_id);
+        boost::beast::http::verb method,
+        std::string_view target,
+        std::string_view caller,
+        std::string_view request_id);
 
     /// Records by state name, for the metrics.
     std::map<std::string, std::uint64_t> record_counts();
