@@ -415,7 +415,8 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
     attempt_result r;
     error_body.clear();
     for (bool stale_retry = false;;) {
-        ++log.attempts;
+        // A pooled connection found closed is resent for free: the same attempt, not another.
+        if (!stale_retry) ++log.attempts;
         watch.upstream = nullptr;  // the watcher must never close a connection we dropped
         conn = g.pool.take(pool_key(ep));
         if (!conn) {
