@@ -14,9 +14,11 @@
 
 namespace bgw::aws {
 
-using signing_key = std::array<std::uint8_t, 32>;
+using signing_key = sha256_digest;
 
 /// One-shot HMAC-SHA256 (OpenSSL), the step SigV4 repeats: key derivation and the signature.
+/// HMAC is fetched once per process and each thread reuses its own MAC context, so the call
+/// does no algorithm lookup. Out of memory aborts (as everywhere in the gateway).
 signing_key hmac_sha256(std::span<const std::uint8_t> key, std::string_view msg);
 
 /// Computes the derived key without any cache.
@@ -38,7 +40,7 @@ public:
 
 private:
     struct entry {
-        std::string secret_fingerprint;
+        sha256_digest secret_fingerprint;  ///< SHA-256 of the secret, never the secret itself
         signing_key key;
     };
     mutable std::mutex mutex_;

@@ -4,7 +4,10 @@
 /// Validated against the AWS SigV4 test suite (both formats) and botocore-generated Bedrock
 /// vectors in shared/reference (tests/unit/sigv4_vectors_test.cpp).
 
+#include <array>
 #include <chrono>
+#include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -62,7 +65,17 @@ std::string format_amz_date(std::chrono::sys_seconds t);
 /// Parses `20150830T123600Z`; nullopt when malformed.
 std::optional<std::chrono::sys_seconds> parse_amz_date(std::string_view s);
 
-/// Lowercase hex SHA-256.
+/// A SHA-256 digest (also the size of a derived signing key and of an HMAC-SHA256).
+using sha256_digest = std::array<std::uint8_t, 32>;
+
+/// SHA-256 of `data`, in one pass. The digest is fetched from OpenSSL once per process and each
+/// thread reuses its own context, so a call allocates nothing. Out of memory aborts (as
+/// everywhere in the gateway).
+sha256_digest sha256(std::string_view data);
+/// SHA-256 of the concatenation of `parts`, in one pass, without joining them first.
+sha256_digest sha256(std::initializer_list<std::string_view> parts);
+
+/// Lowercase hex SHA-256 (SigV4's `HexEncode(Hash(...))`).
 std::string sha256_hex(std::string_view data);
 
 class signing_key_cache;
