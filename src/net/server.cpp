@@ -1,4 +1,7 @@
-// The listener: one io_context shared by a thread per core, a strand per connection.
+// The listener: one io_context per thread, each run by its own thread, and every connection
+// lives on one of them from accept to close. Nothing of a session crosses threads, so no strand
+// is needed and no handler hops between cores; what sessions share (gateway_context) is
+// thread-safe. Listeners, signals, drain and the batch tier run on the first io_context.
 
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
@@ -13,7 +16,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 
 namespace bgw::net {
@@ -33,12 +35,43 @@ void log_exception(std::exception_ptr e) {
     }
 }
 
+/// Keeps a timer due within `period` on an io_context, always. Every socket operation of a
+/// session arms a deadline seconds away; Asio reprograms the kernel timer (a timerfd_settime
+/// system call) whenever a new deadline is the earliest one, which on a lightly loaded thread is
+/// nearly every time. With this timer always nearer, arming a deadline is a heap insert and no
+/// system call; the cost is one wake-up per period per thread.
+awaitable<void> keep_a_near_timer(std::chrono::milliseconds period) {
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    for (;;) {
+        tick.expires_after(period);
+        auto [ec] = co_await tick.async_wait(use_nothrow);
+        if (ec) co_return;
+    }
+}
+
+/// The io_contexts that run sessions, one per thread; connections are dealt out in turn.
+struct workers {
+    std::vector<std::unique_ptr<asio::io_context>> contexts;
+    std::size_t next = 0;  ///< used by one accept loop at a time (each on the first context)
+
+    explicit workers(unsigned n) {
+        for (unsigned i = 0; i < n; ++i)
+            contexts.push_back(std::make_unique<asio::io_context>(1));  // one thread each
+    }
+    asio::io_context& first() { return *contexts.front(); }
+    asio::io_context& take_turn() { return *contexts[next++ % contexts.size()]; }
+    void stop() {
+        for (auto& c : contexts) c->stop();
+    }
+};
+
 awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
                             std::shared_ptr<gateway_context> g,
-                            listener_role role) {
-    auto& ioc = static_cast<asio::io_context&>(acceptor->get_executor().context());
+                            listener_role role,
+                            workers& w) {
     for (;;) {
-        auto [ec, socket] = co_await acceptor->async_accept(asio::make_strand(ioc), use_nothrow);
+        auto& home = w.take_turn();
+        auto [ec, socket] = co_await acceptor->async_accept(home.get_executor(), use_nothrow);
         if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
         if (ec) {
             // EMFILE and friends: log and keep accepting; the next accept may succeed.
@@ -57,10 +90,9 @@ awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
 /// the gateway is draining.
 awaitable<void> drain(std::shared_ptr<tcp::acceptor> acceptor,
                       std::shared_ptr<gateway_context> g,
-                      asio::io_context& ioc,
+                      workers& w,
                       int sig) {
     g->draining = true;
-    co_await asio::post(acceptor->get_executor(), asio::use_awaitable);  // the acceptor's strand
     beast::error_code ignored;
     acceptor->close(ignored);
     const auto grace = g->snapshot()->shutdown_grace;
@@ -76,7 +108,7 @@ awaitable<void> drain(std::shared_ptr<tcp::acceptor> acceptor,
         co_await timer.async_wait(use_nothrow);
     }
     obs::event("drained").num("unfinished", g->inflight.load()).info();
-    ioc.stop();
+    w.stop();
 }
 
 /// SIGHUP: read the config file again; swap it in whole, or keep the running one and say why.
@@ -121,7 +153,7 @@ result<std::shared_ptr<tcp::acceptor>> open_acceptor(asio::io_context& ioc,
         return validation_error(std::string(key) + ": \"" + host +
                                 "\" is not an IP address: " + ec.message());
     }
-    auto acceptor = std::make_shared<tcp::acceptor>(asio::make_strand(ioc));
+    auto acceptor = std::make_shared<tcp::acceptor>(ioc);
     tcp::endpoint ep(address, port);
     if (acceptor->open(ep.protocol(), ec); !ec)
         acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
@@ -160,7 +192,8 @@ int run_server(std::shared_ptr<const config::config> cfg,
                config_loader load) {
     unsigned threads =
         cfg->threads ? cfg->threads : std::max(1u, std::thread::hardware_concurrency());
-    asio::io_context ioc(static_cast<int>(threads));
+    workers w(threads);
+    auto& ioc = w.first();
 
     std::shared_ptr<gateway_context> g;
     try {
@@ -214,25 +247,37 @@ int run_server(std::shared_ptr<const config::config> cfg,
         .info();
 
     asio::co_spawn((*main_acceptor)->get_executor(),
-                   accept_loop(*main_acceptor, g, listener_role::main), log_exception);
+                   accept_loop(*main_acceptor, g, listener_role::main, w), log_exception);
     if (admin_acceptor) {
         asio::co_spawn(admin_acceptor->get_executor(),
-                       accept_loop(admin_acceptor, g, listener_role::admin), log_exception);
+                       accept_loop(admin_acceptor, g, listener_role::admin, w), log_exception);
     }
-    if (g->batch) asio::co_spawn(asio::make_strand(ioc), g->batch->run(*g), log_exception);
+    if (g->batch) asio::co_spawn(ioc, g->batch->run(*g), log_exception);
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait([&ioc, acceptor = *main_acceptor, g](const beast::error_code& sec, int sig) {
-        if (sec) return;
-        asio::co_spawn(ioc, drain(acceptor, g, ioc, sig), log_exception);
-    });
+    signals.async_wait(
+        [&ioc, &w, acceptor = *main_acceptor, g](const beast::error_code& sec, int sig) {
+            if (sec) return;
+            asio::co_spawn(ioc, drain(acceptor, g, w, sig), log_exception);
+        });
     watch_hangup(std::make_shared<asio::signal_set>(ioc, SIGHUP), g,
                  std::make_shared<const config_loader>(std::move(load)));
 
+    // The other contexts have no work until a connection arrives: keep them running until
+    // drain stops them.
+    for (auto& c : w.contexts)
+        asio::co_spawn(*c, keep_a_near_timer(std::chrono::milliseconds(100)), log_exception);
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
     std::vector<std::thread> pool;
-    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+    for (unsigned i = 1; i < threads; ++i) {
+        auto& c = *w.contexts[i];
+        keep.push_back(asio::make_work_guard(c));
+        pool.emplace_back([&c] { c.run(); });
+    }
     ioc.run();
+    w.stop();  // the first context can also end by running out of work
     for (auto& t : pool) t.join();
+    g->pool.clear();  // idle upstream sockets go before the io_contexts they belong to
     obs::event("stopped").info();
     return 0;
 }

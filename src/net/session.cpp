@@ -6,6 +6,7 @@
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/http/json.hpp"
+#include "bgw/http/wire.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/callers.hpp"
@@ -15,6 +16,7 @@
 #include "bgw/routing/upstream_request.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <functional>
 #include <random>
@@ -145,17 +147,46 @@ error upstream_failure(const beast::error_code& ec, std::string_view during) {
 
 /// What goes upstream: the body is a view of the client's (or a target's rewrite of it), so
 /// trying several targets never copies it.
-using upstream_request_message = http::request<http::span_body<const char>>;
+struct upstream_request_message {
+    std::string head;       ///< request line and fields, as on the wire (routing::wire_head)
+    std::string_view body;  ///< the client's body, or a target's rewrite of it
+};
 
 template <class Stream>
 awaitable<beast::error_code> send_and_read_header(Stream& up,
                                                   beast::flat_buffer& buf,
                                                   upstream_request_message& req,
                                                   http::response_parser<http::buffer_body>& p) {
-    auto [wec, wn] = co_await http::async_write(up, req, use_nothrow);
+    // One write of two buffers: the head, then the body as it is.
+    const std::array<asio::const_buffer, 2> wire{asio::buffer(req.head), asio::buffer(req.body)};
+    auto [wec, wn] = co_await asio::async_write(up, wire, use_nothrow);
     if (wec) co_return wec;
     auto [rec, rn] = co_await http::async_read_header(up, buf, p, use_nothrow);
     co_return rec;
+}
+
+/// Upstream read sizes (Beast reads from the socket at most the buffer's free room, and never
+/// less than 512 bytes). The head is read with `head_read_bytes` of room (an event stream's
+/// with `stream_read_bytes`), so a typical answer arrives whole in one read; a plain body is then
+/// read in pieces of up to `body_read_bytes` (no more than what is left of it), an event stream in
+/// pieces of `stream_read_bytes`, since a thousand streams may be open at once and their frames are
+/// small.
+constexpr std::size_t head_read_bytes = 16 * 1024;
+constexpr std::size_t body_read_bytes = 64 * 1024;
+constexpr std::size_t stream_read_bytes = 4 * 1024;
+
+/// Feeds `parser` what `buf` already holds, without touching the socket, and consumes what it
+/// used. An error only for bytes the parser refuses; needing more is not one.
+template <class Parser>
+beast::error_code parse_buffered(Parser& parser, beast::flat_buffer& buf) {
+    beast::error_code ec;
+    while (buf.size() > 0 && !parser.is_done()) {
+        const std::size_t used = parser.put(buf.data(), ec);
+        buf.consume(used);
+        if (ec == http::error::need_more || ec == http::error::need_buffer) return {};
+        if (ec || used == 0) break;
+    }
+    return ec;
 }
 
 /// A bounded copy of a relayed body, for reading usage out of it afterwards.
@@ -194,8 +225,8 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     beast::flat_buffer& upbuf,
     http::response_parser<http::buffer_body>& p,
     beast::tcp_stream& client,
-    http::response_serializer<http::buffer_body>& sr,
-    http::response<http::buffer_body>& res,
+    std::string& head,
+    bool chunked,
     std::chrono::milliseconds read_timeout,
     std::chrono::milliseconds write_timeout,
     std::size_t& bytes_out,
@@ -204,7 +235,17 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     body_capture* capture,
     const std::function<void()>& before_end,
     std::optional<clock::time_point>& first_event) {
-    char piece[16 * 1024];
+    // The room is freed when the connection goes back to the pool.
+    std::size_t room = stream_read_bytes;
+    if (!events) {
+        room = body_read_bytes;
+        if (auto left = p.content_length_remaining())
+            room = std::clamp<std::size_t>(static_cast<std::size_t>(*left), 1024, room);
+    }
+    if (upbuf.capacity() - upbuf.size() < room) upbuf.reserve(upbuf.size() + room);
+    std::unique_ptr<char[]> storage(new char[room]);
+    char* const piece = storage.get();
+    const std::size_t piece_size = room;
     std::string frames;
     for (;;) {
         std::string_view out;
@@ -214,11 +255,16 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
             out = std::exchange(prefix, {});  // already read (an error body, to classify it)
         } else if (!p.is_done()) {
             p.get().body().data = piece;
-            p.get().body().size = sizeof piece;
-            beast::get_lowest_layer(up).expires_after(read_timeout);
-            auto [ec, n] = co_await http::async_read_some(up, upbuf, p, use_nothrow);
-            if (ec == http::error::need_buffer) ec = {};
-            if (ec == beast::error::timeout && events && res.chunked() && events->pending() == 0) {
+            p.get().body().size = piece_size;
+            // Bytes already read (with the head, typically) are parsed without a socket read.
+            beast::error_code ec = parse_buffered(p, upbuf);
+            if (!ec && p.get().body().size == piece_size && !p.is_done()) {
+                beast::get_lowest_layer(up).expires_after(read_timeout);
+                std::size_t n = 0;
+                std::tie(ec, n) = co_await http::async_read_some(up, upbuf, p, use_nothrow);
+                if (ec == http::error::need_buffer) ec = {};
+            }
+            if (ec == beast::error::timeout && events && chunked && events->pending() == 0) {
                 // A silent stream, cut between frames: say so in a frame of its own.
                 frames = bgw::http::stream_failure_frame(
                     "bedrock-gateway: no event from upstream for " +
@@ -229,11 +275,10 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
                 co_return std::pair{relay_end::upstream_failed, ec};
             } else if (events) {
                 frames.clear();
-                if (!events->feed({piece, sizeof piece - p.get().body().size}, frames)) {
+                if (!events->feed({piece, piece_size - p.get().body().size}, frames)) {
                     // Not a byte of the bad frame goes out. A chunked body can still end
                     // properly, with one error frame; a fixed-length one can only be cut.
-                    if (!res.chunked())
-                        co_return std::pair{relay_end::corrupt, beast::error_code{}};
+                    if (!chunked) co_return std::pair{relay_end::corrupt, beast::error_code{}};
                     frames += bgw::http::stream_failure_frame(
                         "bedrock-gateway: the upstream event stream is corrupt (" +
                         events->summary().corrupt + "); the stream was ended");
@@ -243,29 +288,33 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
                 }
             }
             out = events ? std::string_view(frames)
-                         : std::string_view(piece, sizeof piece - p.get().body().size);
+                         : std::string_view(piece, piece_size - p.get().body().size);
         }
         const bool last = p.is_done() || ending.has_value();
-        // An empty last piece must be null: Beast writes a non-null empty one as a chunk of its
-        // own, and the body would end with two terminating chunks (the second one then reads
-        // as garbage at the start of the client's next response).
-        res.body().data = out.empty() ? nullptr : const_cast<char*>(out.data());
-        res.body().size = out.size();
-        res.body().more = !last;
-        // An empty piece with more to come would make the serializer end the chunked body.
         if (out.empty() && !last) continue;
         if (capture) capture->add(out);
         // What the answer used is known now: settle it before the client can send its next
         // request (which may need the tokens this one gives back).
         if (last) before_end();
+        // One write: the head if it has not gone yet, the piece (framed as a chunk for a chunked
+        // body), and the last chunk at the end. Empty buffers write nothing.
+        char size_line[20];
+        std::array<asio::const_buffer, 5> wire{};
+        wire[0] = asio::buffer(head);
+        if (chunked && !out.empty()) {
+            wire[1] = asio::buffer(size_line, bgw::http::chunk_size_line(out.size(), size_line));
+            wire[3] = asio::buffer("\r\n", 2);
+        }
+        wire[2] = asio::buffer(out);
+        if (chunked && last) wire[4] = asio::buffer(bgw::http::last_chunk);
         client.expires_after(write_timeout);
-        auto [wec, wn] = co_await http::async_write(client, sr, use_nothrow);
+        auto [wec, wn] = co_await asio::async_write(client, wire, use_nothrow);
         bytes_out += wn;
-        if (wec == http::error::need_buffer) wec = {};
         if (wec) co_return std::pair{relay_end::client_failed, wec};
+        head.clear();
         if (events && !first_event && events->summary().events > 0) first_event = clock::now();
         if (ending) co_return std::pair{*ending, beast::error_code{}};
-        if (sr.is_done()) co_return std::pair{relay_end::done, beast::error_code{}};
+        if (last) co_return std::pair{relay_end::done, beast::error_code{}};
     }
 }
 
@@ -280,24 +329,24 @@ struct client_watch {
 };
 
 void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>& w) {
-    auto& sock = client.socket();
-    sock.async_wait(asio::socket_base::wait_read, [&sock, w](const beast::error_code& ec) {
-        if (!w->active || ec) return;  // inactive: the session (and `sock`) may be gone
-        char probe;
-        beast::error_code pec;
-        sock.non_blocking(true, pec);
-        const auto n = sock.receive(asio::buffer(&probe, 1), asio::socket_base::message_peek, pec);
-        beast::error_code ignored;
-        sock.non_blocking(false, ignored);
-        if (pec == asio::error::would_block) return;
-        if (!pec && n > 0) return;  // pipelined bytes: the client is still there
-        w->client_gone = true;
-        // Close rather than cancel: a cancel finds nothing to cancel when the relay is between
-        // two reads (its next read would then wait on as if nothing happened); a closed socket
-        // fails that read at once.
-        if (w->upstream) w->upstream->tcp().close();
-        if (w->sleeper) w->sleeper->cancel();
-    });
+    client.socket().async_wait(
+        asio::socket_base::wait_read, [&client, w](const beast::error_code& ec) {
+            if (!w->active || ec) return;  // inactive: the session (and `client`) may be gone
+            char probe;
+            beast::error_code pec;  // the socket is non-blocking (run_session)
+            const auto n = client.socket().receive(asio::buffer(&probe, 1),
+                                                   asio::socket_base::message_peek, pec);
+            // Nothing there: a stale readiness event (bytes the session has read meanwhile without
+            // the event loop; edge-triggered epoll still reports their arrival). Keep watching.
+            if (pec == asio::error::would_block) return watch_client(client, w);
+            if (!pec && n > 0) return;  // pipelined bytes: the client is still there
+            w->client_gone = true;
+            // Close rather than cancel: a cancel finds nothing to cancel when the relay is between
+            // two reads (its next read would then wait on as if nothing happened); a closed socket
+            // fails that read at once.
+            if (w->upstream) w->upstream->tcp().close();
+            if (w->sleeper) w->sleeper->cancel();
+        });
 }
 
 /// Ends a watch: the pending wait completes (aborted) and finds it inactive.
@@ -309,8 +358,8 @@ void stop_watch(beast::tcp_stream& client, client_watch& w) {
 
 /// A deadline on a client read that cancels the read but leaves the socket open, so the
 /// gateway can still answer 408 (tcp_stream's own expiry closes the socket). Both the timer's
-/// handler and the session run on the connection's strand; `armed` goes false before the
-/// session moves on, so a late handler never touches the socket.
+/// handler and the session run on the connection's thread (its io_context); `armed` goes false
+/// before the session moves on, so a late handler never touches the socket.
 class read_deadline {
 public:
     read_deadline(beast::tcp_stream& client, std::chrono::milliseconds after)
@@ -411,14 +460,15 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
                                        std::optional<http::response_parser<http::buffer_body>>& p,
                                        std::string& error_body,
                                        client_watch& watch,
-                                       request_log& log) {
+                                       request_log& log,
+                                       std::size_t head_room) {
     attempt_result r;
     error_body.clear();
     for (bool stale_retry = false;;) {
         // A pooled connection found closed is resent for free: the same attempt, not another.
         if (!stale_retry) ++log.attempts;
         watch.upstream = nullptr;  // the watcher must never close a connection we dropped
-        conn = g.pool.take(pool_key(ep));
+        conn = g.pool.take(pool_key(ep), client.get_executor().context());
         if (!conn) {
             auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
                                                           cfg.upstream.connect_timeout);
@@ -435,6 +485,8 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
         p.emplace();
         p->header_limit(static_cast<std::uint32_t>(cfg.upstream.max_response_header_bytes));
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
+        // Room for the head and (usually) the whole of a small answer in one read.
+        if (conn->buffer.capacity() < head_room) conn->buffer.reserve(head_room);
         conn->tcp().expires_after(cfg.upstream.response_timeout);
         const auto sent = clock::now();
         if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
@@ -746,6 +798,8 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // down or over their local limits are skipped; if none could be tried, the shortest of
     // their waits is the answer.
     std::unique_ptr<upstream_connection> conn;
+    const std::size_t head_room =
+        routing::is_streaming(rt->op) ? stream_read_bytes : head_read_bytes;
     std::optional<http::response_parser<http::buffer_body>> p;
     std::string error_body;  // a failed answer's body, read to classify it
     std::optional<std::string> tiered_body;
@@ -800,14 +854,11 @@ awaitable<bool> forward(beast::tcp_stream& client,
             auto prepared = routing::prepare_upstream_request(
                 req.method(), target_rt, req, ep, t.region, target_body,
                 signing ? signing->creds : no_credentials, now, &g.keys, tier_header, g.bearer);
-            out = upstream_request_message{prepared.method, prepared.target, 11};
-            for (auto& h : prepared.headers) out.insert(h.name, h.value);
-            out.body() = {target_body.data(), target_body.size()};
-            out.keep_alive(true);
-            out.prepare_payload();
+            out.head = routing::wire_head(prepared, target_body.size());
+            out.body = target_body;
 
-            auto r =
-                co_await attempt_once(client, g, cfg, ep, out, conn, p, error_body, *watch, log);
+            auto r = co_await attempt_once(client, g, cfg, ep, out, conn, p, error_body, *watch,
+                                           log, head_room);
             if (watch->client_gone) co_return client_gone();
             if (r.outcome == policy::outcome::success) {
                 answered = &t;  // relay this answer, whatever it says
@@ -886,7 +937,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
 
     // The status line and headers go out as soon as upstream sent them; the body follows piece
     // by piece (chunked unless upstream gave a length).
-    http::response<http::buffer_body> res{head.result(), 11};
+    http::response<http::empty_body> res{head.result(), 11};
     for (const auto& f : head) {
         if (bgw::http::forward_response_header(f.name_string()))
             res.insert(f.name_string(), f.value());
@@ -898,15 +949,8 @@ awaitable<bool> forward(beast::tcp_stream& client,
         res.chunked(true);
     }
     res.keep_alive(keep_alive);
-    http::response_serializer<http::buffer_body> sr{res};
-    client.expires_after(cfg.limits.client_idle_timeout);
-    auto [hec, hn] = co_await http::async_write_header(client, sr, use_nothrow);
-    log.bytes_out += hn;
-    if (hec) {
-        log.error = "client went away: " + hec.message();
-        settle(0);
-        co_return false;
-    }
+    const bool chunked = res.chunked();
+    std::string head_bytes = bgw::http::response_head(res.base());
     // Event streams are relayed frame by frame and read on the side (usage, exceptions).
     std::optional<bgw::http::event_relay> events;
     const auto content_type = head[http::field::content_type];
@@ -914,6 +958,20 @@ awaitable<bool> forward(beast::tcp_stream& client,
         bgw::http::iequals(content_type.substr(0, content_type.find(';')),
                            "application/vnd.amazon.eventstream"))
         events.emplace();
+    // A stream's head goes out at once (its first event may be a while), as does any head whose
+    // body has not started arriving; otherwise the head goes with the first piece of the body,
+    // in one write.
+    client.expires_after(cfg.limits.client_idle_timeout);
+    if (events || (error_body.empty() && conn->buffer.size() == 0 && !p->is_done())) {
+        auto [hec, hn] = co_await asio::async_write(client, asio::buffer(head_bytes), use_nothrow);
+        log.bytes_out += hn;
+        if (hec) {
+            log.error = "client went away: " + hec.message();
+            settle(0);
+            co_return false;
+        }
+        head_bytes.clear();
+    }
     // A Converse answer carries its usage in the body: keep a bounded copy to read it.
     std::optional<body_capture> capture;
     if (!events && log.status < 400 && rt->op == routing::operation::converse)
@@ -945,14 +1003,14 @@ awaitable<bool> forward(beast::tcp_stream& client,
     bgw::http::event_relay* ev = events ? &*events : nullptr;
     body_capture* cap = capture ? &*capture : nullptr;
     if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        relayed = co_await relay_body(*plain, conn->buffer, *p, client, sr, res, read_timeout,
-                                      cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body,
-                                      cap, settle_usage, log.first_event);
+        relayed = co_await relay_body(*plain, conn->buffer, *p, client, head_bytes, chunked,
+                                      read_timeout, cfg.limits.client_idle_timeout, log.bytes_out,
+                                      ev, error_body, cap, settle_usage, log.first_event);
     } else {
         relayed =
-            co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client, sr,
-                                res, read_timeout, cfg.limits.client_idle_timeout, log.bytes_out,
-                                ev, error_body, cap, settle_usage, log.first_event);
+            co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
+                                head_bytes, chunked, read_timeout, cfg.limits.client_idle_timeout,
+                                log.bytes_out, ev, error_body, cap, settle_usage, log.first_event);
     }
     if (events) {
         log.stream = events->summary();
@@ -967,7 +1025,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
         case relay_end::corrupt:
             // The upstream connection has lost its framing; the client's stream ended properly.
             log.error = "upstream event stream corrupt: " + events->summary().corrupt;
-            co_return keep_alive&& res.chunked();
+            co_return keep_alive&& chunked;
         case relay_end::idle_timeout:
             log.error = "event stream idle for longer than upstream.stream_idle_timeout_ms";
             co_return keep_alive;
@@ -987,6 +1045,38 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // connection before we got here: a closed connection must never reach the pool.
     if (p->keep_alive() && !watch->client_gone) g.pool.give_back(std::move(conn));
     co_return keep_alive;
+}
+
+/// Waits for the first bytes of a connection's next request and puts them in `buf`. An idle
+/// connection holds no read buffer while it waits (ten thousand idle keep-alive connections
+/// would otherwise hold ten thousand buffers): a read is tried at once (under load the request
+/// is usually there already), and only if nothing is there is the buffer let go and the socket
+/// waited on. False: closed, failed, or idle for `idle_timeout`.
+awaitable<bool> next_request_bytes(beast::tcp_stream& client,
+                                   beast::flat_buffer& buf,
+                                   std::chrono::milliseconds idle_timeout) {
+    auto& sock = client.socket();
+    const auto deadline = clock::now() + idle_timeout;
+    for (;;) {
+        beast::error_code ec;
+        const std::size_t n = sock.read_some(buf.prepare(4096), ec);  // the socket is non-blocking
+        if (!ec) {
+            buf.commit(n);
+            co_return true;
+        }
+        if (ec != asio::error::would_block && ec != asio::error::try_again) co_return false;
+        buf.shrink_to_fit();
+        if (clock::now() >= deadline) co_return false;
+        bool timed_out = false;
+        {
+            read_deadline idle(client, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           deadline - clock::now()));
+            auto [wec] = co_await sock.async_wait(asio::socket_base::wait_read, use_nothrow);
+            timed_out = idle.fired();
+            if (wec && !timed_out) co_return false;
+        }
+        if (timed_out) co_return false;
+    }
 }
 
 }  // namespace
@@ -1010,6 +1100,9 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
                             listener_role role) {
     beast::tcp_stream client(std::move(socket));
+    beast::error_code nb;
+    client.socket().non_blocking(true, nb);  // for next_request_bytes' first try and the watch
+    if (nb) co_return;
     beast::flat_buffer buf;
     struct connection_slot {
         gateway_context& g;
@@ -1043,13 +1136,15 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
         beast::error_code ec;
         std::size_t n = 0;
         if (buf.size() == 0) {
-            client.expires_after(cfg->limits.client_idle_timeout);
-            std::tie(ec, n) = co_await client.async_read_some(buf.prepare(4096), use_nothrow);
-            if (ec) break;  // closed or idle between requests: nothing to answer
-            buf.commit(n);
+            if (!co_await next_request_bytes(client, buf, cfg->limits.client_idle_timeout))
+                break;  // closed or idle between requests: nothing to answer
         }
         bool read_timed_out = false;
-        {
+        // What has arrived is parsed at once (a small request usually arrives whole); the socket
+        // is read only for the rest.
+        parser.eager(true);
+        ec = parse_buffered(parser, buf);
+        if (!ec && !parser.is_header_done()) {
             read_deadline head_deadline(client, cfg->limits.header_timeout);
             std::tie(ec, n) = co_await http::async_read_header(client, buf, parser, use_nothrow);
             read_timed_out = head_deadline.fired();
@@ -1082,7 +1177,7 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
             auto [cec, cn] = co_await http::async_write(client, cont, use_nothrow);
             if (cec) break;
         }
-        if (!ec) {
+        if (!ec && !parser.is_done()) {
             read_deadline body_deadline(client, cfg->limits.client_idle_timeout);
             std::tie(ec, n) = co_await http::async_read(client, buf, parser, use_nothrow);
             read_timed_out = body_deadline.fired();

@@ -45,9 +45,10 @@ asio::ssl::context make_tls_context(const std::string& ca_file) {
 upstream_pool::upstream_pool(std::size_t max_idle_per_host, std::chrono::seconds max_idle_age)
     : max_idle_per_host_(max_idle_per_host), max_idle_age_(max_idle_age) {}
 
-std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key) {
+std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key,
+                                                         const asio::execution_context& home) {
     std::lock_guard lock(mutex_);
-    auto it = idle_.find(key);
+    auto it = idle_.find(slot{&home, key});
     if (it == idle_.end()) return nullptr;
     auto& q = it->second;
     auto now = std::chrono::steady_clock::now();
@@ -65,11 +66,22 @@ std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key)
 
 void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
     if (!conn->tcp().socket().is_open()) return;
+    // An idle connection holds no read buffer (the next request reserves its own room).
+    if (conn->buffer.size() == 0) conn->buffer.shrink_to_fit();
     conn->idle_since = std::chrono::steady_clock::now();
+    const slot where{&conn->tcp().get_executor().context(), conn->key};
     std::lock_guard lock(mutex_);
-    auto& q = idle_[conn->key];
+    auto& q = idle_[where];
     if (q.size() >= max_idle_per_host_) q.pop_front();  // drop the oldest
     if (max_idle_per_host_ > 0) q.push_back(std::move(conn));
+}
+
+void upstream_pool::clear() {
+    std::map<slot, std::deque<std::unique_ptr<upstream_connection>>> gone;
+    {
+        std::lock_guard lock(mutex_);
+        gone.swap(idle_);
+    }
 }
 
 std::size_t upstream_pool::idle_count() const {

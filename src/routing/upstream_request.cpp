@@ -78,4 +78,22 @@ std::optional<std::string> with_converse_service_tier(std::string_view body,
     return std::string(buf.GetString(), buf.GetSize());
 }
 
+std::string wire_head(const upstream_request& r, std::size_t body_size) {
+    const auto method = boost::beast::http::to_string(r.method);
+    const bool sized = body_size > 0 || r.method == boost::beast::http::verb::post ||
+                       r.method == boost::beast::http::verb::put ||
+                       r.method == boost::beast::http::verb::patch;
+    const std::string length = sized ? std::to_string(body_size) : std::string();
+    std::size_t n = method.size() + 1 + r.target.size() + 11 + 2;
+    for (const auto& h : r.headers) n += h.name.size() + 2 + h.value.size() + 2;
+    if (sized) n += 16 + length.size() + 2;
+    std::string head;
+    head.reserve(n);
+    head.append(method.data(), method.size()).append(" ").append(r.target).append(" HTTP/1.1\r\n");
+    for (const auto& h : r.headers) head.append(h.name).append(": ").append(h.value).append("\r\n");
+    if (sized) head.append("Content-Length: ").append(length).append("\r\n");
+    head.append("\r\n");
+    return head;
+}
+
 }  // namespace bgw::routing

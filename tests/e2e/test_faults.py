@@ -6,8 +6,8 @@ that are not HTTP, stalls, stops half-way through a body, and cuts or corrupts e
 gateway's 502 / 504, or an event stream ending in an error frame) or, once the response head is
 out, a clean close that the client can see is a truncation; never a hang. After each case the
 gateway keeps serving, and its open file descriptors come back to the baseline (the pool keeps
-at most upstream.max_idle_per_host = 2 idle upstream connections, filled before the baseline is
-taken). Upstream TLS that fails verification is refused, and nothing is ever sent in plaintext
+at most upstream.max_idle_per_host = 2 idle upstream connections per gateway thread, filled
+before the baseline is taken). Upstream TLS that fails verification is refused, and nothing is ever sent in plaintext
 instead. Nothing secret (the gateway's keys, a marker in every request body) reaches the log.
 
 Every wait has a deadline and polls a socket, a log line or /proc; nothing sleeps to
@@ -37,6 +37,8 @@ BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": MARKER}]}]
 JSON = {"Content-Type": "application/json"}
 MAX_ATTEMPTS = 2
 MAX_IDLE = 2
+THREADS = 2  # the gateway's; each thread pools its own upstream connections
+MAX_POOLED = MAX_IDLE * THREADS
 RESPONSE_TIMEOUT_MS = 800
 CONNECT_TIMEOUT_MS = 1000
 STREAM_IDLE_TIMEOUT_MS = 800
@@ -156,12 +158,13 @@ class FaultsEndToEnd(unittest.TestCase):
                          "max_idle_per_host": MAX_IDLE,
                          "ca_file": os.path.join(cls.workdir, "other-ca.pem")},
             "limits": {"client_idle_timeout_ms": 1500, "header_timeout_ms": 1500},
+            "threads": THREADS,
             "retry": {"max_attempts": MAX_ATTEMPTS, "base_delay_ms": 10, "max_delay_ms": 50},
         }, cls.workdir, "faults", GATEWAY_KEY, GATEWAY_SECRET)
         cls.addClassCleanup(cls.stop_and_scan)
         cls.warm_up()
         # Listener, log pipes, epoll, ...: what the gateway holds besides client connections
-        # and its pool of idle upstream connections (at most MAX_IDLE). Taken after the
+        # and its pool of idle upstream connections (at most MAX_POOLED). Taken after the
         # warm-up, since some of it is made on first use.
         deadline = time.monotonic() + SETTLE_S
         while cls.census()[0] and time.monotonic() < deadline:
@@ -204,12 +207,12 @@ class FaultsEndToEnd(unittest.TestCase):
             statuses.append(bgw_e2e.http_request(cls.gw.port, "POST", "/model/fault-ok/converse",
                                                  BODY, JSON, timeout=CLIENT_TIMEOUT_S).status)
 
-        threads = [threading.Thread(target=ok) for _ in range(MAX_IDLE + 2)]
+        threads = [threading.Thread(target=ok) for _ in range(MAX_POOLED + 2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(CLIENT_TIMEOUT_S)
-        if statuses != [200] * (MAX_IDLE + 2):
+        if statuses != [200] * (MAX_POOLED + 2):
             raise AssertionError("warm-up failed: %r\n%s" % (statuses, cls.gw.output()))
 
     def request(self, model, operation="converse", body=BODY, headers=None, conn=None):
@@ -233,16 +236,16 @@ class FaultsEndToEnd(unittest.TestCase):
 
     def assert_fds_settle(self, what):
         """The gateway's fd count comes back to the baseline (no clients; a pool of at most
-        MAX_IDLE idle upstream connections)."""
+        MAX_POOLED idle upstream connections)."""
         deadline = time.monotonic() + SETTLE_S
         while True:
             clients, pool, other = self.census()
-            if clients == 0 and pool <= MAX_IDLE and other <= self.baseline_other:
+            if clients == 0 and pool <= MAX_POOLED and other <= self.baseline_other:
                 return
             if time.monotonic() > deadline:
                 self.fail("%s: the gateway holds %d client connections (0 expected), %d pooled "
                           "(at most %d) and %d other fds (baseline %d)"
-                          % (what, clients, pool, MAX_IDLE, other, self.baseline_other))
+                          % (what, clients, pool, MAX_POOLED, other, self.baseline_other))
             time.sleep(0.02)  # polling /proc, with the deadline above
 
     def assert_gateway_error(self, out, status, code):

@@ -29,11 +29,11 @@ TEST(upstream_pool, gives_back_what_was_returned_newest_first_and_marks_it_reuse
     pool.give_back(std::move(a));
     pool.give_back(std::move(b));
     EXPECT_EQ(pool.idle_count(), 2u);
-    auto got = pool.take("http://h:1");
+    auto got = pool.take("http://h:1", ioc);
     ASSERT_NE(got, nullptr);
     EXPECT_EQ(got.get(), b_raw);
     EXPECT_TRUE(got->reused);
-    EXPECT_EQ(pool.take("http://other:1"), nullptr);
+    EXPECT_EQ(pool.take("http://other:1", ioc), nullptr);
 }
 
 TEST(upstream_pool, refuses_a_connection_that_was_closed_before_it_came_back) {
@@ -45,7 +45,7 @@ TEST(upstream_pool, refuses_a_connection_that_was_closed_before_it_came_back) {
     conn->tcp().close();
     pool.give_back(std::move(conn));
     EXPECT_EQ(pool.idle_count(), 0u);
-    EXPECT_EQ(pool.take("http://h:1"), nullptr);
+    EXPECT_EQ(pool.take("http://h:1", ioc), nullptr);
 }
 
 TEST(upstream_pool, never_hands_out_a_connection_closed_while_idle) {
@@ -55,7 +55,7 @@ TEST(upstream_pool, never_hands_out_a_connection_closed_while_idle) {
     auto* raw = conn.get();
     pool.give_back(std::move(conn));
     raw->tcp().close();
-    EXPECT_EQ(pool.take("http://h:1"), nullptr);
+    EXPECT_EQ(pool.take("http://h:1", ioc), nullptr);
     EXPECT_EQ(pool.idle_count(), 0u);
 }
 
@@ -68,10 +68,32 @@ TEST(upstream_pool, keeps_at_most_max_idle_per_host_dropping_the_oldest) {
     pool.give_back(open_connection(ioc, "http://h:1"));
     pool.give_back(open_connection(ioc, "http://h:1"));
     EXPECT_EQ(pool.idle_count(), 2u);
-    auto x = pool.take("http://h:1");
-    auto y = pool.take("http://h:1");
+    auto x = pool.take("http://h:1", ioc);
+    auto y = pool.take("http://h:1", ioc);
     EXPECT_NE(x.get(), first_raw);
     EXPECT_NE(y.get(), first_raw);
+}
+
+TEST(upstream_pool, hands_a_connection_only_to_the_io_context_it_belongs_to) {
+    // Each thread runs its own io_context: a socket registered with one must never be used
+    // from another thread's sessions.
+    boost::asio::io_context ioc, other;
+    upstream_pool pool(4, std::chrono::seconds(50));
+    auto conn = open_connection(ioc, "http://h:1");
+    auto* raw = conn.get();
+    pool.give_back(std::move(conn));
+    EXPECT_EQ(pool.take("http://h:1", other), nullptr);
+    EXPECT_EQ(pool.take("http://h:1", ioc).get(), raw);
+}
+
+TEST(upstream_pool, clear_drops_every_idle_connection) {
+    boost::asio::io_context ioc;
+    upstream_pool pool(4, std::chrono::seconds(50));
+    pool.give_back(open_connection(ioc, "http://h:1"));
+    pool.give_back(open_connection(ioc, "http://h:2"));
+    pool.clear();
+    EXPECT_EQ(pool.idle_count(), 0u);
+    EXPECT_EQ(pool.take("http://h:1", ioc), nullptr);
 }
 
 }  // namespace

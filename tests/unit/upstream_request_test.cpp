@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <gtest/gtest.h>
 
 namespace {
@@ -160,6 +162,56 @@ TEST(prepare_upstream_request, a_bedrock_api_key_replaces_sigv4) {
                             [](const auto& h) { return h.name == "Authorization"; }),
               1);
     EXPECT_FALSE(find(up.headers, "x-amz-date"));
+}
+
+TEST(wire_head, writes_the_request_line_fields_in_order_and_the_length) {
+    bgw::routing::upstream_request r{http::verb::post,
+                                     "/model/a%3Ab/invoke",
+                                     {{"Host", "bedrock-runtime.us-east-1.amazonaws.com"},
+                                      {"Content-Type", "application/json"},
+                                      {"X-Amz-Date", "20261123T093000Z"}}};
+    EXPECT_EQ(bgw::routing::wire_head(r, 15),
+              "POST /model/a%3Ab/invoke HTTP/1.1\r\n"
+              "Host: bedrock-runtime.us-east-1.amazonaws.com\r\n"
+              "Content-Type: application/json\r\n"
+              "X-Amz-Date: 20261123T093000Z\r\n"
+              "Content-Length: 15\r\n"
+              "\r\n");
+    // A POST without a body still says so; a GET without one says nothing.
+    EXPECT_NE(bgw::routing::wire_head(r, 0).find("Content-Length: 0\r\n"), std::string::npos);
+    r.method = http::verb::get;
+    EXPECT_EQ(bgw::routing::wire_head(r, 0).find("Content-Length"), std::string::npos);
+}
+
+TEST(wire_head, is_what_beasts_parser_reads_back_with_the_body) {
+    auto cfg = two_regions();
+    http::fields in;
+    in.set(http::field::content_type, "application/json");
+    in.set(http::field::accept, "application/json");
+    auto rt = bgw::routing::parse_runtime_target(http::verb::post, "/model/a:b/converse");
+    ASSERT_TRUE(rt);
+    bgw::aws::credentials creds{"AKIDGATEWAY", "gateway-secret", ""};
+    auto now = std::chrono::sys_days{std::chrono::year{2026} / 11 / 23} + 9h;
+    std::string body = R"({"messages":[]})";
+    auto up = bgw::routing::prepare_upstream_request(http::verb::post, *rt, in,
+                                                     cfg.regions.at("us-east-1"), "us-east-1", body,
+                                                     creds, now, nullptr);
+    std::string wire = bgw::routing::wire_head(up, body.size()) + body;
+
+    http::request_parser<http::string_body> parser;
+    boost::system::error_code ec;
+    parser.eager(true);
+    const auto used = parser.put(boost::asio::buffer(wire), ec);
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_EQ(used, wire.size());
+    ASSERT_TRUE(parser.is_done());
+    const auto& msg = parser.get();
+    EXPECT_EQ(msg.method(), http::verb::post);
+    EXPECT_EQ(msg.target(), up.target);
+    EXPECT_TRUE(msg.keep_alive());
+    EXPECT_EQ(msg.body(), body);
+    for (const auto& h : up.headers) EXPECT_EQ(msg[h.name], h.value) << h.name;
+    EXPECT_EQ(std::distance(msg.begin(), msg.end()), static_cast<long>(up.headers.size()) + 1);
 }
 
 }  // namespace

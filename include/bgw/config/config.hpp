@@ -33,7 +33,7 @@ struct upstream_config {
     std::chrono::milliseconds response_timeout{120000};  ///< response head; non-stream body gaps
     /// Longest silence inside an event stream (Bedrock streams pause while a model thinks).
     std::chrono::milliseconds stream_idle_timeout{300000};
-    std::size_t max_idle_per_host = 64;                 ///< keep-alive pool bound per upstream host
+    std::size_t max_idle_per_host = 64;  ///< keep-alive pool bound per upstream host, per thread
     std::size_t max_response_header_bytes = 64 * 1024;  ///< an upstream head larger is a 502
 
     bool operator==(const upstream_config&) const = default;

@@ -1,6 +1,7 @@
 #pragma once
 /// Connections to Bedrock: verified TLS (or plain http for an explicit endpoint override),
-/// connect timeouts, and a keep-alive pool per host shared by all threads.
+/// connect timeouts, and a keep-alive pool per host and per io_context (a connection only ever
+/// serves the thread whose event loop it is registered with).
 
 #include "bgw/config/config.hpp"
 #include "bgw/net/asio.hpp"
@@ -41,21 +42,25 @@ std::string pool_key(const config::region_endpoint& ep);
 /// Throws only at start-up (bad CA file).
 asio::ssl::context make_tls_context(const std::string& ca_file);
 
-/// Idle keep-alive connections, per host, bounded; thread-safe.
+/// Idle keep-alive connections, per host and per io_context, bounded; thread-safe.
 class upstream_pool {
 public:
     upstream_pool(std::size_t max_idle_per_host, std::chrono::seconds max_idle_age);
-    /// An idle connection for `key`, or nullptr.
-    std::unique_ptr<upstream_connection> take(const std::string& key);
+    /// An idle connection for `key` whose socket belongs to `home`, or nullptr.
+    std::unique_ptr<upstream_connection> take(const std::string& key,
+                                              const asio::execution_context& home);
     /// Returns a connection whose last response was read completely and that may be reused.
     void give_back(std::unique_ptr<upstream_connection> conn);
     std::size_t idle_count() const;
+    /// Closes every idle connection: before the io_contexts they belong to go away.
+    void clear();
 
 private:
+    using slot = std::pair<const asio::execution_context*, std::string>;
     std::size_t max_idle_per_host_;
     std::chrono::seconds max_idle_age_;
     mutable std::mutex mutex_;
-    std::map<std::string, std::deque<std::unique_ptr<upstream_connection>>> idle_;
+    std::map<slot, std::deque<std::unique_ptr<upstream_connection>>> idle_;
 };
 
 /// Resolves, connects and (for https) handshakes with SNI and host-name verification, all within

@@ -26,6 +26,12 @@ struct upstream_request {
     std::vector<aws::header> headers;
 };
 
+/// The request's head as it goes on the wire: request line, the fields in order, a
+/// `Content-Length` (for a body, and for any POST, PUT or PATCH), and the blank line. HTTP/1.1
+/// keeps the connection alive without saying so. Field values never hold CR or LF here: the
+/// client's were parsed by Beast and filtered by http::is_safe_header_value.
+std::string wire_head(const upstream_request& r, std::size_t body_size);
+
 /// Builds and signs the upstream request. `incoming` is the client's header set (only the
 /// forwardable ones are kept, see http::forward_request_header). Service name is `bedrock`.
 /// A non-empty `service_tier` replaces the client's `X-Amzn-Bedrock-Service-Tier`. With a
