@@ -235,14 +235,12 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
     body_capture* capture,
     const std::function<void()>& before_end,
     std::optional<clock::time_point>& first_event) {
-    // The room is freed when the connection goes back to the pool.
     std::size_t room = stream_read_bytes;
     if (!events) {
         room = body_read_bytes;
         if (auto left = p.content_length_remaining())
             room = std::clamp<std::size_t>(static_cast<std::size_t>(*left), 1024, room);
     }
-    if (upbuf.capacity() - upbuf.size() < room) upbuf.reserve(upbuf.size() + room);
     std::unique_ptr<char[]> storage(new char[room]);
     char* const piece = storage.get();
     const std::size_t piece_size = room;
@@ -259,6 +257,9 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
             // Bytes already read (with the head, typically) are parsed without a socket read.
             beast::error_code ec = parse_buffered(p, upbuf);
             if (!ec && p.get().body().size == piece_size && !p.is_done()) {
+                // Room for the read (freed when the connection goes back to the pool); what
+                // was buffered has been parsed, so this rarely moves bytes.
+                if (upbuf.capacity() - upbuf.size() < room) upbuf.reserve(upbuf.size() + room);
                 beast::get_lowest_layer(up).expires_after(read_timeout);
                 std::size_t n = 0;
                 std::tie(ec, n) = co_await http::async_read_some(up, upbuf, p, use_nothrow);
@@ -1096,6 +1097,134 @@ std::string new_request_id() {
 
 namespace bgw::net {
 
+namespace {
+
+/// Full: one 503 that says so, then close, before reading anything.
+awaitable<void> refuse_connection(beast::tcp_stream& client, gateway_context& g) {
+    request_log log;
+    log.id = new_request_id();
+    const error full{http::status::service_unavailable, "ServiceUnavailableException",
+                     "the gateway already holds limits.max_connections (" +
+                         std::to_string(g.snapshot()->limits.max_connections) +
+                         ") client connections; retry shortly"};
+    co_await send_error(client, full, log, false);
+    write_log(log);
+    beast::error_code ignored;
+    client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+}
+
+/// Reads one request whose first bytes are in `buf`, answers it, and says whether the connection
+/// may carry another. Its state lives in its own coroutine frame, allocated for the request only:
+/// an idle connection holds none of it.
+awaitable<bool> serve_request(beast::tcp_stream& client,
+                              beast::flat_buffer& buf,
+                              const std::shared_ptr<gateway_context>& g,
+                              listener_role role) {
+    std::shared_ptr<const config::config> cfg = g->snapshot();
+    request_log log;
+    log.id = new_request_id();
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(cfg->limits.max_header_bytes));
+    parser.body_limit(cfg->limits.max_body_bytes);
+
+    // Once a request's first byte is in, the whole head must follow within header_timeout,
+    // however slowly it trickles (Beast's header read is one operation until the head is
+    // complete: one deadline).
+    beast::error_code ec;
+    std::size_t n = 0;
+    bool read_timed_out = false;
+    // What has arrived is parsed at once (a small request usually arrives whole); the socket
+    // is read only for the rest.
+    parser.eager(true);
+    ec = parse_buffered(parser, buf);
+    if (!ec && !parser.is_header_done()) {
+        read_deadline head_deadline(client, cfg->limits.header_timeout);
+        std::tie(ec, n) = co_await http::async_read_header(client, buf, parser, use_nothrow);
+        read_timed_out = head_deadline.fired();
+    }
+    if (ec == http::error::end_of_stream) co_return false;
+    if (!ec) {
+        // Bounds Beast does not keep for us: the target's length and the number of fields.
+        std::optional<error> refused;
+        const auto& head = parser.get();
+        if (head.target().size() > cfg->limits.max_target_bytes) {
+            refused = error{http::status::uri_too_long, "ValidationException",
+                            "request target exceeds limits.max_target_bytes (" +
+                                std::to_string(cfg->limits.max_target_bytes) + " bytes)"};
+        } else if (static_cast<std::size_t>(std::distance(head.begin(), head.end())) >
+                   cfg->limits.max_header_count) {
+            refused = error{http::status::request_header_fields_too_large, "ValidationException",
+                            "request has more header fields than limits.max_header_count (" +
+                                std::to_string(cfg->limits.max_header_count) + ")"};
+        }
+        if (refused) {
+            co_await send_error(client, *refused, log, false);
+            write_log(log);
+            record_metrics(*g, *cfg, log);
+            co_return false;
+        }
+    }
+    if (!ec && bgw::http::iequals(parser.get()[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> cont{http::status::continue_, 11};
+        auto [cec, cn] = co_await http::async_write(client, cont, use_nothrow);
+        if (cec) co_return false;
+    }
+    if (!ec && !parser.is_done()) {
+        read_deadline body_deadline(client, cfg->limits.client_idle_timeout);
+        std::tie(ec, n) = co_await http::async_read(client, buf, parser, use_nothrow);
+        read_timed_out = body_deadline.fired();
+    }
+    // Whatever is written next (an error, a health answer, a forwarded head) has the
+    // keep-alive time to go out: a client that stops reading cannot hold the session.
+    client.expires_after(cfg->limits.client_idle_timeout);
+    if (ec) {
+        // Nothing after a framing error can be trusted: answer once, then close.
+        error e = validation_error("malformed HTTP request: " + ec.message());
+        if (ec == http::error::body_limit) {
+            e = {http::status::payload_too_large, "ValidationException",
+                 "request body exceeds limits.max_body_bytes (" +
+                     std::to_string(cfg->limits.max_body_bytes) + " bytes)"};
+        } else if (ec == http::error::header_limit) {
+            e = {http::status::request_header_fields_too_large, "ValidationException",
+                 "request headers exceed limits.max_header_bytes (" +
+                     std::to_string(cfg->limits.max_header_bytes) + " bytes)"};
+        } else if (read_timed_out) {
+            e = {http::status::request_timeout, "RequestTimeoutException",
+                 parser.is_header_done()
+                     ? "request body not received within limits.client_idle_timeout_ms"
+                     : "request head not received within limits.header_timeout_ms"};
+        } else if (is_benign(ec)) {
+            co_return false;
+        }
+        std::string_view received(static_cast<const char*>(buf.data().data()), buf.data().size());
+        if (bgw::http::looks_like_h2_preface(received)) {
+            std::string refusal = bgw::http::h2_http11_required(
+                "bedrock-gateway speaks HTTP/1.1; with the AWS SDK for JavaScript pass "
+                "requestHandler: new NodeHttpHandler()");
+            co_await asio::async_write(client, asio::buffer(refusal), use_nothrow);
+            log.status = 505;
+            log.error = "client opened with HTTP/2 (h2c); refused with HTTP_1_1_REQUIRED";
+            write_log(log);
+            co_return false;
+        }
+        co_await send_error(client, e, log, false);
+        write_log(log);
+        record_metrics(*g, *cfg, log);
+        co_return false;
+    }
+    // The request is all parsed: a connection that holds a long stream holds no read buffer.
+    if (buf.size() == 0) buf.shrink_to_fit();
+    ++g->inflight;
+    bool keep = co_await forward(client, parser.release(), *g, *cfg, role, log);
+    --g->inflight;
+    write_log(log);
+    record_metrics(*g, *cfg, log);
+    // Draining: this connection's last answer has gone; no new request starts on it.
+    co_return keep && !g->draining;
+}
+
+}  // namespace
+
 awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
                             listener_role role) {
@@ -1109,125 +1238,15 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
         ~connection_slot() { --g.connections; }
     } slot{*g};
     if (++g->connections > g->snapshot()->limits.max_connections) {
-        // Full: one 503 that says so, then close, before reading anything.
-        request_log log;
-        log.id = new_request_id();
-        const error full{http::status::service_unavailable, "ServiceUnavailableException",
-                         "the gateway already holds limits.max_connections (" +
-                             std::to_string(g->snapshot()->limits.max_connections) +
-                             ") client connections; retry shortly"};
-        co_await send_error(client, full, log, false);
-        write_log(log);
-        beast::error_code ignored;
-        client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        co_await refuse_connection(client, *g);
         co_return;
     }
     for (;;) {
-        std::shared_ptr<const config::config> cfg = g->snapshot();
-        request_log log;
-        log.id = new_request_id();
-        http::request_parser<http::string_body> parser;
-        parser.header_limit(static_cast<std::uint32_t>(cfg->limits.max_header_bytes));
-        parser.body_limit(cfg->limits.max_body_bytes);
-
-        // The next request may take the keep-alive time to start; once its first byte is in,
-        // the whole head must follow within header_timeout, however slowly it trickles
-        // (Beast's header read is one operation until the head is complete: one deadline).
-        beast::error_code ec;
-        std::size_t n = 0;
-        if (buf.size() == 0) {
-            if (!co_await next_request_bytes(client, buf, cfg->limits.client_idle_timeout))
-                break;  // closed or idle between requests: nothing to answer
-        }
-        bool read_timed_out = false;
-        // What has arrived is parsed at once (a small request usually arrives whole); the socket
-        // is read only for the rest.
-        parser.eager(true);
-        ec = parse_buffered(parser, buf);
-        if (!ec && !parser.is_header_done()) {
-            read_deadline head_deadline(client, cfg->limits.header_timeout);
-            std::tie(ec, n) = co_await http::async_read_header(client, buf, parser, use_nothrow);
-            read_timed_out = head_deadline.fired();
-        }
-        if (ec == http::error::end_of_stream) break;
-        if (!ec) {
-            // Bounds Beast does not keep for us: the target's length and the number of fields.
-            std::optional<error> refused;
-            const auto& head = parser.get();
-            if (head.target().size() > cfg->limits.max_target_bytes) {
-                refused = error{http::status::uri_too_long, "ValidationException",
-                                "request target exceeds limits.max_target_bytes (" +
-                                    std::to_string(cfg->limits.max_target_bytes) + " bytes)"};
-            } else if (static_cast<std::size_t>(std::distance(head.begin(), head.end())) >
-                       cfg->limits.max_header_count) {
-                refused =
-                    error{http::status::request_header_fields_too_large, "ValidationException",
-                          "request has more header fields than limits.max_header_count (" +
-                              std::to_string(cfg->limits.max_header_count) + ")"};
-            }
-            if (refused) {
-                co_await send_error(client, *refused, log, false);
-                write_log(log);
-                record_metrics(*g, *cfg, log);
-                break;
-            }
-        }
-        if (!ec && bgw::http::iequals(parser.get()[http::field::expect], "100-continue")) {
-            http::response<http::empty_body> cont{http::status::continue_, 11};
-            auto [cec, cn] = co_await http::async_write(client, cont, use_nothrow);
-            if (cec) break;
-        }
-        if (!ec && !parser.is_done()) {
-            read_deadline body_deadline(client, cfg->limits.client_idle_timeout);
-            std::tie(ec, n) = co_await http::async_read(client, buf, parser, use_nothrow);
-            read_timed_out = body_deadline.fired();
-        }
-        // Whatever is written next (an error, a health answer, a forwarded head) has the
-        // keep-alive time to go out: a client that stops reading cannot hold the session.
-        client.expires_after(cfg->limits.client_idle_timeout);
-        if (ec) {
-            // Nothing after a framing error can be trusted: answer once, then close.
-            error e = validation_error("malformed HTTP request: " + ec.message());
-            if (ec == http::error::body_limit) {
-                e = {http::status::payload_too_large, "ValidationException",
-                     "request body exceeds limits.max_body_bytes (" +
-                         std::to_string(cfg->limits.max_body_bytes) + " bytes)"};
-            } else if (ec == http::error::header_limit) {
-                e = {http::status::request_header_fields_too_large, "ValidationException",
-                     "request headers exceed limits.max_header_bytes (" +
-                         std::to_string(cfg->limits.max_header_bytes) + " bytes)"};
-            } else if (read_timed_out) {
-                e = {http::status::request_timeout, "RequestTimeoutException",
-                     parser.is_header_done()
-                         ? "request body not received within limits.client_idle_timeout_ms"
-                         : "request head not received within limits.header_timeout_ms"};
-            } else if (is_benign(ec)) {
-                break;
-            }
-            std::string_view received(static_cast<const char*>(buf.data().data()),
-                                      buf.data().size());
-            if (bgw::http::looks_like_h2_preface(received)) {
-                std::string refusal = bgw::http::h2_http11_required(
-                    "bedrock-gateway speaks HTTP/1.1; with the AWS SDK for JavaScript pass "
-                    "requestHandler: new NodeHttpHandler()");
-                co_await asio::async_write(client, asio::buffer(refusal), use_nothrow);
-                log.status = 505;
-                log.error = "client opened with HTTP/2 (h2c); refused with HTTP_1_1_REQUIRED";
-                write_log(log);
-                break;
-            }
-            co_await send_error(client, e, log, false);
-            write_log(log);
-            record_metrics(*g, *cfg, log);
-            break;
-        }
-        ++g->inflight;
-        bool keep = co_await forward(client, parser.release(), *g, *cfg, role, log);
-        --g->inflight;
-        write_log(log);
-        record_metrics(*g, *cfg, log);
-        // Draining: this connection's last answer has gone; no new request starts on it.
-        if (!keep || g->draining) break;
+        // The next request may take the keep-alive time to start.
+        const auto idle_timeout = g->snapshot()->limits.client_idle_timeout;
+        if (buf.size() == 0 && !co_await next_request_bytes(client, buf, idle_timeout))
+            break;  // closed or idle between requests: nothing to answer
+        if (!co_await serve_request(client, buf, g, role)) break;
     }
     beast::error_code ignored;
     client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);

@@ -39,6 +39,9 @@ asio::ssl::context make_tls_context(const std::string& ca_file) {
         ctx.load_verify_file(ca_file);
     }
     ctx.set_verify_mode(asio::ssl::verify_peer);
+    // OpenSSL keeps a read and a write buffer (some 34 KiB) per connection for as long as it
+    // lives; let it free them while a connection is idle, between a stream's events included.
+    SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
     return ctx;
 }
 
