@@ -2,28 +2,26 @@
 
 namespace bgw::http {
 
-std::string response_head(const boost::beast::http::response_header<>& h) {
-    namespace bh = boost::beast::http;
-    const unsigned code = h.result_int();
-    std::string_view reason = h.reason();
-    if (reason.empty()) reason = bh::obsolete_reason(h.result());
-    std::size_t n = 9 + 4 + reason.size() + 2 + 2;
-    for (const auto& f : h) n += f.name_string().size() + 2 + f.value().size() + 2;
-    std::string out;
-    out.reserve(n);
-    out.append(h.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+void append_status_line(std::string& out, unsigned code, std::string_view reason) {
+    if (reason.empty())
+        reason = boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(code));
     const char digits[3] = {static_cast<char>('0' + code / 100 % 10),
                             static_cast<char>('0' + code / 10 % 10),
                             static_cast<char>('0' + code % 10)};
-    out.append(digits, 3).append(" ").append(reason.data(), reason.size()).append("\r\n");
-    for (const auto& f : h) {
-        const auto name = f.name_string();
-        const auto value = f.value();
-        out.append(name.data(), name.size())
-            .append(": ")
-            .append(value.data(), value.size())
-            .append("\r\n");
-    }
+    out.append("HTTP/1.1 ").append(digits, 3).append(" ").append(reason).append("\r\n");
+}
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out.append(name).append(": ").append(value).append("\r\n");
+}
+
+std::string response_head(const boost::beast::http::response_header<>& h) {
+    std::size_t n = 9 + 4 + h.reason().size() + 32 + 2;
+    for (const auto& f : h) n += f.name_string().size() + 2 + f.value().size() + 2;
+    std::string out;
+    out.reserve(n);
+    append_status_line(out, h.result_int(), h.reason());
+    for (const auto& f : h) append_field(out, f.name_string(), f.value());
     out.append("\r\n");
     return out;
 }

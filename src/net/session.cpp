@@ -110,6 +110,21 @@ void add_gateway_headers(Fields& res, const request_log& log) {
     res.set("X-Gateway-Attempts", std::to_string(log.attempts));
 }
 
+/// True for the fields add_gateway_headers sets (an upstream's own are dropped, as `set` would).
+bool is_gateway_header(std::string_view name) {
+    return bgw::http::iequals(name, "X-Gateway-Region") ||
+           bgw::http::iequals(name, "X-Gateway-Tier") ||
+           bgw::http::iequals(name, "X-Gateway-Attempts");
+}
+
+/// Lets add_gateway_headers write field lines straight into a head being built.
+struct head_writer {
+    std::string& out;
+    void set(std::string_view name, std::string_view value) {
+        bgw::http::append_field(out, name, value);
+    }
+};
+
 /// Writes a whole gateway-made response; the log gets its status and size.
 template <class Body>
 awaitable<beast::error_code> send_response(beast::tcp_stream& client,
@@ -325,11 +340,14 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
 struct client_watch {
     bool active = true;
     bool client_gone = false;
+    bool armed = false;                       ///< the socket wait has started
     upstream_connection* upstream = nullptr;  ///< the connection in use, if any yet
     asio::steady_timer* sleeper = nullptr;    ///< the wait before a retry, while it runs
+    std::optional<asio::steady_timer> soon;   ///< until the watch starts (watch_client_soon)
 };
 
 void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>& w) {
+    w->armed = true;
     client.socket().async_wait(
         asio::socket_base::wait_read, [&client, w](const beast::error_code& ec) {
             if (!w->active || ec) return;  // inactive: the session (and `client`) may be gone
@@ -350,9 +368,25 @@ void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>
         });
 }
 
-/// Ends a watch: the pending wait completes (aborted) and finds it inactive.
+/// Starts the watch after `delay`: most answers are back sooner, and a watch costs system
+/// calls (re-arming the socket in epoll, a peek) that a request answered in a few milliseconds
+/// does not need. A client that left meanwhile is seen as soon as the watch starts.
+void watch_client_soon(beast::tcp_stream& client,
+                       const std::shared_ptr<client_watch>& w,
+                       std::chrono::milliseconds delay) {
+    w->soon.emplace(client.get_executor());
+    w->soon->expires_after(delay);
+    w->soon->async_wait([&client, w](const beast::error_code& ec) {
+        if (ec || !w->active) return;  // stopped first: the session (and `client`) may be gone
+        watch_client(client, w);
+    });
+}
+
+/// Ends a watch: a pending wait completes (aborted) and finds it inactive.
 void stop_watch(beast::tcp_stream& client, client_watch& w) {
     w.active = false;
+    if (w.soon) w.soon->cancel();
+    if (!w.armed) return;
     beast::error_code ignored;
     client.socket().cancel(ignored);
 }
@@ -486,7 +520,12 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
         p.emplace();
         p->header_limit(static_cast<std::uint32_t>(cfg.upstream.max_response_header_bytes));
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
-        // Room for the head and (usually) the whole of a small answer in one read.
+        // Room for the head and (usually) the whole of a small answer in one read. A pooled
+        // connection keeps its room between requests, except into a stream, which may hold
+        // it for minutes: that gets its own, smaller room.
+        if (conn->buffer.capacity() > head_room && head_room < head_read_bytes &&
+            conn->buffer.size() == 0)
+            conn->buffer.shrink_to_fit();
         if (conn->buffer.capacity() < head_room) conn->buffer.reserve(head_room);
         conn->tcp().expires_after(cfg.upstream.response_timeout);
         const auto sent = clock::now();
@@ -643,6 +682,7 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
 
 /// Forwards one accepted request; returns whether the client connection may be kept.
 awaitable<bool> forward(beast::tcp_stream& client,
+                        beast::flat_buffer& client_buf,
                         http::request<http::string_body> req,
                         gateway_context& g,
                         const config::config& cfg,
@@ -766,6 +806,9 @@ awaitable<bool> forward(beast::tcp_stream& client,
         co_return co_await accept_batch(client, req, plan->targets.front(), *rt, g, log);
     }
     const bool model_op = runs_model(rt->op);
+    // The request is all parsed: a connection that holds a long stream holds no read buffer
+    // (a short answer keeps it for the connection's next request).
+    if (routing::is_streaming(rt->op) && client_buf.size() == 0) client_buf.shrink_to_fit();
     const std::string body = std::move(req.body());
     // Token estimates, charged per target at admission and settled against usage afterwards.
     std::uint64_t estimate = 0;
@@ -781,7 +824,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
 
     // From here until the response is relayed, a client that hangs up cancels the upstream.
     auto watch = std::make_shared<client_watch>();
-    watch_client(client, watch);
+    watch_client_soon(client, watch, std::chrono::milliseconds(20));
     struct watch_guard {
         beast::tcp_stream& client;
         client_watch& w;
@@ -938,20 +981,27 @@ awaitable<bool> forward(beast::tcp_stream& client,
 
     // The status line and headers go out as soon as upstream sent them; the body follows piece
     // by piece (chunked unless upstream gave a length).
-    http::response<http::empty_body> res{head.result(), 11};
+    // The head is written straight into its bytes: the upstream's fields that cross (in their
+    // order), the gateway's own, and the framing.
+    const auto len = p->content_length();
+    const bool chunked = !len;
+    std::string head_bytes;
+    head_bytes.reserve(1024);
+    bgw::http::append_status_line(head_bytes, head.result_int(), head.reason());
     for (const auto& f : head) {
-        if (bgw::http::forward_response_header(f.name_string()))
-            res.insert(f.name_string(), f.value());
+        const auto name = f.name_string();
+        if (bgw::http::forward_response_header(name) && !is_gateway_header(name))
+            bgw::http::append_field(head_bytes, name, f.value());
     }
-    add_gateway_headers(res, log);
-    if (auto len = p->content_length()) {
-        res.content_length(*len);
+    head_writer fields{head_bytes};
+    add_gateway_headers(fields, log);
+    if (len) {
+        bgw::http::append_field(head_bytes, "Content-Length", std::to_string(*len));
     } else {
-        res.chunked(true);
+        bgw::http::append_field(head_bytes, "Transfer-Encoding", "chunked");
     }
-    res.keep_alive(keep_alive);
-    const bool chunked = res.chunked();
-    std::string head_bytes = bgw::http::response_head(res.base());
+    if (!keep_alive) bgw::http::append_field(head_bytes, "Connection", "close");
+    head_bytes.append("\r\n");
     // Event streams are relayed frame by frame and read on the side (usage, exceptions).
     std::optional<bgw::http::event_relay> events;
     const auto content_type = head[http::field::content_type];
@@ -1212,10 +1262,8 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
         record_metrics(*g, *cfg, log);
         co_return false;
     }
-    // The request is all parsed: a connection that holds a long stream holds no read buffer.
-    if (buf.size() == 0) buf.shrink_to_fit();
     ++g->inflight;
-    bool keep = co_await forward(client, parser.release(), *g, *cfg, role, log);
+    bool keep = co_await forward(client, buf, parser.release(), *g, *cfg, role, log);
     --g->inflight;
     write_log(log);
     record_metrics(*g, *cfg, log);

@@ -69,8 +69,10 @@ std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key,
 
 void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
     if (!conn->tcp().socket().is_open()) return;
-    // An idle connection holds no read buffer (the next request reserves its own room).
-    if (conn->buffer.size() == 0) conn->buffer.shrink_to_fit();
+    // An idle connection keeps at most the head room of a plain answer (session.cpp), not
+    // the larger room of a big body.
+    if (conn->buffer.size() == 0 && conn->buffer.capacity() > 16 * 1024)
+        conn->buffer.shrink_to_fit();
     conn->idle_since = std::chrono::steady_clock::now();
     const slot where{&conn->tcp().get_executor().context(), conn->key};
     std::lock_guard lock(mutex_);

@@ -11,8 +11,14 @@
 
 namespace bgw::http {
 
-/// The status line, every field in order, and the blank line; the reason phrase is the
-/// header's own, or the standard one for its status.
+/// Appends an HTTP/1.1 status line; an empty `reason` means the standard one for `code`.
+void append_status_line(std::string& out, unsigned code, std::string_view reason);
+
+/// Appends one field line, `name: value`.
+void append_field(std::string& out, std::string_view name, std::string_view value);
+
+/// The status line (HTTP/1.1, as every answer of the gateway), every field in order, and the
+/// blank line; the reason phrase is the header's own, or the standard one for its status.
 std::string response_head(const boost::beast::http::response_header<>& h);
 
 /// A chunk-size line ("1a2b\r\n") for `size` bytes, written into `out` (at least 18 bytes);
