@@ -266,7 +266,7 @@ int run_server(std::shared_ptr<const config::config> cfg,
     // The other contexts have no work until a connection arrives: keep them running until
     // drain stops them.
     for (auto& c : w.contexts)
-        asio::co_spawn(*c, keep_a_near_timer(std::chrono::milliseconds(100)), log_exception);
+        asio::co_spawn(*c, keep_a_near_timer(near_timer_period), log_exception);
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
     std::vector<std::thread> pool;
     for (unsigned i = 1; i < threads; ++i) {

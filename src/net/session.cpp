@@ -369,9 +369,9 @@ void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>
         });
 }
 
-/// Starts the watch after `delay`: most answers are back sooner, and a watch costs system
-/// calls (re-arming the socket in epoll, a peek) that a request answered in a few milliseconds
-/// does not need. A client that left meanwhile is seen as soon as the watch starts.
+/// Starts the watch after `delay`: a watch costs system calls (re-arming the socket in epoll,
+/// a peek) that a request answered sooner does not need; the long requests it is for (a model
+/// generating) take seconds. A client that left meanwhile is seen as soon as the watch starts.
 void watch_client_soon(beast::tcp_stream& client,
                        const std::shared_ptr<client_watch>& w,
                        std::chrono::milliseconds delay) {
@@ -825,7 +825,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
 
     // From here until the response is relayed, a client that hangs up cancels the upstream.
     auto watch = std::make_shared<client_watch>();
-    watch_client_soon(client, watch, std::chrono::milliseconds(20));
+    watch_client_soon(client, watch, near_timer_period);
     struct watch_guard {
         beast::tcp_stream& client;
         client_watch& w;

@@ -24,6 +24,11 @@
 
 namespace bgw::net {
 
+/// Each event loop keeps a timer due within this period (server.cpp), so that arming a
+/// deadline further away costs no system call; waits the gateway starts on every request are
+/// at least this long for the same reason.
+inline constexpr std::chrono::milliseconds near_timer_period{100};
+
 /// Everything a session needs; one instance per process, shared by all threads.
 struct gateway_context {
     gateway_context(std::shared_ptr<const config::config> c,
