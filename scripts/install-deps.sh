@@ -12,9 +12,10 @@ BUILD_PACKAGES="g++ cmake make ccache pkg-config git ca-certificates
 # Tests: GoogleTest, real SDK clients (and the README recipes' AWS CLI and curl), nginx as a real
 # TLS peer, format check; the bench (bench/run, its smoke run is a test): wrk as the load
 # generator, nginx as the reference proxy, Google Benchmark for the micro-benchmarks; clang with
-# its libFuzzer runtime for the fuzz targets (scripts/fuzz.sh).
+# its libFuzzer runtime for the fuzz targets (scripts/fuzz.sh); valgrind and strace for the
+# hot-path profile (bench/profile).
 TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 awscli curl clang-format nginx-light
-  openssl wrk libbenchmark-dev clang libclang-rt-14-dev"
+  openssl wrk libbenchmark-dev clang libclang-rt-14-dev valgrind strace"
 
 # What the built binary needs at run time (the container's final stage).
 LIB_PACKAGES="ca-certificates libssl3 libspdlog1.10 libfmt9"
