@@ -63,6 +63,8 @@ struct request_log {
 };
 
 /// The request's part of the metrics (issue 8); model labels are the model the client named.
+/// Called before write_log: once a request's log line is out, its metrics are too (a test, or
+/// an operator, that waits for the line and then scrapes /metrics must find it counted).
 void record_metrics(gateway_context& g, const config::config& cfg, const request_log& l) {
     g.metrics.request(l.op, l.region, l.tier, l.model, l.status);
     if (l.first_event) {
@@ -1210,8 +1212,8 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
         }
         if (refused) {
             co_await send_error(client, *refused, log, false);
-            write_log(log);
             record_metrics(*g, *cfg, log);
+            write_log(log);
             co_return false;
         }
     }
@@ -1272,15 +1274,15 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
             co_return false;
         }
         co_await send_error(client, e, log, false);
-        write_log(log);
         record_metrics(*g, *cfg, log);
+        write_log(log);
         co_return false;
     }
     ++g->inflight;
     bool keep = co_await forward(client, buf, parser.release(), *g, *cfg, role, log);
     --g->inflight;
-    write_log(log);
     record_metrics(*g, *cfg, log);
+    write_log(log);
     // Draining: this connection's last answer has gone; no new request starts on it.
     co_return keep && !g->draining;
 }
