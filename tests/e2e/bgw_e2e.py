@@ -203,6 +203,23 @@ class FakeBedrock(ChildProcess):
                                  % (len(self.stream_outcomes()) - mark, mark, count))
         return seen
 
+    def wait_stream_outcome(self, request_id, timeout=10.0):
+        """The stream_end line of the stream whose request id is `request_id`, once it is there.
+
+        Waiting for "one more line" is not enough: a stream from an earlier test may still end
+        after the mark and would be taken for this one."""
+        def found(lines):
+            match = [e for e in self._parse(lines, "stream_end") if e["requestId"] == request_id]
+            return match or None
+
+        match = self.stdout.wait_for(found, timeout)
+        if match is None:
+            raise AssertionError("fake_bedrock has no stream_end for request %s; it has %r"
+                                 % (request_id, self.stream_outcomes()))
+        if len(match) != 1:
+            raise AssertionError("fake_bedrock ended request %s %d times" % (request_id, len(match)))
+        return match[0]
+
     SYNC_PREFIX = "/__bgw_e2e_sync/"
 
     def _requests_in(self, lines):

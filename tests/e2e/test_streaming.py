@@ -89,11 +89,8 @@ class StreamingEndToEnd(unittest.TestCase):
         """The gateway's log line for the request whose upstream id is `request_id`."""
         return gateway.wait_log(lambda e: e.get("upstream_request_id") == request_id, timeout)
 
-    def stream_end(self, mark, request_id):
-        ends = self.fake.wait_stream_outcomes(mark, 1)
-        match = [e for e in self.fake.stream_outcomes() if e["requestId"] == request_id]
-        self.assertEqual(len(match), 1, ends)
-        return match[0]
+    def stream_end(self, request_id):
+        return self.fake.wait_stream_outcome(request_id)
 
     # --- InvokeModelWithResponseStream ------------------------------------------------------
 
@@ -187,7 +184,6 @@ class StreamingEndToEnd(unittest.TestCase):
     def test_corrupt_upstream_frame_ends_the_stream_with_an_error_frame(self):
         # The fake sends one good event, one with a bad CRC, then stalls 30 s holding the
         # connection: the client must get a clear error at once, not a hang.
-        mark = len(self.fake.stream_outcomes())
         out = self.client(read_timeout=20).converse_stream(modelId="fake-stream-corrupt",
                                                            **converse_body())
         received = []
@@ -201,7 +197,7 @@ class StreamingEndToEnd(unittest.TestCase):
         log = self.log_for(self.gateway, request_id)
         self.assertEqual(log["stream_corrupt"], "Message checksum mismatch")
         # And the upstream connection was dropped, not left hanging for the 30 s stall.
-        end = self.stream_end(mark, request_id)
+        end = self.stream_end(request_id)
         self.assertTrue(end["peerClosed"], end)
         self.assertLess(end["elapsedMs"], 20000, end)
 
@@ -219,7 +215,6 @@ class StreamingEndToEnd(unittest.TestCase):
 
     def test_idle_stream_is_ended_after_the_configured_timeout(self):
         # idle-gateway: upstream.stream_idle_timeout_ms = 1000; the fake is silent for 5 s.
-        mark = len(self.fake.stream_outcomes())
         out = self.client(self.idle_gateway).converse_stream(modelId="fake-stream-stall-5000",
                                                              **converse_body())
         received = []
@@ -228,7 +223,7 @@ class StreamingEndToEnd(unittest.TestCase):
                 received.append(event)
         self.assertEqual(len(received), 1)
         self.assertIn("stream_idle_timeout_ms", caught.exception.response["Error"]["Message"])
-        end = self.stream_end(mark, out["ResponseMetadata"]["RequestId"])
+        end = self.stream_end(out["ResponseMetadata"]["RequestId"])
         self.assertTrue(end["peerClosed"], end)
         self.assertEqual(end["partsSent"], 1, end)
 
@@ -238,7 +233,6 @@ class StreamingEndToEnd(unittest.TestCase):
         # 1.5 s before each event. The client reads the first frame and hangs up; the gateway
         # must close the upstream during the next pause (so the fake sent exactly one part),
         # not at its next write.
-        mark = len(self.fake.stream_outcomes())
         conn = http.client.HTTPConnection("127.0.0.1", self.gateway.port, timeout=20)
         body = json.dumps(converse_body()).encode()
         conn.request("POST", "/model/fake-delay-1500/converse-stream", body=body,
@@ -254,7 +248,7 @@ class StreamingEndToEnd(unittest.TestCase):
         conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
 
-        end = self.stream_end(mark, request_id)
+        end = self.stream_end(request_id)
         self.assertTrue(end["peerClosed"], end)
         self.assertFalse(end["completed"], end)
         self.assertEqual(end["partsSent"], 1, end)
