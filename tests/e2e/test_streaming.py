@@ -125,17 +125,19 @@ class StreamingEndToEnd(unittest.TestCase):
         # The fake pauses 400 ms before every event. A buffering proxy would deliver them all at
         # once after the last; here each arrives on its own, while the upstream still streams.
         pause = 0.4
-        ends_before = len(self.fake.stream_outcomes())
         out = self.client().converse_stream(modelId="fake-delay-400", **converse_body())
+        request_id = out["ResponseMetadata"]["RequestId"]
         arrivals = []
-        outcomes_at_first_event = None
+        ended_at_first_event = None
         for event in out["stream"]:
             arrivals.append(time.monotonic())
-            if outcomes_at_first_event is None:
-                outcomes_at_first_event = len(self.fake.stream_outcomes())
+            if ended_at_first_event is None:
+                ended_at_first_event = [e for e in self.fake.stream_outcomes()
+                                        if e["requestId"] == request_id]
         self.assertGreaterEqual(len(arrivals), 5)
-        self.assertEqual(outcomes_at_first_event, ends_before,
+        self.assertEqual(ended_at_first_event, [],
                          "the upstream had already finished when the first event arrived")
+        self.assertTrue(self.stream_end(request_id)["completed"])
         gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
         self.assertTrue(all(gap >= pause * 0.5 for gap in gaps),
                         "events arrived bunched together: gaps %r" % gaps)
