@@ -191,18 +191,6 @@ class FakeBedrock(ChildProcess):
     def stream_outcomes(self):
         return self._parse(self.stdout.lines(), "stream_end")
 
-    def wait_stream_outcomes(self, mark, count=1, timeout=10.0):
-        """The stream_end lines after the first `mark` of them, once there are `count`."""
-        def enough(lines):
-            seen = self._parse(lines, "stream_end")[mark:]
-            return seen if len(seen) >= count else None
-
-        seen = self.stdout.wait_for(enough, timeout)
-        if seen is None:
-            raise AssertionError("fake_bedrock ended %d stream(s) after mark %d, expected %d"
-                                 % (len(self.stream_outcomes()) - mark, mark, count))
-        return seen
-
     def wait_stream_outcome(self, request_id, timeout=10.0):
         """The stream_end line of the stream whose request id is `request_id`, once it is there.
 

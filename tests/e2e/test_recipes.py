@@ -229,13 +229,15 @@ class ReadmeRecipes(unittest.TestCase):
             self.assertNotIn("x-amz-security-token", req["headers"], req)
         return seen
 
-    def assert_streams_completed(self, stream_mark, count):
-        for outcome in self.fake.wait_stream_outcomes(stream_mark, count):
+    def assert_streams_completed(self, seen):
+        """Every streaming request in `seen` (from assert_upstream) was streamed to its end: its
+        own stream_end line, found by request id, so another test's stream cannot stand in."""
+        streams = [r for r in seen if r["wirePath"].endswith("-stream")]
+        self.assertTrue(streams, "no streaming request among %r" % seen)
+        for req in streams:
+            outcome = self.fake.wait_stream_outcome(req["requestId"])
             self.assertTrue(outcome["completed"], outcome)
             self.assertFalse(outcome["peerClosed"], outcome)
-
-    def marks(self):
-        return self.fake.mark(), len(self.fake.stream_outcomes())
 
     # --- the README itself ------------------------------------------------------------------
 
@@ -251,11 +253,10 @@ class ReadmeRecipes(unittest.TestCase):
     # --- Python ----------------------------------------------------------------------------
 
     def test_boto3(self):
-        mark, streams = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("boto3", programs=["python3"])
         self.assertEqual(out, "Hello\nHello\n")
-        self.assert_upstream(mark, ["converse", "converse-stream"])
-        self.assert_streams_completed(streams, 1)
+        self.assert_streams_completed(self.assert_upstream(mark, ["converse", "converse-stream"]))
 
     def test_boto3_env(self):
         # AWS_ENDPOINT_URL_<SERVICE> arrived in botocore 1.31; Debian bookworm ships 1.29, which
@@ -281,7 +282,7 @@ class ReadmeRecipes(unittest.TestCase):
             timeout=RECIPE_TIMEOUT_S)
         self.assertEqual(probe.returncode, 0, probe.stderr.decode("utf-8", "replace"))
         if probe.stdout.decode().strip() == "True":
-            mark, _ = self.marks()
+            mark = self.fake.mark()
             out = self.run_recipe("boto3-env", app_credentials=True, programs=["python3"])
             self.assertEqual(out, "Hello\n")
             self.assert_upstream(mark, ["converse"])
@@ -306,7 +307,7 @@ class ReadmeRecipes(unittest.TestCase):
     # --- AWS CLI ---------------------------------------------------------------------------
 
     def test_awscli(self):
-        mark, _ = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("awscli", programs=["aws"])
         first, _, rest = out.partition("\n")
         self.assertEqual(first, "Hello")
@@ -329,36 +330,33 @@ class ReadmeRecipes(unittest.TestCase):
     # --- JavaScript ------------------------------------------------------------------------
 
     def test_js_sdk(self):
-        mark, streams = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("js-sdk", programs=["node"])
         self.assertEqual(out, "Hello\nHello\n")
-        self.assert_upstream(mark, ["converse", "converse-stream"])
-        self.assert_streams_completed(streams, 1)
+        self.assert_streams_completed(self.assert_upstream(mark, ["converse", "converse-stream"]))
 
     def test_js_sdk_env(self):
-        mark, _ = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("js-sdk-env", app_credentials=True, programs=["node"])
         self.assertEqual(out, "Hello\n")
         self.assert_upstream(mark, ["converse"])
 
     def test_anthropic_js(self):
-        mark, streams = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("anthropic-js", programs=["node"])
         self.assertEqual(out, FAKE_STREAM_TEXT + "\n")
-        self.assert_upstream(mark, ["invoke-with-response-stream"])
-        self.assert_streams_completed(streams, 1)
+        self.assert_streams_completed(self.assert_upstream(mark, ["invoke-with-response-stream"]))
 
     def test_anthropic_js_env(self):
-        mark, streams = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("anthropic-js-env", app_credentials=True, programs=["node"])
         self.assertEqual(out, FAKE_STREAM_TEXT + "\n")
-        self.assert_upstream(mark, ["invoke-with-response-stream"])
-        self.assert_streams_completed(streams, 1)
+        self.assert_streams_completed(self.assert_upstream(mark, ["invoke-with-response-stream"]))
 
     # --- curl ------------------------------------------------------------------------------
 
     def test_curl(self):
-        mark, _ = self.marks()
+        mark = self.fake.mark()
         out = self.run_recipe("curl", programs=["curl"])
         lines = out.splitlines()
         self.assertEqual(len(lines), 2, out)
