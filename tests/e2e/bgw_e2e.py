@@ -188,24 +188,28 @@ class FakeBedrock(ChildProcess):
                     out.append(obj)
         return out
 
-    def stream_outcomes(self):
-        return self._parse(self.stdout.lines(), "stream_end")
+    @classmethod
+    def _stream_ends(cls, lines, request_id=None):
+        ends = cls._parse(lines, "stream_end")
+        return ends if request_id is None else [e for e in ends if e["requestId"] == request_id]
+
+    def stream_outcomes(self, request_id=None):
+        """The stream_end lines so far (of one request, when `request_id` is given)."""
+        return self._stream_ends(self.stdout.lines(), request_id)
 
     def wait_stream_outcome(self, request_id, timeout=10.0):
         """The stream_end line of the stream whose request id is `request_id`, once it is there.
 
-        Waiting for "one more line" is not enough: a stream from an earlier test may still end
-        after the mark and would be taken for this one."""
-        def found(lines):
-            match = [e for e in self._parse(lines, "stream_end") if e["requestId"] == request_id]
-            return match or None
-
-        match = self.stdout.wait_for(found, timeout)
+        Waiting for the next stream_end line is not enough: a stream from an earlier test may
+        end first and would be taken for this one."""
+        match = self.stdout.wait_for(lambda lines: self._stream_ends(lines, request_id) or None,
+                                     timeout)
         if match is None:
             raise AssertionError("fake_bedrock has no stream_end for request %s; it has %r"
                                  % (request_id, self.stream_outcomes()))
         if len(match) != 1:
-            raise AssertionError("fake_bedrock ended request %s %d times" % (request_id, len(match)))
+            raise AssertionError("fake_bedrock ended request %s %d times"
+                                 % (request_id, len(match)))
         return match[0]
 
     SYNC_PREFIX = "/__bgw_e2e_sync/"

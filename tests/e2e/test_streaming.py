@@ -89,9 +89,6 @@ class StreamingEndToEnd(unittest.TestCase):
         """The gateway's log line for the request whose upstream id is `request_id`."""
         return gateway.wait_log(lambda e: e.get("upstream_request_id") == request_id, timeout)
 
-    def stream_end(self, request_id):
-        return self.fake.wait_stream_outcome(request_id)
-
     # --- InvokeModelWithResponseStream ------------------------------------------------------
 
     def test_invoke_stream_events_in_order_with_usage_logged(self):
@@ -132,12 +129,11 @@ class StreamingEndToEnd(unittest.TestCase):
         for event in out["stream"]:
             arrivals.append(time.monotonic())
             if ended_at_first_event is None:
-                ended_at_first_event = [e for e in self.fake.stream_outcomes()
-                                        if e["requestId"] == request_id]
+                ended_at_first_event = self.fake.stream_outcomes(request_id)
         self.assertGreaterEqual(len(arrivals), 5)
         self.assertEqual(ended_at_first_event, [],
                          "the upstream had already finished when the first event arrived")
-        self.assertTrue(self.stream_end(request_id)["completed"])
+        self.assertTrue(self.fake.wait_stream_outcome(request_id)["completed"])
         gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
         self.assertTrue(all(gap >= pause * 0.5 for gap in gaps),
                         "events arrived bunched together: gaps %r" % gaps)
@@ -199,7 +195,7 @@ class StreamingEndToEnd(unittest.TestCase):
         log = self.log_for(self.gateway, request_id)
         self.assertEqual(log["stream_corrupt"], "Message checksum mismatch")
         # And the upstream connection was dropped, not left hanging for the 30 s stall.
-        end = self.stream_end(request_id)
+        end = self.fake.wait_stream_outcome(request_id)
         self.assertTrue(end["peerClosed"], end)
         self.assertLess(end["elapsedMs"], 20000, end)
 
@@ -225,7 +221,7 @@ class StreamingEndToEnd(unittest.TestCase):
                 received.append(event)
         self.assertEqual(len(received), 1)
         self.assertIn("stream_idle_timeout_ms", caught.exception.response["Error"]["Message"])
-        end = self.stream_end(out["ResponseMetadata"]["RequestId"])
+        end = self.fake.wait_stream_outcome(out["ResponseMetadata"]["RequestId"])
         self.assertTrue(end["peerClosed"], end)
         self.assertEqual(end["partsSent"], 1, end)
 
@@ -250,7 +246,7 @@ class StreamingEndToEnd(unittest.TestCase):
         conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
 
-        end = self.stream_end(request_id)
+        end = self.fake.wait_stream_outcome(request_id)
         self.assertTrue(end["peerClosed"], end)
         self.assertFalse(end["completed"], end)
         self.assertEqual(end["partsSent"], 1, end)
