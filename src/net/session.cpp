@@ -8,6 +8,7 @@
 #include "bgw/http/json.hpp"
 #include "bgw/http/wire.hpp"
 #include "bgw/net/gateway.hpp"
+#include "bgw/net/write.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/callers.hpp"
 #include "bgw/policy/traffic.hpp"
@@ -175,9 +176,9 @@ awaitable<beast::error_code> send_and_read_header(Stream& up,
                                                   beast::flat_buffer& buf,
                                                   upstream_request_message& req,
                                                   http::response_parser<http::buffer_body>& p) {
-    // One write of two buffers: the head, then the body as it is.
-    const std::array<asio::const_buffer, 2> wire{asio::buffer(req.head), asio::buffer(req.body)};
-    auto [wec, wn] = co_await asio::async_write(up, wire, use_nothrow);
+    // One gather write: the head, then the body as it is (write_all: never asio::async_write,
+    // which loses a body over 16 KiB after the head on a TLS stream).
+    auto [wec, wn] = co_await write_all(up, asio::buffer(req.head), asio::buffer(req.body));
     if (wec) co_return wec;
     auto [rec, rn] = co_await http::async_read_header(up, buf, p, use_nothrow);
     co_return rec;
@@ -327,7 +328,7 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         wire[2] = asio::buffer(out);
         if (chunked && last) wire[4] = asio::buffer(bgw::http::last_chunk);
         client.expires_after(write_timeout);
-        auto [wec, wn] = co_await asio::async_write(client, wire, use_nothrow);
+        auto [wec, wn] = co_await write_all(client, wire);
         bytes_out += wn;
         if (wec) co_return std::pair{relay_end::client_failed, wec};
         head.clear();
@@ -1017,7 +1018,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // in one write.
     client.expires_after(cfg.limits.client_idle_timeout);
     if (events || (error_body.empty() && conn->buffer.size() == 0 && !p->is_done())) {
-        auto [hec, hn] = co_await asio::async_write(client, asio::buffer(head_bytes), use_nothrow);
+        auto [hec, hn] = co_await write_all(client, asio::buffer(head_bytes));
         log.bytes_out += hn;
         if (hec) {
             log.error = "client went away: " + hec.message();
