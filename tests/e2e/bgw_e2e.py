@@ -5,15 +5,19 @@ Their output is drained continuously on threads (a child blocked on a full pipe 
 a hung gateway) and every wait has a deadline, so a broken build fails loudly instead of hanging.
 """
 
+import atexit
 import http.client
 import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -160,22 +164,73 @@ class ChildProcess:
             self.proc.wait()
 
 
+_PKI = None
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=60)
+
+
+def e2e_pki():
+    """A test CA and a certificate it signed for 127.0.0.1 and localhost, made once per test
+    process with the openssl command (not the gateway's code): {"ca", "cert", "key"} paths.
+    Bedrock is HTTPS only, so the fakes serve TLS by default and gateways trust this CA."""
+    global _PKI
+    if _PKI is None:
+        d = tempfile.mkdtemp(prefix="bgw-e2e-pki-")
+        atexit.register(shutil.rmtree, d, True)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        _openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bedrock-gateway e2e CA",
+                 "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+        _openssl("req", *ec, "-subj", "/CN=localhost", "-keyout", "server.key",
+                 "-out", "server.csr", cwd=d)
+        with open(os.path.join(d, "server.ext"), "w", encoding="ascii") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem",
+                 cwd=d)
+        _PKI = {name: os.path.join(d, file) for name, file in
+                (("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"))}
+    return _PKI
+
+
+def e2e_ca_context():
+    """An ssl context for this process's own clients that trusts the test CA."""
+    return ssl.create_default_context(cafile=e2e_pki()["ca"])
+
+
 class FakeBedrock(ChildProcess):
-    """tests/fakes/fake_bedrock_main.cpp: logs one JSON line per request it received."""
+    """tests/fakes/fake_bedrock_main.cpp: logs one JSON line per request it received.
+
+    It serves HTTPS (test_pki's certificate) unless tls=False: every real upstream is TLS.
+    rcvbuf gives it a small receive window, so the gateway's writes to it are partial."""
 
     def __init__(self, binary, access_key, secret_key, regions, session_token=None,
-                 extra_args=()):
+                 extra_args=(), tls=True, rcvbuf=None):
         argv = [binary, "--access-key", access_key, "--secret-key", secret_key,
                 "--regions", ",".join(regions)]
         if session_token:
             argv += ["--session-token", session_token]
+        if tls:
+            argv += ["--tls-cert", e2e_pki()["cert"], "--tls-key", e2e_pki()["key"]]
+        if rcvbuf:
+            argv += ["--rcvbuf", str(rcvbuf)]
         argv += list(extra_args)
         super().__init__("fake_bedrock", argv)
+        self.tls = tls
         self.wait_listening()
 
     @property
     def endpoint(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
+
+    def connection(self, timeout=10.0):
+        """An http.client connection straight to the fake (TLS when it serves TLS)."""
+        if self.tls:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                               context=e2e_ca_context())
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     @staticmethod
     def _parse(lines, event=None):
@@ -227,7 +282,7 @@ class FakeBedrock(ChildProcess):
         may lag: a request of our own, sent straight to the fake, marks the point in the
         stream, and waiting for its line waits for everything logged before it."""
         token = uuid.uuid4().hex
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = self.connection(timeout)
         try:
             conn.request("GET", self.SYNC_PREFIX + token)
             conn.getresponse().read()
@@ -265,6 +320,7 @@ class Gateway(ChildProcess):
 
     def __init__(self, binary, config, workdir, name, access_key=None, secret_key=None,
                  env_extra=None, args=()):
+        config = trust_test_ca(config)
         path = os.path.join(workdir, name + ".json")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
@@ -319,6 +375,27 @@ class Gateway(ChildProcess):
             raise AssertionError("%s wrote no matching request log line\n%s"
                                  % (self.name, self.output()))
         return entry
+
+
+def _names_https_loopback(value):
+    if isinstance(value, dict):
+        return any(_names_https_loopback(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_https_loopback(v) for v in value)
+    return isinstance(value, str) and value.startswith(("https://127.0.0.1:", "https://localhost:"))
+
+
+def trust_test_ca(config):
+    """`config` with upstream.ca_file set to the test CA when its regions name an https
+    endpoint on this machine (a TLS fake) and it does not choose a CA file itself (an empty
+    one means the system's store, which cannot know the test CA)."""
+    if not _names_https_loopback(config.get("regions", {})):
+        return config
+    upstream = dict(config.get("upstream", {}))
+    if upstream.get("ca_file"):
+        return config
+    upstream["ca_file"] = e2e_pki()["ca"]
+    return dict(config, upstream=upstream)
 
 
 def stop_checked(gateway, exit_codes=(0, -15)):

@@ -218,6 +218,8 @@ class OperabilityEndToEnd(unittest.TestCase):
     # --- SIGHUP -------------------------------------------------------------------------------
 
     def rewrite(self, gw, config):
+        if isinstance(config, dict):
+            config = bgw_e2e.trust_test_ca(config)  # as the running file does
         with open(gw.config_path + ".new", "w", encoding="utf-8") as f:
             f.write(config if isinstance(config, str) else json.dumps(config))
         os.replace(gw.config_path + ".new", gw.config_path)  # as an editor or a ConfigMap does

@@ -77,7 +77,9 @@ class UpstreamTlsTest(unittest.TestCase):
         make_ca(cls.dir, "ca")
         make_ca(cls.dir, "other-ca")
         make_server_cert(cls.dir, "ca", "server", "localhost")
-        cls.fake = bgw_e2e.FakeBedrock(FAKE, ACCESS_KEY, SECRET_KEY, ["us-east-1", "eu-west-1"])
+        # Plain HTTP behind nginx: nginx terminates the TLS the gateway verifies.
+        cls.fake = bgw_e2e.FakeBedrock(FAKE, ACCESS_KEY, SECRET_KEY, ["us-east-1", "eu-west-1"],
+                                       tls=False)
 
         cls.tls_port = free_port()
         conf = os.path.join(cls.dir, "nginx.conf")

@@ -32,6 +32,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -685,6 +686,7 @@ struct fake_bedrock::state {
     std::vector<stream_outcome> stream_outcomes;
     request_counter flaky_counts;
     detail::fake_store store;
+    std::optional<net::ssl::context> tls;  ///< set when options.tls_cert_pem is
 };
 
 namespace {
@@ -747,19 +749,24 @@ std::string rec_id(const fake_response& r) {
     return {};
 }
 
+/// The TCP socket under a plain or TLS connection.
+tcp::socket& socket_of(beast::tcp_stream& s) { return s.socket(); }
+tcp::socket& socket_of(beast::ssl_stream<beast::tcp_stream>& s) {
+    return beast::get_lowest_layer(s).socket();
+}
+
 /// Waits `pause` unless the peer closes first; true when the peer has gone. Data from the peer
 /// (a pipelined request) does not count as going away.
-net::awaitable<bool> pause_watching_peer(beast::tcp_stream& stream,
-                                         std::chrono::milliseconds pause) {
+net::awaitable<bool> pause_watching_peer(tcp::socket& socket, std::chrono::milliseconds pause) {
     using namespace net::experimental::awaitable_operators;
-    net::steady_timer timer(stream.get_executor());
+    net::steady_timer timer(socket.get_executor());
     timer.expires_after(pause);
     auto which = co_await (timer.async_wait(use_nothrow) ||
-                           stream.socket().async_wait(tcp::socket::wait_read, use_nothrow));
+                           socket.async_wait(tcp::socket::wait_read, use_nothrow));
     if (which.index() == 0) co_return false;
     char probe;
     beast::error_code ec;
-    auto n = stream.socket().receive(net::buffer(&probe, 1), tcp::socket::message_peek, ec);
+    auto n = socket.receive(net::buffer(&probe, 1), tcp::socket::message_peek, ec);
     if (ec || n == 0) co_return true;
     // Readable with data: wait out the pause without watching.
     timer.expires_after(pause);
@@ -769,7 +776,8 @@ net::awaitable<bool> pause_watching_peer(beast::tcp_stream& stream,
 
 /// Writes a streamed response: header, one chunk per part after its pause, then the last chunk
 /// (or a dropped connection). Returns whether the connection can serve another request.
-net::awaitable<bool> write_stream(beast::tcp_stream& stream,
+template <class Stream>
+net::awaitable<bool> write_stream(Stream& stream,
                                   fake_response resp,
                                   std::string request_id,
                                   fake_bedrock::state& st) {
@@ -786,7 +794,7 @@ net::awaitable<bool> write_stream(beast::tcp_stream& stream,
     bool ok = !hec;
     for (auto& part : resp.stream) {
         if (!ok) break;
-        if (part.pause.count() > 0 && co_await pause_watching_peer(stream, part.pause)) {
+        if (part.pause.count() > 0 && co_await pause_watching_peer(socket_of(stream), part.pause)) {
             outcome.peer_closed = true;
             ok = false;
             break;
@@ -800,7 +808,8 @@ net::awaitable<bool> write_stream(beast::tcp_stream& stream,
         }
         ++outcome.parts_sent;
     }
-    if (ok && resp.stall.count() > 0 && co_await pause_watching_peer(stream, resp.stall)) {
+    if (ok && resp.stall.count() > 0 &&
+        co_await pause_watching_peer(socket_of(stream), resp.stall)) {
         outcome.peer_closed = true;
         ok = false;
     }
@@ -820,12 +829,13 @@ net::awaitable<bool> write_stream(beast::tcp_stream& stream,
     if (!outcome.completed) {
         // A dropped upstream: close without the last chunk, so the peer sees a cut body.
         beast::error_code ignored;
-        stream.socket().close(ignored);
+        socket_of(stream).close(ignored);
     }
     co_return outcome.completed;
 }
 
-net::awaitable<void> serve_connection(beast::tcp_stream stream, state_ptr st) {
+template <class Stream>
+net::awaitable<void> serve_requests(Stream& stream, state_ptr st) {
     beast::flat_buffer buffer;
     for (;;) {
         http::request_parser<http::string_body> parser;
@@ -856,8 +866,25 @@ net::awaitable<void> serve_connection(beast::tcp_stream stream, state_ptr st) {
         auto [wec, wn] = co_await http::async_write(stream, res, use_nothrow);
         if (wec || !res.keep_alive()) break;
     }
+}
+
+net::awaitable<void> serve_connection(tcp::socket socket, state_ptr st) {
     beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    if (!st->tls) {
+        beast::tcp_stream stream(std::move(socket));
+        co_await serve_requests(stream, st);
+        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *st->tls);
+    // A handshake that never completes must not hold the connection forever.
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_nothrow);
+    if (hec) co_return;
+    beast::get_lowest_layer(stream).expires_never();
+    co_await serve_requests(stream, st);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    co_await stream.async_shutdown(use_nothrow);
 }
 
 net::awaitable<void> accept_loop(tcp::acceptor acceptor, state_ptr st) {
@@ -872,8 +899,7 @@ net::awaitable<void> accept_loop(tcp::acceptor acceptor, state_ptr st) {
         socket.set_option(tcp::no_delay(true), ignored);
         // One strand per connection (style.md section 3), even though the fake has one thread.
         auto ex = socket.get_executor();
-        net::co_spawn(ex, serve_connection(beast::tcp_stream(std::move(socket)), st),
-                      report_exception);
+        net::co_spawn(ex, serve_connection(std::move(socket), st), report_exception);
     }
 }
 
@@ -1168,11 +1194,21 @@ fake_bedrock::~fake_bedrock() { stop(); }
 
 void fake_bedrock::start() {
     if (thread_.joinable()) return;
+    if (!state_->options.tls_cert_pem.empty() && !state_->tls) {
+        auto& ctx = state_->tls.emplace(net::ssl::context::tls_server);
+        ctx.use_certificate_chain(net::buffer(state_->options.tls_cert_pem));
+        ctx.use_private_key(net::buffer(state_->options.tls_key_pem), net::ssl::context::pem);
+    }
     ioc_ = std::make_unique<net::io_context>(1);
     tcp::acceptor acceptor(*ioc_);
     tcp::endpoint ep(net::ip::make_address("127.0.0.1"), 0);
     acceptor.open(ep.protocol());
     acceptor.set_option(tcp::acceptor::reuse_address(true));
+    if (state_->options.receive_buffer_bytes > 0) {
+        // Accepted sockets inherit it: a small window makes the gateway's writes partial.
+        acceptor.set_option(net::socket_base::receive_buffer_size(
+            static_cast<int>(state_->options.receive_buffer_bytes)));
+    }
     acceptor.bind(ep);
     acceptor.listen();
     port_ = acceptor.local_endpoint().port();
@@ -1190,7 +1226,11 @@ void fake_bedrock::stop() {
     ioc_.reset();
 }
 
-std::string fake_bedrock::endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+std::string fake_bedrock::endpoint() const {
+    // A TLS fake's certificate names localhost (make_test_pki), so that is the host to dial.
+    return state_->tls ? "https://localhost:" + std::to_string(port_)
+                       : "http://127.0.0.1:" + std::to_string(port_);
+}
 
 void fake_bedrock::set_behaviour(fake_behaviour behaviour) {
     std::lock_guard lock(state_->mutex);

@@ -201,6 +201,11 @@ struct fake_options {
     unsigned batch_in_progress_polls = 1;
     /// A Bedrock API key accepted as `Authorization: Bearer <key>` (see above); empty: none is.
     std::string bearer_token;
+    /// Serve HTTPS with this certificate chain and key (PEM), as Bedrock does; empty: plain HTTP.
+    std::string tls_cert_pem;
+    std::string tls_key_pem;
+    /// SO_RCVBUF for accepted connections (0: the system's): a small window, a slow reader.
+    std::size_t receive_buffer_bytes = 0;
 };
 
 /// One object in the fake's S3 store.
@@ -276,12 +281,13 @@ public:
     fake_bedrock(const fake_bedrock&) = delete;
     fake_bedrock& operator=(const fake_bedrock&) = delete;
 
-    /// Binds 127.0.0.1:0 and starts serving on a new thread. Throws on bind failure (test setup).
+    /// Binds 127.0.0.1:0 and starts serving on a new thread. Throws on bind failure or a bad TLS
+    /// certificate or key (test setup).
     void start();
     /// Closes everything and joins the thread. Idempotent; called by the destructor.
     void stop();
     unsigned short port() const { return port_; }
-    /// "http://127.0.0.1:PORT", for a gateway region endpoint.
+    /// "http://127.0.0.1:PORT" (or "https://localhost:PORT" with TLS), for a region endpoint.
     std::string endpoint() const;
 
     /// Replaces the behaviour for accepted requests (thread-safe; default_behaviour initially).

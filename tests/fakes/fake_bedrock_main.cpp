@@ -1,13 +1,16 @@
 // fake_bedrock: the in-process fake as a standalone upstream for end-to-end tests with real SDKs.
 //
 //   fake_bedrock --access-key K --secret-key S [--session-token T] [--regions r1,r2]
-//                [--batch-polls N] [--bearer-token X]
+//                [--batch-polls N] [--bearer-token X] [--tls-cert FILE --tls-key FILE]
+//                [--rcvbuf BYTES]
 //
 // One listener serves the Bedrock runtime, the control plane's batch jobs and a path-style S3
 // store (see fake_bedrock.hpp); --batch-polls is how many GetModelInvocationJob polls answer
 // InProgress before a job finishes (default 1). --bearer-token also accepts Bedrock requests
 // carrying `Authorization: Bearer X` (a Bedrock API key); with it the keys may be left out, and
-// then only bearer requests are accepted.
+// then only bearer requests are accepted. --tls-cert/--tls-key (PEM files) serve HTTPS, as
+// Bedrock does; --rcvbuf sets a small receive window, so that what is sent to it is written in
+// part-writes.
 //
 // Prints `listening on 127.0.0.1:PORT` once, then one JSON line per request (what the upstream
 // saw: method, wire path, query, scope region and service, the auth scheme ("sigv4", "bearer" or
@@ -22,7 +25,9 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <string_view>
@@ -39,13 +44,26 @@ using bgw::test::recorded_request;
 void usage() {
     std::fprintf(stderr,
                  "usage: fake_bedrock --access-key K --secret-key S [--session-token T] "
-                 "[--regions us-east-1,eu-west-1] [--batch-polls N] [--bearer-token X]\n");
+                 "[--regions us-east-1,eu-west-1] [--batch-polls N] [--bearer-token X] "
+                 "[--tls-cert FILE --tls-key FILE] [--rcvbuf BYTES]\n");
 }
 
 std::string to_lower(std::string_view s) {
     std::string out(s);
     for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return out;
+}
+
+bool read_file(const std::string& path, std::string& out) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return false;
+    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return true;
+}
+
+bool parse_count(const std::string& value, std::size_t& n) {
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    return ec == std::errc{} && end == value.data() + value.size();
 }
 
 void write_string(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view s) {
@@ -166,6 +184,18 @@ int main(int argc, char** argv) {
                 return 2;
             }
             opts.bearer_token = value;
+        } else if (arg == "--tls-cert" || arg == "--tls-key") {
+            auto& pem = arg == "--tls-cert" ? opts.tls_cert_pem : opts.tls_key_pem;
+            if (!read_file(value, pem)) {
+                std::fprintf(stderr, "fake_bedrock: cannot read %s\n", value.c_str());
+                return 2;
+            }
+        } else if (arg == "--rcvbuf") {
+            if (!parse_count(value, opts.receive_buffer_bytes)) {
+                std::fprintf(stderr, "fake_bedrock: --rcvbuf takes a number, not %s\n",
+                             value.c_str());
+                return 2;
+            }
         } else if (arg == "--batch-polls") {
             unsigned n = 0;
             auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
@@ -196,7 +226,8 @@ int main(int argc, char** argv) {
         opts.credentials.access_key_id.empty() && opts.credentials.secret_access_key.empty();
     const bool both_keys =
         !opts.credentials.access_key_id.empty() && !opts.credentials.secret_access_key.empty();
-    if (!(both_keys || (no_keys && !opts.bearer_token.empty())) || opts.regions.empty()) {
+    if (!(both_keys || (no_keys && !opts.bearer_token.empty())) || opts.regions.empty() ||
+        opts.tls_cert_pem.empty() != opts.tls_key_pem.empty()) {
         usage();
         return 2;
     }
@@ -213,7 +244,7 @@ int main(int argc, char** argv) {
     fake.set_observer(print_request);
     fake.set_stream_observer(print_stream_outcome);
     try {
-        fake.start();
+        fake.start();  // also loads the certificate and key: a bad one fails here
     } catch (const std::exception& e) {
         std::fprintf(stderr, "fake_bedrock: cannot listen: %s\n", e.what());
         return 2;
