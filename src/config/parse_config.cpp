@@ -230,7 +230,7 @@ result<void> parse_upstream(const json& v, config& out) {
     if (auto r = only_known(
             v, "upstream",
             {"ca_file", "connect_timeout_ms", "response_timeout_ms", "stream_idle_timeout_ms",
-             "max_idle_per_host", "max_response_header_bytes"});
+             "max_idle_per_host", "pool_idle_timeout_ms", "max_response_header_bytes"});
         !r) {
         return r.error();
     }
@@ -263,6 +263,11 @@ result<void> parse_upstream(const json& v, config& out) {
         auto n = get_int(m->value, "upstream.max_idle_per_host", 0, 10'000);
         if (!n) return n.error();
         out.upstream.max_idle_per_host = static_cast<std::size_t>(*n);
+    }
+    if (auto m = v.FindMember("pool_idle_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "upstream.pool_idle_timeout_ms", 1000, 3'600'000);
+        if (!n) return n.error();
+        out.upstream.pool_idle_timeout = std::chrono::milliseconds(*n);
     }
     return {};
 }
@@ -787,6 +792,8 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
     if (running.upstream.ca_file != next.upstream.ca_file) changed.emplace_back("upstream.ca_file");
     if (running.upstream.max_idle_per_host != next.upstream.max_idle_per_host)
         changed.emplace_back("upstream.max_idle_per_host");
+    if (running.upstream.pool_idle_timeout != next.upstream.pool_idle_timeout)
+        changed.emplace_back("upstream.pool_idle_timeout_ms");
     if (running.credentials != next.credentials) changed.emplace_back("credentials");
     if (running.auth != next.auth) changed.emplace_back("auth");
     if (running.allow_unauthenticated != next.allow_unauthenticated)

@@ -35,7 +35,7 @@ gateway_context::gateway_context(std::shared_ptr<const config::config> c,
     : creds(std::move(cr)),
       bearer(std::move(bearer_token)),
       tls(make_tls_context(c->upstream.ca_file)),
-      pool(c->upstream.max_idle_per_host, std::chrono::seconds(50)),
+      pool(c->upstream.max_idle_per_host, c->upstream.pool_idle_timeout),
       traffic(c->retry, c->rate_limits),
       metrics(config::named_models(*c)) {
     caller_limits.store(make_caller_limits(*c));

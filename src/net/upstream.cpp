@@ -45,7 +45,7 @@ asio::ssl::context make_tls_context(const std::string& ca_file) {
     return ctx;
 }
 
-upstream_pool::upstream_pool(std::size_t max_idle_per_host, std::chrono::seconds max_idle_age)
+upstream_pool::upstream_pool(std::size_t max_idle_per_host, std::chrono::milliseconds max_idle_age)
     : max_idle_per_host_(max_idle_per_host), max_idle_age_(max_idle_age) {}
 
 std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key,

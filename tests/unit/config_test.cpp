@@ -46,6 +46,21 @@ TEST(config, stream_idle_timeout) {
     EXPECT_EQ(c->upstream.stream_idle_timeout.count(), 2500);
 }
 
+TEST(config, pool_idle_timeout) {
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->upstream.pool_idle_timeout.count(), 60000);
+    auto c = parse_config(R"({"upstream":{"pool_idle_timeout_ms":120000}})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->upstream.pool_idle_timeout.count(), 120000);
+    auto too_short = parse_config(R"({"upstream":{"pool_idle_timeout_ms":10}})");
+    ASSERT_FALSE(too_short);
+    EXPECT_NE(too_short.error().message.find("upstream.pool_idle_timeout_ms"), std::string::npos);
+    // The pool is built once: a new value needs a restart, and a reload says so.
+    EXPECT_EQ(bgw::config::restart_only_changes(*d, *c),
+              (std::vector<std::string>{"upstream.pool_idle_timeout_ms"}));
+}
+
 TEST(config, listen_forms) {
     auto c = parse_config(R"({"listen":"[::1]:0"})");
     ASSERT_TRUE(c) << c.error().message;

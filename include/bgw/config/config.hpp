@@ -34,6 +34,10 @@ struct upstream_config {
     /// Longest silence inside an event stream (Bedrock streams pause while a model thinks).
     std::chrono::milliseconds stream_idle_timeout{300000};
     std::size_t max_idle_per_host = 64;  ///< keep-alive pool bound per upstream host, per thread
+    /// How long an idle pooled connection is kept. Past Bedrock's own idle close costs nothing
+    /// (a connection the peer closed gets one free resend); dropping sooner costs a TLS
+    /// handshake, so the default is the usual 60 s load-balancer idle timeout.
+    std::chrono::milliseconds pool_idle_timeout{60000};
     std::size_t max_response_header_bytes = 64 * 1024;  ///< an upstream head larger is a 502
 
     bool operator==(const upstream_config&) const = default;

@@ -45,7 +45,7 @@ asio::ssl::context make_tls_context(const std::string& ca_file);
 /// Idle keep-alive connections, per host and per io_context, bounded; thread-safe.
 class upstream_pool {
 public:
-    upstream_pool(std::size_t max_idle_per_host, std::chrono::seconds max_idle_age);
+    upstream_pool(std::size_t max_idle_per_host, std::chrono::milliseconds max_idle_age);
     /// An idle connection for `key` whose socket belongs to `home`, or nullptr.
     std::unique_ptr<upstream_connection> take(const std::string& key,
                                               const asio::execution_context& home);
@@ -58,7 +58,7 @@ public:
 private:
     using slot = std::pair<const asio::execution_context*, std::string>;
     std::size_t max_idle_per_host_;
-    std::chrono::seconds max_idle_age_;
+    std::chrono::milliseconds max_idle_age_;
     mutable std::mutex mutex_;
     std::map<slot, std::deque<std::unique_ptr<upstream_connection>>> idle_;
 };
