@@ -14,6 +14,7 @@
 
 #include "bgw/aws/sigv4.hpp"
 #include "bgw/http/error_response.hpp"
+#include "bgw/net/aws_call.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
@@ -84,100 +85,6 @@ std::string s3_path(std::string_view bucket, std::string_view key) {
         key.remove_prefix(slash + 1);
     }
     return out;
-}
-
-struct aws_reply {
-    beast::error_code ec;
-    unsigned status = 0;
-    std::string body;
-    std::string code;  ///< the error code, for logs and classification
-};
-
-template <class Stream>
-awaitable<beast::error_code> exchange(Stream& stream,
-                                      beast::flat_buffer& buf,
-                                      http::request<http::string_body>& req,
-                                      http::response_parser<http::string_body>& p) {
-    auto [wec, wn] = co_await http::async_write(stream, req, use_nothrow);
-    if (wec) co_return wec;
-    auto [rec, rn] = co_await http::async_read(stream, buf, p, use_nothrow);
-    co_return rec;
-}
-
-/// One signed call to an AWS endpoint on a fresh connection, with the upstream bounds.
-awaitable<aws_reply> aws_call(gateway_context& g,
-                              const config::region_endpoint& ep,
-                              std::string_view region,
-                              std::string_view service,
-                              http::verb method,
-                              const std::string& path,
-                              std::string body,
-                              std::string_view content_type) {
-    aws_reply reply;
-    // S3 and the control plane take SigV4 only: a Bedrock API key does not reach them.
-    auto usable = g.creds ? g.creds->usable()
-                          : result<std::shared_ptr<const aws::timed_credentials>>(error{
-                                http::status::service_unavailable, "ServiceUnavailableException",
-                                "the batch tier needs SigV4 credentials for S3 and the Bedrock "
-                                "control plane; a Bedrock API key covers the runtime only"});
-    if (!usable) {
-        obs::event("batch_no_credentials").str("error", usable.error().message).warn();
-        reply.ec = asio::error::no_permission;
-        co_return reply;
-    }
-    const aws::credentials& creds = (*usable)->creds;
-    auto ex = co_await asio::this_coro::executor;
-    auto [cec, conn] =
-        co_await connect_upstream(ex, g.tls, ep, g.snapshot()->upstream.connect_timeout);
-    if (cec) {
-        reply.ec = cec;
-        co_return reply;
-    }
-    const bool s3 = service == "s3";
-    const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-    const std::string hash = aws::sha256_hex(body);
-    std::vector<aws::header> headers{{"Host", ep.host_header}};
-    if (!content_type.empty()) headers.push_back({"Content-Type", std::string(content_type)});
-    if (s3) headers.push_back({"x-amz-content-sha256", hash});
-    headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
-    if (!creds.session_token.empty())
-        headers.push_back({"X-Amz-Security-Token", creds.session_token});
-    aws::signing_input in{.method = http::to_string(method),
-                          .wire_path = path,
-                          .query = {},
-                          .headers = headers,
-                          .payload_sha256 = hash,
-                          .region = region,
-                          .service = service,
-                          .time = now,
-                          .normalize_path = !s3,
-                          .double_encode_path = !s3};
-    auto sig = aws::sign_v4(in, creds, &g.keys);
-    http::request<http::string_body> req{method, path, 11};
-    for (const auto& h : headers) req.insert(h.name, h.value);
-    req.set(http::field::authorization, sig.authorization);
-    req.body() = std::move(body);
-    req.keep_alive(false);
-    req.prepare_payload();
-
-    http::response_parser<http::string_body> p;
-    p.body_limit(256 * 1024 * 1024);  // a job's output file
-    conn->tcp().expires_after(g.snapshot()->upstream.response_timeout);
-    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        reply.ec = co_await exchange(*plain, conn->buffer, req, p);
-    } else {
-        reply.ec = co_await exchange(std::get<tls_stream>(conn->stream), conn->buffer, req, p);
-    }
-    if (reply.ec) co_return reply;
-    auto res = p.release();
-    reply.status = res.result_int();
-    reply.body = std::move(res.body());
-    if (reply.status >= 300) {
-        reply.code = policy::error_code(res["x-amzn-ErrorType"], reply.body);
-        if (auto at = reply.body.find("<Code>"); reply.code.empty() && at != std::string::npos)
-            reply.code = reply.body.substr(at + 6, reply.body.find("</Code>") - at - 6);
-    }
-    co_return reply;
 }
 
 /// A failed call is worth trying again later (throttled, transient, or no answer at all).

@@ -1,0 +1,46 @@
+#pragma once
+/// One signed call to an AWS endpoint (S3, the Bedrock control plane) on a fresh connection,
+/// with the upstream bounds: the batch tier's jobs and the read-only control-plane reads.
+
+#include "bgw/config/config.hpp"
+#include "bgw/net/asio.hpp"
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/verb.hpp>
+
+namespace bgw::net {
+
+struct gateway_context;
+
+struct aws_reply {
+    beast::error_code ec;  ///< set when there was no answer at all (or no credentials)
+    unsigned status = 0;
+    std::string body;
+    std::string code;  ///< the error code, for logs and classification
+    beast::http::fields headers;
+};
+
+struct aws_call_options {
+    std::string_view query;       ///< raw query string (without '?'), signed canonically
+    std::string_view user_agent;  ///< sent as is when not empty
+    std::size_t body_limit = 256 * 1024 * 1024;  ///< a batch job's output file
+};
+
+/// Signs (SigV4, the gateway's credentials; S3's rules for service "s3") and sends one request
+/// to `ep`, and reads the whole answer. Errors: `ec` for no credentials (no_permission),
+/// connect/TLS/read failures and timeouts; an HTTP error answer is a reply with its status.
+awaitable<aws_reply> aws_call(gateway_context& g,
+                              const config::region_endpoint& ep,
+                              std::string_view region,
+                              std::string_view service,
+                              beast::http::verb method,
+                              const std::string& path,
+                              std::string body,
+                              std::string_view content_type,
+                              aws_call_options opts = {});
+
+}  // namespace bgw::net
