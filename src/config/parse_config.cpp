@@ -814,11 +814,27 @@ result<config> parse_config(std::string_view text) {
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
-    if (auto r = only_known(
-            doc, "",
-            {"listen", "default_region", "regions", "upstream", "limits", "retry", "rate_limits",
-             "routes", "batch", "credentials", "auth", "log_level", "log_format", "threads",
-             "shutdown_grace_s", "admin_listen", "prices", "caller_keys", "allow_unauthenticated"});
+    if (auto r = only_known(doc, "",
+                            {"listen",
+                             "default_region",
+                             "regions",
+                             "upstream",
+                             "limits",
+                             "retry",
+                             "rate_limits",
+                             "routes",
+                             "batch",
+                             "credentials",
+                             "auth",
+                             "log_level",
+                             "log_format",
+                             "threads",
+                             "shutdown_grace_s",
+                             "admin_listen",
+                             "prices",
+                             "caller_keys",
+                             "allow_unauthenticated",
+                             "control_plane"});
         !r) {
         return r.error();
     }
@@ -852,6 +868,15 @@ result<config> parse_config(std::string_view text) {
     }
     if (auto m = doc.FindMember("upstream"); m != doc.MemberEnd()) {
         if (auto r = parse_upstream(m->value, out); !r) return r.error();
+    }
+    if (auto m = doc.FindMember("control_plane"); m != doc.MemberEnd()) {
+        if (!m->value.IsObject()) return bad("control_plane", "must be an object");
+        if (auto r = only_known(m->value, "control_plane", {"cache_s"}); !r) return r.error();
+        if (auto c = m->value.FindMember("cache_s"); c != m->value.MemberEnd()) {
+            auto n = get_int(c->value, "control_plane.cache_s", 0, 3600);
+            if (!n) return n.error();
+            out.control_plane_cache = std::chrono::seconds(*n);
+        }
     }
     if (auto m = doc.FindMember("limits"); m != doc.MemberEnd()) {
         if (auto r = parse_limits(m->value, out); !r) return r.error();

@@ -12,6 +12,7 @@
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/callers.hpp"
 #include "bgw/policy/traffic.hpp"
+#include "bgw/routing/control_plane.hpp"
 #include "bgw/routing/router.hpp"
 #include "bgw/routing/runtime_path.hpp"
 #include "bgw/routing/upstream_request.hpp"
@@ -620,6 +621,35 @@ http::response<http::string_body> health_response(http::verb method,
     return res;
 }
 
+/// An allowed control-plane read: the region by the runtime API's intent rules and the caller
+/// key's regions, then the answer (cached, or one signed call).
+awaitable<bool> serve_control_read(beast::tcp_stream& client,
+                                   const http::request<http::string_body>& req,
+                                   const routing::control_request& control,
+                                   gateway_context& g,
+                                   const config::config& cfg,
+                                   const policy::caller& who,
+                                   request_log& log) {
+    const bool keep_alive = req.keep_alive() && !g.draining;
+    log.op = control.operation;
+    auto region =
+        routing::choose_region({req["X-Gateway-Region"], {}, req[http::field::authorization], {}},
+                               control.region_prefix, cfg);
+    if (!region)
+        co_return !co_await send_error(client, region.error(), log, keep_alive) && keep_alive;
+    if (!policy::region_allowed(who, *region)) {
+        const error elsewhere{
+            http::status::forbidden, "AccessDeniedException",
+            "caller key " + std::string(who.name) + " may not use region " + *region};
+        co_return !co_await send_error(client, elsewhere, log, keep_alive) && keep_alive;
+    }
+    log.region = *region;
+    auto res = co_await answer_control_read(g, cfg, control, *region,
+                                            std::string(req[http::field::user_agent]), log.id);
+    res.keep_alive(keep_alive);
+    co_return !co_await send_response(client, res, log) && keep_alive;
+}
+
 /// `/metrics`: the Prometheus text exposition, format 0.0.4.
 http::response<http::string_body> metrics_response(http::verb method,
                                                    gateway_context& g,
@@ -733,6 +763,12 @@ awaitable<bool> forward(beast::tcp_stream& client,
         res.keep_alive(keep_alive);
         co_return !co_await send_response(client, res, log) && keep_alive;
     }
+    // The read-only control plane (ListInferenceProfiles, ...); any other control-plane call is
+    // refused here and never signed.
+    auto control = routing::parse_control_target(req.method(), req.target());
+    if (!control)
+        co_return !co_await send_error(client, control.error(), log, keep_alive) && keep_alive;
+    if (*control) co_return co_await serve_control_read(client, req, **control, g, cfg, *who, log);
     auto rt = routing::parse_runtime_target(req.method(), req.target());
     if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
     log.op = routing::operation_name(rt->op);

@@ -37,25 +37,42 @@ std::string tiers_of(const std::vector<config::route_target>& targets) {
     return out;
 }
 
+/// Strong region intent (the header, else the path prefix): a region in the allow-list, or
+/// empty when there is none.
+result<std::string> strong_region(const intent& in,
+                                  std::string_view region_prefix,
+                                  const config::config& cfg) {
+    if (!in.region_header.empty()) return pinned(in.region_header, "X-Gateway-Region", cfg);
+    if (!region_prefix.empty())
+        return pinned(region_prefix, "path prefix /" + std::string(region_prefix), cfg);
+    return std::string();
+}
+
+/// Weak: the region the app signed for, when this gateway may use it; else empty.
+std::string weak_region(const intent& in, const config::config& cfg) {
+    if (auto auth = aws::parse_authorization(in.authorization); auth) {
+        if (cfg.regions.contains(auth->region)) return auth->region;
+    }
+    return {};
+}
+
 }  // namespace
+
+result<std::string> choose_region(const intent& in,
+                                  std::string_view region_prefix,
+                                  const config::config& cfg) {
+    auto strong = strong_region(in, region_prefix, cfg);
+    if (!strong || !strong->empty()) return strong;
+    auto weak = weak_region(in, cfg);
+    return weak.empty() ? cfg.default_region : weak;
+}
 
 result<plan> route(const runtime_request& req, const intent& in, const config::config& cfg) {
     plan out;
-    // Strong region intent: the header, else the path prefix.
-    if (!in.region_header.empty()) {
-        auto r = pinned(in.region_header, "X-Gateway-Region", cfg);
-        if (!r) return r.error();
-        out.pinned_region = std::move(*r);
-    } else if (!req.region_prefix.empty()) {
-        auto r = pinned(req.region_prefix, "path prefix /" + req.region_prefix, cfg);
-        if (!r) return r.error();
-        out.pinned_region = std::move(*r);
-    }
-    // Weak: the region the app signed for, when this gateway may use it.
-    std::string weak;
-    if (auto auth = aws::parse_authorization(in.authorization); auth) {
-        if (cfg.regions.contains(auth->region)) weak = auth->region;
-    }
+    auto strong = strong_region(in, req.region_prefix, cfg);
+    if (!strong) return strong.error();
+    out.pinned_region = std::move(*strong);
+    const std::string weak = weak_region(in, cfg);
     // Tier intent.
     std::optional<config::tier> tier;
     if (!in.tier_header.empty()) {

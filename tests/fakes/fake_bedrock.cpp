@@ -600,6 +600,55 @@ fake_response get_job_route(std::string_view identifier) {
                           current_context->options->batch_in_progress_polls);
 }
 
+// --- the control plane's reads: inference profiles and foundation models ------------------------
+
+// One system-defined inference profile and one foundation model, in the shapes of the bedrock
+// service model (ListInferenceProfiles / GetInferenceProfile / ListFoundationModels /
+// GetFoundationModel), with ARNs in the request's scope region.
+constexpr std::string_view fake_profile_id = "us.anthropic.claude-3-5-sonnet-20240620-v1:0";
+constexpr std::string_view fake_model_id = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+
+std::string profile_json(std::string_view region) {
+    const std::string r(region);
+    return R"({"inferenceProfileName":"US Anthropic Claude 3.5 Sonnet",)"
+           R"("description":"Routes requests to Claude 3.5 Sonnet in US regions.",)"
+           R"("createdAt":1718841600,"updatedAt":1718841600,)"
+           R"("inferenceProfileArn":"arn:aws:bedrock:)" +
+           r + ":" + std::string(fake_account) + ":inference-profile/" +
+           std::string(fake_profile_id) + R"(","models":[{"modelArn":"arn:aws:bedrock:)" + r +
+           "::foundation-model/" + std::string(fake_model_id) + R"("}],"inferenceProfileId":")" +
+           std::string(fake_profile_id) + R"(","status":"ACTIVE","type":"SYSTEM_DEFINED"})";
+}
+
+std::string model_json(std::string_view region) {
+    return R"({"modelArn":"arn:aws:bedrock:)" + std::string(region) + "::foundation-model/" +
+           std::string(fake_model_id) + R"(","modelId":")" + std::string(fake_model_id) +
+           R"(","modelName":"Claude 3.5 Sonnet","providerName":"Anthropic",)"
+           R"("inputModalities":["TEXT","IMAGE"],"outputModalities":["TEXT"],)"
+           R"("responseStreamingSupported":true,"customizationsSupported":[],)"
+           R"("inferenceTypesSupported":["ON_DEMAND","INFERENCE_PROFILE"],)"
+           R"("modelLifecycle":{"status":"ACTIVE"}})";
+}
+
+fake_response control_read(const recorded_request& req, const std::vector<std::string_view>& seg) {
+    const std::string region = req.region.empty() ? "us-east-1" : req.region;
+    if (seg[0] == "inference-profiles") {
+        if (seg.size() == 1) {
+            // `type=APPLICATION` (typeEquals) lists none: the fake account has made no profiles.
+            const bool system = req.query.find("type=APPLICATION") == std::string::npos;
+            return json_response(std::string(R"({"inferenceProfileSummaries":[)") +
+                                 (system ? profile_json(region) : "") + "]}");
+        }
+        if (percent_decode(seg[1]) != fake_profile_id)
+            return make_error(404, "ResourceNotFoundException", "Inference profile not found");
+        return json_response(profile_json(region));
+    }
+    if (seg.size() == 1) return json_response(R"({"modelSummaries":[)" + model_json(region) + "]}");
+    if (percent_decode(seg[1]) != fake_model_id)
+        return make_error(404, "ResourceNotFoundException", "Foundation model not found");
+    return json_response(R"({"modelDetails":)" + model_json(region) + "}");
+}
+
 // --- which API a request is for ------------------------------------------------------------------
 
 // The first path segments of every operation in the bedrock and bedrock-runtime service models.
@@ -953,6 +1002,9 @@ fake_response default_behaviour(const recorded_request& req) {
     const bool post = req.method == "POST";
     const bool get = req.method == "GET";
 
+    if (get && (seg.size() == 1 || (seg.size() == 2 && !seg[1].empty())) &&
+        (seg[0] == "inference-profiles" || seg[0] == "foundation-models"))
+        return control_read(req, seg);
     if (post && seg.size() == 1 && seg[0] == "model-invocation-job") return create_job_route(req);
     if (get && seg.size() == 2 && seg[0] == "model-invocation-job" && !seg[1].empty())
         return get_job_route(seg[1]);

@@ -193,6 +193,9 @@ struct config {
     unsigned threads = 0;             ///< 0: one per core
     /// On SIGTERM/SIGINT: how long in-flight requests and streams may take to finish.
     std::chrono::milliseconds shutdown_grace{30'000};
+    /// The read-only control plane (ListInferenceProfiles, ...): how long a successful answer is
+    /// served from the gateway's cache (per region, path and query); 0: never cached.
+    std::chrono::seconds control_plane_cache{60};
 };
 
 /// The price entry for a request's target `model_id`, else for the model the client named.

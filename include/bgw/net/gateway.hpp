@@ -6,6 +6,7 @@
 #include "bgw/config/config.hpp"
 #include "bgw/net/asio.hpp"
 #include "bgw/net/batch_service.hpp"
+#include "bgw/net/control_plane.hpp"
 #include "bgw/net/credential_source.hpp"
 #include "bgw/net/upstream.hpp"
 #include "bgw/obs/metrics.hpp"
@@ -48,6 +49,7 @@ struct gateway_context {
     upstream_pool pool;
     policy::traffic_policy traffic;        ///< retries, cool-downs, local rate limits (issue 4)
     std::unique_ptr<batch_service> batch;  ///< the batch tier, when configured (issue 6)
+    control_plane_cache control_cache;     ///< the read-only control plane's answers
     std::atomic<bool> draining{false};     ///< SIGTERM seen: finish what is in flight, take nothing
     std::atomic<int> inflight{0};          ///< requests being answered now
     std::atomic<std::size_t> connections{0};  ///< client connections open now (limits)

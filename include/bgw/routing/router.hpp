@@ -47,4 +47,11 @@ struct plan {
 ///   needs the `batch` section (else 501) and takes InvokeModel and Converse only (else 400).
 result<plan> route(const runtime_request& req, const intent& in, const config::config& cfg);
 
+/// The one region a request without a model runs in (the read-only control plane): the same
+/// intent rules as route()'s (header, then `region_prefix`, then the credential scope when
+/// allowed, then the default region), the same errors.
+result<std::string> choose_region(const intent& in,
+                                  std::string_view region_prefix,
+                                  const config::config& cfg);
+
 }  // namespace bgw::routing
