@@ -1,4 +1,4 @@
-// The event-stream relay core against the Bedrock frames in shared/reference (read at test
+// The event-stream relay core against the Bedrock frames in tests/reference (read at test
 // time): bytes out equal bytes in at every split, usage and exceptions are learnt on the side,
 // and a corrupt frame is held back and replaced by one error frame.
 
