@@ -265,7 +265,7 @@ def main():
 
     if not has_converse(args.gateway):
         print("demo: this botocore (%s) has no Bedrock Converse API; point AWS_DATA_PATH at "
-              "newer service models (the tests use shared/reference/botocore-models)"
+              "newer service models (the tests use tests/reference/botocore-models)"
               % botocore.__version__, file=sys.stderr)
         return 2
 

@@ -38,9 +38,9 @@ if [ ! -x "$gateway" ] || [ ! -x "$fake" ]; then
 fi
 
 # botocore learns the Bedrock runtime API from its service models; Debian's is older than the
-# API. Use the same reference models as the tests (tests/CMakeLists.txt) when they are there.
-if [ -z "${AWS_DATA_PATH:-}" ] && [ -d ../shared/reference/botocore-models ]; then
-  AWS_DATA_PATH="$(cd ../shared/reference/botocore-models && pwd)"
+# API. Use the same models as the tests (tests/reference, see tests/CMakeLists.txt).
+if [ -z "${AWS_DATA_PATH:-}" ]; then
+  AWS_DATA_PATH="$(pwd)/tests/reference/botocore-models"
   export AWS_DATA_PATH
 fi
 # A proxy from the environment must not carry loopback traffic elsewhere.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz) with clang into build-fuzz/, seeds each target's
-# corpus from ../shared/reference and tests/fuzz/seeds, runs each for SECONDS (default 600) and
+# corpus from tests/reference and tests/fuzz/seeds, runs each for SECONDS (default 600) and
 # prints per target: executions, exec/s, coverage (cov/ft), corpus size and findings.
 # Exits non-zero if any target found a crash, leak, timeout or out-of-memory.
 #
@@ -8,7 +8,7 @@
 #   scripts/fuzz.sh 10         CI: 10 s per target
 #   scripts/fuzz.sh 60 sigv4   only the named targets
 #
-# Environment: BGW_REFERENCE_DIR (default ../shared/reference from the repository root),
+# Environment: BGW_REFERENCE_DIR (default tests/reference),
 # BGW_FUZZ_BUILD (default build-fuzz), BGW_FUZZ_JOBS (build jobs, default 2),
 # BGW_FUZZ_KEEP_CORPUS=1 to keep growing the corpora of earlier runs instead of starting afresh.
 # Nothing here writes outside the build directory; the targets touch no file or network.
@@ -20,7 +20,7 @@ shift || true
 all_targets=(eventstream runtime_path config sigv4 credentials)
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then targets=("${all_targets[@]}"); fi
-ref="${BGW_REFERENCE_DIR:-$root/../shared/reference}"
+ref="${BGW_REFERENCE_DIR:-$root/tests/reference}"
 build="${BGW_FUZZ_BUILD:-build-fuzz}"
 jobs="${BGW_FUZZ_JOBS:-2}"
 if [ ! -d "$ref" ]; then

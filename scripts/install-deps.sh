@@ -17,6 +17,10 @@ BUILD_PACKAGES="g++ cmake make ccache pkg-config git ca-certificates
 TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 awscli curl clang-format nginx-light
   openssl wrk libbenchmark-dev clang libclang-rt-14-dev valgrind strace"
 
+# The container test (scripts/container-test.sh): builds docker/Dockerfile with buildah on a
+# base made by debootstrap, runs it with podman (runc: crun fails on this kind of VM).
+CONTAINER_PACKAGES="podman buildah runc debootstrap"
+
 # What the built binary needs at run time (the container's final stage).
 LIB_PACKAGES="ca-certificates libssl3 libspdlog1.10 libfmt9"
 
@@ -24,7 +28,7 @@ what="${1:-all}"
 case "$what" in
   build) packages="$BUILD_PACKAGES" ;;
   libs) packages="$LIB_PACKAGES" ;;
-  all) packages="$BUILD_PACKAGES $TEST_PACKAGES" ;;
+  all) packages="$BUILD_PACKAGES $TEST_PACKAGES $CONTAINER_PACKAGES" ;;
   *) echo "usage: $0 [build|libs|all]" >&2; exit 2 ;;
 esac
 

@@ -91,16 +91,18 @@ result<raw_request> parse_raw_request(std::string_view text) {
             return req;
         }
         if (is_ows(line.front())) {
-            // obs-fold: the line continues the previous field. The suite signs each folded
-            // line as one more value of that header (joined with ',' in the canonical request).
+            // obs-fold: the line continues the previous field's value. The pieces join with
+            // one space, as the suite's canonical request for `get-header-value-multiline`
+            // shows (`my-header1:value1 value2 value3`); the field itself is kept verbatim.
             if (req.fields.empty()) {
                 return validation_error("continuation line before the first header");
             }
             req.fields.back() += req.eol;
             req.fields.back() += line;
-            const std::string_view value = trim_ows(line);
-            if (!value.empty())
-                req.headers.push_back({req.headers.back().name, std::string(value)});
+            const std::string_view piece = trim_ows(line);
+            std::string& value = req.headers.back().value;
+            if (!piece.empty() && !value.empty()) value += ' ';
+            value += piece;
             continue;
         }
         const auto colon = line.find(':');

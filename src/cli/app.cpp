@@ -23,7 +23,7 @@ constexpr std::string_view usage =
     "usage: bedrock-gateway [--config FILE] [--listen HOST:PORT] [--admin-listen HOST:PORT]\n"
     "                       [--log-level LEVEL] [--log-format json|text]\n"
     "       bedrock-gateway --check-config FILE\n"
-    "       bedrock-gateway --probe http://HOST:PORT/PATH\n"
+    "       bedrock-gateway --probe http://HOST:PORT/PATH | /PATH\n"
     "       bedrock-gateway sign --region R --service S [--time YYYYMMDDTHHMMSSZ]\n"
     "                            [--access-key K --secret-key S [--session-token T]] < request\n"
     "       bedrock-gateway --help | --version\n"
@@ -43,7 +43,8 @@ constexpr std::string_view usage =
     "  --check-config FILE  validate FILE (with the overrides above) and exit: 0 if valid,\n"
     "                       2 with the bad key and why otherwise\n"
     "  --probe URL          GET an http:// URL (e.g. /healthz); exit 0 on a 2xx answer, else 1\n"
-    "                       (a container HEALTHCHECK without curl)\n"
+    "                       (a container HEALTHCHECK without curl). Given a /PATH instead, GET\n"
+    "                       it where the config serves /healthz: admin_listen if set, else listen\n"
     "Signals: SIGHUP reloads the config file (an invalid one is refused, the running one stays);\n"
     "SIGTERM/SIGINT stop accepting and let requests in flight finish (shutdown_grace_s).\n";
 
@@ -88,6 +89,21 @@ result<std::shared_ptr<const config::config>> read_config(
         return r.error();
     }
     return std::make_shared<const config::config>(std::move(*cfg));
+}
+
+/// `--probe /PATH`: PATH on the address that serves the health endpoints (admin_listen when set,
+/// else listen). A wildcard address is probed on loopback, which reaches it from the same host
+/// or network namespace (the container HEALTHCHECK's case).
+result<std::string> health_url(const config::config& cfg, std::string_view path) {
+    std::string host = cfg.admin_listen ? cfg.admin_listen->host : cfg.listen_host;
+    const std::uint16_t port = cfg.admin_listen ? cfg.admin_listen->port : cfg.listen_port;
+    if (port == 0) {
+        return validation_error("the health endpoints are on port 0 (any free port): probe a URL");
+    }
+    if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+    if (host == "::") host = "::1";
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    return "http://" + host + ":" + std::to_string(port) + std::string(path);
 }
 
 /// For the sign tool: one resolution through the SDKs' chain (region from AWS_REGION).
@@ -149,6 +165,7 @@ int main(int argc, char** argv) {
         if (auto v = getenv_string(var); v && !v->empty()) overrides.push_back({key, *v, var});
     }
     std::optional<std::string> check;
+    std::optional<std::string> probe_path;
     for (std::size_t i = 0; i < args.size(); ++i) {
         auto a = args[i];
         bool has_value = i + 1 < args.size();
@@ -159,7 +176,10 @@ int main(int argc, char** argv) {
             std::cout << "bedrock-gateway " << BGW_VERSION << "\n";
             return 0;
         } else if (a == "--probe" && has_value) {
-            return net::probe(args[++i], std::cerr);
+            // A URL is probed as given; a path once every flag is read (it needs the config).
+            const auto target = args[++i];
+            if (!target.starts_with('/')) return net::probe(target, std::cerr);
+            probe_path = std::string(target);
         } else if (a == "--check-config" && has_value) {
             check = std::string(args[++i]);
         } else if (a == "--config" && has_value) {
@@ -174,6 +194,15 @@ int main(int argc, char** argv) {
             std::cerr << "bedrock-gateway: unknown or incomplete argument '" << a << "'\n" << usage;
             return 2;
         }
+    }
+    if (probe_path) {
+        auto cfg = read_config(config_path, overrides);
+        auto url = cfg ? health_url(**cfg, *probe_path) : result<std::string>(cfg.error());
+        if (!url) {
+            std::cerr << "probe: " << url.error().message << "\n";
+            return 1;
+        }
+        return net::probe(*url, std::cerr);
     }
     if (check) {
         auto cfg = read_config(*check, overrides);

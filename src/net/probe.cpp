@@ -62,8 +62,10 @@ int probe(std::string_view url, std::ostream& err) {
     std::string host(u->encoded_host_address());
     if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     std::string port = u->has_port() ? std::string(u->port()) : "80";
-    std::string target(u->encoded_resource());
-    if (target.empty()) target = "/";
+    // Built once from the chosen view: assigning "/" afterwards trips a GCC 12 -O3 false
+    // positive (-Wrestrict/-Wstringop-overflow in the inlined copy, GCC PR 105329).
+    const std::string_view resource = u->encoded_resource();
+    const std::string target(resource.empty() ? std::string_view("/") : resource);
     asio::io_context ioc;
     int code = 1;
     asio::co_spawn(ioc, get_once(host, port, target, err), [&](std::exception_ptr e, int rc) {

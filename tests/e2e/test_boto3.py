@@ -3,7 +3,7 @@
 Run by CTest (tests/CMakeLists.txt) with /usr/bin/python3 and these environment variables:
   BGW_GATEWAY_BINARY  the gateway under test
   BGW_FAKE_BEDROCK    tests/fakes/fake_bedrock_main.cpp: checks SigV4 like AWS, logs what it saw
-  AWS_DATA_PATH       shared/reference/botocore-models (botocore 1.29 has no bedrock-runtime)
+  AWS_DATA_PATH       tests/reference/botocore-models (botocore 1.29 has no bedrock-runtime)
 
 The fake rejects anything not signed with the gateway's key for service `bedrock`, so a 200 here
 also proves the gateway re-signed the request. Every test asserts on what the upstream saw (the

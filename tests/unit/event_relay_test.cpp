@@ -1,4 +1,4 @@
-// The event-stream relay core against the Bedrock frames in shared/reference (read at test
+// The event-stream relay core against the Bedrock frames in tests/reference (read at test
 // time): bytes out equal bytes in at every split, usage and exceptions are learnt on the side,
 // and a corrupt frame is held back and replaced by one error frame.
 
@@ -30,12 +30,15 @@ std::string slurp(const fs::path& p) {
 }
 
 /// The frames' descriptions from X.json: one document, an array of {headers, payload_utf8}.
+/// A missing or unreadable file fails the calling test and reads as an empty array, so the
+/// test fails on its assertions instead of crashing on a non-array.
 rapidjson::Document description(const std::string& name) {
     rapidjson::Document doc;
     const std::string text = slurp(frames_dir / (name + ".json"));
     doc.Parse(text.data(), text.size());
     EXPECT_FALSE(doc.HasParseError()) << name;
     EXPECT_TRUE(doc.IsArray()) << name;
+    if (doc.HasParseError() || !doc.IsArray()) doc.SetArray();
     return doc;
 }
 
@@ -136,6 +139,7 @@ TEST(event_relay, midstream_exception_is_forwarded_and_noted) {
     for (const auto* name : {"synthetic-invoke-stream-midstream-throttling",
                              "synthetic-converse-stream-model-stream-error"}) {
         const auto frames = description(name);
+        ASSERT_FALSE(frames.Empty()) << name;
         const auto& last = frames[frames.Size() - 1];
         ASSERT_EQ(header_value(last, ":message-type"), "exception") << name;
         rapidjson::Document payload;
@@ -154,6 +158,7 @@ TEST(event_relay, midstream_exception_is_forwarded_and_noted) {
 
 TEST(event_relay, error_frame_is_noted) {
     const auto frames = description("synthetic-message-type-error");
+    ASSERT_FALSE(frames.Empty());
     event_relay relay;
     std::string forwarded;
     ASSERT_TRUE(relay.feed(slurp(frames_dir / "synthetic-message-type-error.bin"), forwarded));

@@ -65,18 +65,61 @@ TEST(raw_request, optional_whitespace_around_values_is_trimmed) {
     EXPECT_EQ(r->fields[0], "My-Header1: value1 ");
 }
 
-TEST(raw_request, folded_lines_become_further_values_of_the_header) {
+TEST(raw_request, folded_lines_continue_the_value_joined_by_single_spaces) {
     auto r = bgw::aws::parse_raw_request(
         "GET / HTTP/1.1\nHost:h\nMy-Header1:value1\n  value2\n     value3\nX-Amz-Date:d");
     ASSERT_TRUE(r) << r.error().message;
     EXPECT_EQ(pairs(r->headers),
-              (std::vector<std::pair<std::string, std::string>>{{"Host", "h"},
-                                                                {"My-Header1", "value1"},
-                                                                {"My-Header1", "value2"},
-                                                                {"My-Header1", "value3"},
-                                                                {"X-Amz-Date", "d"}}));
+              (std::vector<std::pair<std::string, std::string>>{
+                  {"Host", "h"}, {"My-Header1", "value1 value2 value3"}, {"X-Amz-Date", "d"}}));
+    // The field itself stays as written, for the signed request.
     ASSERT_EQ(r->fields.size(), 3u);
     EXPECT_EQ(r->fields[1], "My-Header1:value1\n  value2\n     value3");
+}
+
+TEST(raw_request, folding_with_tabs_crlf_blank_pieces_and_an_empty_first_value) {
+    auto r = bgw::aws::parse_raw_request(
+        "GET / HTTP/1.1\r\nA:\r\n\tx  y \r\n \t \r\n\t z\r\nB: b \r\n\t\tc\r\n\r\n");
+    ASSERT_TRUE(r) << r.error().message;
+    // Inner runs stay (collapsing them is the signer's canonical form); a whitespace-only
+    // continuation adds nothing; an empty first value gets no leading space.
+    EXPECT_EQ(pairs(r->headers),
+              (std::vector<std::pair<std::string, std::string>>{{"A", "x  y z"}, {"B", "b c"}}));
+    ASSERT_EQ(r->fields.size(), 2u);
+    EXPECT_EQ(r->fields[0], "A:\r\n\tx  y \r\n \t \r\n\t z");
+    EXPECT_TRUE(r->has_header_terminator);
+}
+
+// The official suite's `get-header-value-multiline` case (botocore aws4_testsuite, aws-c-auth
+// v4 suite): its canonical request shows the folded value joined with single spaces.
+TEST(raw_request, suite_multiline_case_signs_as_the_suite_expects) {
+    const std::string_view req_text =
+        "GET / HTTP/1.1\nHost:example.amazonaws.com\nMy-Header1:value1\n  value2\n     value3\n"
+        "X-Amz-Date:20150830T123600Z";
+    auto r = bgw::aws::parse_raw_request(req_text);
+    ASSERT_TRUE(r) << r.error().message;
+    const auto when = bgw::aws::parse_amz_date("20150830T123600Z");
+    ASSERT_TRUE(when);
+    bgw::aws::signing_input in;
+    in.method = r->method;
+    in.wire_path = r->path();
+    in.query = r->query();
+    in.headers = r->headers;
+    const std::string body_hash = bgw::aws::sha256_hex(r->body);
+    in.payload_sha256 = body_hash;
+    in.region = "us-east-1";
+    in.service = "service";
+    in.time = *when;
+    EXPECT_EQ(bgw::aws::canonical_request(in),
+              "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value1 value2 value3\n"
+              "x-amz-date:20150830T123600Z\n\nhost;my-header1;x-amz-date\n"
+              "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const bgw::aws::credentials creds{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                                      ""};
+    EXPECT_EQ(bgw::aws::sign_v4(in, creds).authorization,
+              "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+              "SignedHeaders=host;my-header1;x-amz-date, "
+              "Signature=cfd34249e4b1c8d6b91ef74165d41a32e5fab3306300901bb65a51a73575eefd");
 }
 
 TEST(raw_request, target_may_contain_raw_spaces_and_utf8) {

@@ -1,5 +1,5 @@
 #pragma once
-/// Test helper shared by the suites that read shared/reference at test time.
+/// Test helper shared by the suites that read tests/reference at test time.
 
 #include <filesystem>
 #include <fstream>

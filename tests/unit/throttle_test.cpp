@@ -92,7 +92,7 @@ INSTANTIATE_TEST_SUITE_P(
                     class_case{408, "ModelTimeoutException", outcome::final}));
 
 // Every retryable case botocore's legacy retry handler knows is retried here too, as
-// throttled or transient (shared/reference/botocore-models/misc/_retry.json).
+// throttled or transient (tests/reference/botocore-models/misc/_retry.json).
 TEST(classify, agrees_with_botocore_retry_definitions) {
     const auto path =
         std::filesystem::path(BGW_REFERENCE_DIR) / "botocore-models" / "misc" / "_retry.json";

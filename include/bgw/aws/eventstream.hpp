@@ -7,7 +7,7 @@
 /// Wire format: https://docs.aws.amazon.com/transcribe/latest/dg/event-stream.html
 /// and https://docs.aws.amazon.com/lexv2/latest/dg/event-stream-encoding.html ("any given header
 /// can appear only once"); limits from aws-c-event-stream `include/aws/event-stream/
-/// event_stream.h` and botocore `botocore/eventstream.py` (see shared/reference/eventstream/
+/// event_stream.h` and botocore `botocore/eventstream.py` (see tests/reference/eventstream/
 /// NOTES.md).
 
 #include <array>

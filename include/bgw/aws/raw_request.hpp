@@ -21,9 +21,10 @@ struct raw_request {
     std::string method;   ///< "GET"
     std::string target;   ///< request-target as on the wire: path plus optional "?query"
     std::string version;  ///< "HTTP/1.1"
-    /// Header values in wire order, trimmed, repeated names kept. A folded continuation line
-    /// becomes one more value of the same header, which is the test suite's convention
-    /// (`get-header-value-multiline`: `value1` + folded `value2` signs as `value1,value2`).
+    /// Header values in wire order, trimmed, repeated names kept. A folded field is unfolded:
+    /// each continuation line (one starting with spaces or tabs), trimmed, is appended to the
+    /// value after a single space, which is the test suite's convention
+    /// (`get-header-value-multiline`: `value1` + folded `value2` signs as `value1 value2`).
     std::vector<header> headers;
     /// Each header field verbatim (without its line ending); a folded field keeps its
     /// continuation lines, joined by `eol`.

@@ -2,7 +2,7 @@
 /// AWS Signature Version 4, as a pure library: fixed bytes in, fixed bytes out. No I/O, no clock.
 /// Spec: https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 /// Validated against the AWS SigV4 test suite (both formats) and botocore-generated Bedrock
-/// vectors in shared/reference (tests/unit/sigv4_vectors_test.cpp).
+/// vectors in tests/reference (tests/unit/sigv4_vectors_test.cpp).
 
 #include <array>
 #include <chrono>
