@@ -111,7 +111,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.streams + 256)), hard))
     os.environ["AWS_DATA_PATH"] = os.environ.get(
-        "AWS_DATA_PATH", os.path.join(ROOT, "..", "shared", "reference", "botocore-models"))
+        "AWS_DATA_PATH", os.path.join(ROOT, "tests", "reference", "botocore-models"))
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
     work = tempfile.mkdtemp(prefix="bgw-bench-")
