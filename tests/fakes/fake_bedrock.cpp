@@ -467,22 +467,35 @@ std::vector<std::string> answer_pieces(const recorded_request& req) {
 }
 
 /// InvokeModelWithResponseStream for an Anthropic Messages body: `chunk` events whose payload
-/// is {"bytes": base64(model JSON)}; the last one carries amazon-bedrock-invocationMetrics.
-std::vector<std::string> invoke_stream_events(const recorded_request& req) {
+/// is {"bytes": base64(model JSON)}, the Messages API's stream (message_start with the whole
+/// message head, content_block_start, a text_delta per piece, content_block_stop,
+/// message_delta with the stop reason and usage, message_stop); the last one carries
+/// amazon-bedrock-invocationMetrics.
+std::vector<std::string> invoke_stream_events(const recorded_request& req,
+                                              std::string_view model_id) {
     std::vector<std::string> events;
     auto chunk = [&](const std::string& model_json) {
         events.push_back(
             aws::eventstream::bedrock_event("chunk", R"({"bytes":")" + base64(model_json) + "\"}"));
     };
-    chunk(R"({"type":"message_start","message":{"role":"assistant","content":[]}})");
     const auto pieces = answer_pieces(req);
+    const auto in = std::to_string(estimate_tokens(req.body.size()));
+    const auto out = std::to_string(pieces.size());
+    chunk(R"({"type":"message_start","message":{"id":"msg_bdrk_)" + random_hex(24) +
+          R"(","type":"message","role":"assistant","model":)" + json_string(model_id) +
+          R"(,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":)" + in +
+          R"(,"output_tokens":1}}})");
+    chunk(R"({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})");
     for (const auto& piece : pieces) {
         chunk(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":)" +
               json_string(piece) + "}}");
     }
-    chunk(R"({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":)" +
-          std::to_string(estimate_tokens(req.body.size())) + ",\"outputTokenCount\":" +
-          std::to_string(pieces.size()) + ",\"invocationLatency\":12,\"firstByteLatency\":3}}");
+    chunk(R"({"type":"content_block_stop","index":0})");
+    chunk(R"({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},)"
+          R"("usage":{"output_tokens":)" +
+          out + "}}");
+    chunk(R"({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":)" + in +
+          ",\"outputTokenCount\":" + out + ",\"invocationLatency\":12,\"firstByteLatency\":3}}");
     return events;
 }
 
@@ -533,7 +546,7 @@ fake_response stream_route(const recorded_request& req,
                               "The model returned the following errors: messages is required.");
         events = converse_stream_events(req);
     } else {
-        events = invoke_stream_events(req);
+        events = invoke_stream_events(req, model_id);
     }
 
     fake_response r;
