@@ -64,6 +64,7 @@ TESTED = {
     "anthropic-js": "test_anthropic_js",
     "anthropic-js-env": "test_anthropic_js_env",
     "curl": "test_curl",
+    "claude-code": "test_claude_code",
 }
 
 
@@ -135,7 +136,8 @@ class ReadmeRecipes(unittest.TestCase):
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
         config = {"listen": "127.0.0.1:0", "default_region": "us-east-1",
-                  "regions": {"us-east-1": {"endpoint": cls.fake.endpoint}}}
+                  "regions": {"us-east-1": {"endpoint": cls.fake.endpoint,
+                                            "control_endpoint": cls.fake.endpoint}}}
         cls.gateway = bgw_e2e.Gateway(gateway_binary, config, cls.workdir, "gw-recipes",
                                       GATEWAY_KEY, GATEWAY_SECRET)
         cls.addClassCleanup(bgw_e2e.stop_checked, cls.gateway)
@@ -172,7 +174,7 @@ class ReadmeRecipes(unittest.TestCase):
                              "(npm ci in tests/e2e/js for the JavaScript packages)" % name)
         return path
 
-    def run_recipe(self, name, app_credentials=False, programs=()):
+    def run_recipe(self, name, app_credentials=False, programs=(), env_extra=None):
         """Runs the README's recipe `name` against the test gateway; returns its stdout."""
         self.assertIn(name, self.recipes, "README.md has no `<!-- recipe: %s -->` block" % name)
         lang, code = self.recipes[name]
@@ -180,6 +182,7 @@ class ReadmeRecipes(unittest.TestCase):
         code = code.replace(README_ENDPOINT, "127.0.0.1:%d" % self.gateway.port)
 
         env = self.recipe_env(app_credentials)
+        env.update(env_extra or {})
         for program in programs:
             self.require_program(env, program)
         rundir = tempfile.mkdtemp(prefix=name + "-", dir=self.workdir)
@@ -372,6 +375,44 @@ class ReadmeRecipes(unittest.TestCase):
             self.assertEqual(req["headers"].get("content-type"), "application/json", req)
         self.assertEqual(invoke["wirePath"], MODEL_WIRE + "invoke")
         self.assertEqual(invoke["bodySha256"], seen[1]["bodySha256"])
+
+    # --- Claude Code -----------------------------------------------------------------------
+
+    def test_claude_code(self):
+        # The npm package pinned in tests/e2e/js; nothing leaves the machine (non-essential
+        # traffic off, HTTPS to the trap port, a temporary HOME).
+        bin_dir = os.path.join(JS_DIR, "node_modules", ".bin")
+        self.assertTrue(os.path.exists(os.path.join(bin_dir, "claude")),
+                        "run `npm ci` in tests/e2e/js first (scripts/test.sh does)")
+        home = tempfile.mkdtemp(prefix="claude-home-", dir=self.workdir)
+        mark = self.fake.mark()
+        out = self.run_recipe("claude-code", programs=["claude"], env_extra={
+            "PATH": SYSTEM_BIN + os.pathsep + bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "HOME": home,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            # Claude Code sends even an http:// base URL through HTTPS_PROXY (the trap): the
+            # gateway on loopback is reached directly, anything else still meets the trap.
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "DISABLE_AUTOUPDATER": "1",
+        })
+        self.assertTrue(out.strip(), "Claude Code printed no answer")
+        self.fake.sync()
+        seen = self.fake.requests()[mark:]
+        # Its control-plane call reached the control plane, signed for bedrock by the gateway.
+        profiles = [r for r in seen if r["wirePath"] == "/inference-profiles"]
+        self.assertTrue(profiles, "Claude Code listed no inference profiles: %r" % seen)
+        turns = [r for r in seen if r["wirePath"].startswith("/model/")]
+        self.assertTrue(turns, "Claude Code's turn never reached upstream: %r" % seen)
+        for req in profiles + turns:
+            self.assertTrue(req["signatureOk"], req)
+            self.assertEqual(req["accessKeyId"], GATEWAY_KEY, req)
+            self.assertEqual(req["status"], 200, req)
+        self.assertTrue(any(r["wirePath"].endswith("/invoke-with-response-stream")
+                            for r in turns), turns)
+        # No request of the turn was refused by the gateway itself (the 404 it used to give).
+        logs = [e for e in self.gateway.request_logs() if e.get("status") == 404]
+        self.assertEqual(logs, [])
 
 
 if __name__ == "__main__":
