@@ -3,15 +3,8 @@
 
 #include "bgw/net/aws_call.hpp"
 
-// GCC 12 reports asio's coroutine-frame delete as mismatched with its new here (a false
-// positive: both are awaitable_frame_base's own operators), as in batch_service.cpp.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
 #include "bgw/aws/sigv4.hpp"
 #include "bgw/net/gateway.hpp"
-#include "bgw/net/write.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
 

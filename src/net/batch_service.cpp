@@ -4,16 +4,9 @@
 
 #include "bgw/net/batch_service.hpp"
 
-#include "bgw/http/json.hpp"
-
-// GCC 12 reports asio's coroutine-frame delete as mismatched with its new in some coroutines
-// here (a false positive: both are awaitable_frame_base's own operators).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
 #include "bgw/aws/sigv4.hpp"
 #include "bgw/http/error_response.hpp"
+#include "bgw/http/json.hpp"
 #include "bgw/net/aws_call.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"

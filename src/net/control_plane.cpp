@@ -2,12 +2,6 @@
 
 #include "bgw/net/control_plane.hpp"
 
-// GCC 12 reports asio's coroutine-frame delete as mismatched with its new here (a false
-// positive: both are awaitable_frame_base's own operators), as in batch_service.cpp.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
 #include "bgw/http/error_response.hpp"
 #include "bgw/net/aws_call.hpp"
 #include "bgw/net/gateway.hpp"
