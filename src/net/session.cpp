@@ -26,6 +26,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <openssl/rand.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -1136,13 +1137,23 @@ awaitable<bool> next_request_bytes(beast::tcp_stream& client,
 }  // namespace
 
 std::string new_request_id() {
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    std::uint64_t a = rng(), b = rng();
-    char out[37];
-    std::snprintf(out, sizeof out, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                  static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0x0fff),
-                  static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
-                  static_cast<unsigned long long>(b & 0xffffffffffffULL));
+    // A CSPRNG: a batch record's id is all that guards its result when caller keys are off, so
+    // one id must not tell anything about the next (mt19937_64 output can be predicted).
+    std::array<unsigned char, 16> r{};
+    if (RAND_bytes(r.data(), static_cast<int>(r.size())) != 1) {
+        std::random_device dev;  // getrandom(2) on Linux, as RAND_bytes itself uses
+        for (auto& b : r) b = static_cast<unsigned char>(dev());
+    }
+    r[6] = static_cast<unsigned char>((r[6] & 0x0f) | 0x40);  // version 4
+    r[8] = static_cast<unsigned char>((r[8] & 0x3f) | 0x80);  // RFC 4122 variant
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(36);
+    for (std::size_t i = 0; i < r.size(); ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+        out += hex[r[i] >> 4];
+        out += hex[r[i] & 0x0f];
+    }
     return out;
 }
 
