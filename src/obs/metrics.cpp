@@ -1,5 +1,7 @@
 #include "bgw/obs/metrics.hpp"
 
+#include "bgw/obs/log.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -9,9 +11,10 @@
 namespace bgw::obs {
 namespace {
 
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-void append_label_value(std::string& out, std::string_view v) {
-    for (char c : v) {
+/// A label value as the text format wants it: UTF-8 (a scraper refuses the whole exposition
+/// otherwise), with backslash, double quote and newline escaped.
+void append_label_value(std::string& out, std::string_view raw) {
+    for (char c : valid_utf8(raw)) {
         if (c == '\\') {
             out += "\\\\";
         } else if (c == '"') {
