@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include <arpa/inet.h>
 #include <boost/url/parse.hpp>
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
@@ -704,6 +705,16 @@ result<listen_address> parse_listen_address(std::string_view s, std::string_view
     if (ec != std::errc{} || p != port.data() + port.size() || value > 65535 || port.empty()) {
         return bad(where, "port must be a number from 0 to 65535");
     }
+    // The listener binds an address, never a name: what start-up would refuse is refused here,
+    // so --check-config says so first.
+    const std::string literal(host);
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, literal.c_str(), addr) != 1 &&
+        inet_pton(AF_INET6, literal.c_str(), addr) != 1) {
+        return bad(where, "\"" + literal +
+                              "\" is not an IP address (a listener binds an address, not a "
+                              "name: use 127.0.0.1 rather than localhost)");
+    }
     return listen_address{std::string(host), static_cast<std::uint16_t>(value)};
 }
 
@@ -756,7 +767,8 @@ double token_cost_usd(const price& p,
 
 result<void> check_exposure(const config& cfg) {
     const std::string_view host = cfg.listen_host;
-    const bool loopback = host.starts_with("127.") || host == "::1" || host == "localhost";
+    // An IP literal (parse_listen_address): 127.0.0.0/8 or ::1.
+    const bool loopback = host.starts_with("127.") || host == "::1";
     if (loopback || !cfg.caller_keys.empty() || cfg.allow_unauthenticated) return {};
     return bad("listen",
                "\"" + cfg.listen_host +

@@ -80,6 +80,10 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{R"({"regions":{"us-east-1":{"endpoit":"x"}}})", "regions.us-east-1.endpoit"},
         bad_case{R"({"listen":"127.0.0.1"})", "listen"},
         bad_case{R"({"listen":"127.0.0.1:99999"})", "listen"},
+        // Start-up binds an address; a name (or a 127.x that is not an address) is refused now.
+        bad_case{R"({"listen":"localhost:8080"})", "listen: \"localhost\" is not an IP address"},
+        bad_case{R"({"listen":"127.evil.example:8080"})", "is not an IP address"},
+        bad_case{R"({"admin_listen":"localhost:9090"})", "admin_listen: \"localhost\""},
         bad_case{R"({"default_region":"eu-west-1","regions":{"us-east-1":{}}})", "default_region"},
         bad_case{R"({"regions":{"US-EAST-1":{}}})", "regions.US-EAST-1"},
         bad_case{R"({"regions":{"us-east-1":{"endpoint":"ftp://x"}}})",
