@@ -169,6 +169,16 @@ void metrics::failover() {
     ++failovers_;
 }
 
+void metrics::session_failed() {
+    std::lock_guard lock(mutex_);
+    ++session_failures_;
+}
+
+void metrics::accept_failed() {
+    std::lock_guard lock(mutex_);
+    ++accept_errors_;
+}
+
 void metrics::tokens(std::string_view region,
                      std::string_view tier,
                      std::string_view model,
@@ -251,6 +261,13 @@ std::string metrics::render(const gauges& g) const {
     head(out, "bedrock_gateway_failovers_total", "counter",
          "Moves to the route's next target after a throttle or a failure.");
     out += "bedrock_gateway_failovers_total " + std::to_string(failovers_) + '\n';
+    head(out, "bedrock_gateway_session_failures_total", "counter",
+         "Requests ended by an unexpected exception (logged as session_failed); the connection "
+         "was closed.");
+    out += "bedrock_gateway_session_failures_total " + std::to_string(session_failures_) + '\n';
+    head(out, "bedrock_gateway_accept_errors_total", "counter",
+         "Failed accepts of client connections (EMFILE and the like); each backs off.");
+    out += "bedrock_gateway_accept_errors_total " + std::to_string(accept_errors_) + '\n';
 
     head(out, "bedrock_gateway_tokens_total", "counter",
          "Tokens the answers say they used, by direction (input|output).");
