@@ -270,10 +270,10 @@ result<void> parse_upstream(const json& v, config& out) {
 
 result<void> parse_limits(const json& v, config& out) {
     if (!v.IsObject()) return bad("limits", "must be an object");
-    if (auto r = only_known(
-            v, "limits",
-            {"max_body_bytes", "max_header_bytes", "max_header_count", "max_target_bytes",
-             "header_timeout_ms", "client_idle_timeout_ms", "max_connections", "max_streams"});
+    if (auto r = only_known(v, "limits",
+                            {"max_body_bytes", "max_header_bytes", "max_header_count",
+                             "max_target_bytes", "header_timeout_ms", "client_idle_timeout_ms",
+                             "max_connections", "max_streams", "max_inflight_body_bytes"});
         !r) {
         return r.error();
     }
@@ -290,7 +290,9 @@ result<void> parse_limits(const json& v, config& out) {
                           size_key{"max_header_count", 8, 10'000, &l.max_header_count},
                           size_key{"max_target_bytes", 256, 64 * 1024, &l.max_target_bytes},
                           size_key{"max_connections", 1, 1'000'000, &l.max_connections},
-                          size_key{"max_streams", 1, 1'000'000, &l.max_streams}}) {
+                          size_key{"max_streams", 1, 1'000'000, &l.max_streams},
+                          size_key{"max_inflight_body_bytes", 1024, std::int64_t{1} << 40,
+                                   &l.max_inflight_body_bytes}}) {
         if (auto m = v.FindMember(k.name); m != v.MemberEnd()) {
             auto n = get_int(m->value, std::string("limits.") + k.name, k.lo, k.hi);
             if (!n) return n.error();
@@ -306,6 +308,11 @@ result<void> parse_limits(const json& v, config& out) {
         auto n = get_int(m->value, "limits.header_timeout_ms", 1, 600'000);
         if (!n) return n.error();
         l.header_timeout = ms(*n);
+    }
+    if (l.max_inflight_body_bytes < l.max_body_bytes) {
+        return bad("limits.max_inflight_body_bytes",
+                   "must be at least limits.max_body_bytes (" + std::to_string(l.max_body_bytes) +
+                       "): a body of that size could never be read");
     }
     return {};
 }

@@ -290,6 +290,9 @@ std::string metrics::render(const gauges& g) const {
     out += "bedrock_gateway_open_connections " + std::to_string(g.open_connections) + '\n';
     head(out, "bedrock_gateway_open_streams", "gauge", "Event streams being relayed now.");
     out += "bedrock_gateway_open_streams " + std::to_string(g.open_streams) + '\n';
+    head(out, "bedrock_gateway_inflight_body_bytes", "gauge",
+         "Request body bytes held in memory now (limits.max_inflight_body_bytes).");
+    out += "bedrock_gateway_inflight_body_bytes " + std::to_string(g.inflight_body_bytes) + '\n';
 
     head(out, "bedrock_gateway_credentials_expiry_seconds", "gauge",
          "Seconds until the signing credentials expire (absent for keys that do not).");

@@ -52,6 +52,8 @@ struct gateway_context {
     std::atomic<int> inflight{0};          ///< requests being answered now
     std::atomic<std::size_t> connections{0};  ///< client connections open now (limits)
     std::atomic<std::size_t> streams{0};      ///< event streams being relayed now (limits)
+    /// Request body bytes held now, against limits.max_inflight_body_bytes.
+    std::atomic<std::size_t> inflight_body_bytes{0};
     /// Each caller key's own rpm/tpm (issue 10), rebuilt when a reload changes them.
     std::atomic<std::shared_ptr<policy::rate_limiter>> caller_limits;
     obs::metrics metrics;  ///< what /metrics shows (issue 8)

@@ -25,6 +25,7 @@ struct gauges {
     int inflight_requests = 0;
     std::uint64_t open_connections = 0;
     std::uint64_t open_streams = 0;
+    std::uint64_t inflight_body_bytes = 0;  ///< request body bytes held (max_inflight_body_bytes)
     /// Seconds until the signing credentials expire; none for keys that never do.
     std::optional<double> credentials_expiry_seconds;
     /// Batch records by state ("queued", "submitted", "done", "failed", "cancelled").
