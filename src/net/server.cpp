@@ -36,26 +36,6 @@ void log_exception(std::exception_ptr e) {
     }
 }
 
-/// Runs an event loop until it stops. A handler that throws (a library's exception inside a
-/// composed operation, where no coroutine can catch it) loses its own operation, and with it
-/// the connection that started it; the loop, and every other connection on it, goes on.
-void run_guarded(asio::io_context& ioc, gateway_context& g) {
-    for (;;) {
-        try {
-            ioc.run();
-            return;
-        } catch (const std::exception& e) {
-            obs::event("session_failed").str("error", e.what()).str("where", "event loop").error();
-        } catch (...) {
-            obs::event("session_failed")
-                .str("error", "unknown exception")
-                .str("where", "event loop")
-                .error();
-        }
-        g.metrics.session_failed();
-    }
-}
-
 /// Keeps a timer due within `period` on an io_context, always. Every socket operation of a
 /// session arms a deadline seconds away; Asio reprograms the kernel timer (a timerfd_settime
 /// system call) whenever a new deadline is the earliest one, which on a lightly loaded thread is
@@ -224,6 +204,23 @@ std::string credentials_summary(const gateway_context& g) {
 }
 
 }  // namespace
+
+void run_guarded(asio::io_context& ioc, gateway_context& g) {
+    for (;;) {
+        try {
+            ioc.run();
+            return;
+        } catch (const std::exception& e) {
+            obs::event("session_failed").str("error", e.what()).str("where", "event loop").error();
+        } catch (...) {
+            obs::event("session_failed")
+                .str("error", "unknown exception")
+                .str("where", "event loop")
+                .error();
+        }
+        g.metrics.session_failed();
+    }
+}
 
 int run_server(std::shared_ptr<const config::config> cfg,
                std::shared_ptr<credential_source> creds,

@@ -19,6 +19,7 @@
 #include <ostream>
 #include <string_view>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
@@ -81,6 +82,12 @@ enum class listener_role { main, admin };
 awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
                             listener_role role = listener_role::main);
+
+/// Runs `ioc` until it stops, guarded: a handler that throws (a library's exception inside a
+/// composed operation, where no coroutine can catch it) loses its own operation, and with it the
+/// connection that started it; `session_failed` is logged and counted, and the loop, with every
+/// other connection on it, goes on.
+void run_guarded(asio::io_context& ioc, gateway_context& g);
 
 /// A random request id in UUID form, for gateway-made responses and logs.
 std::string new_request_id();
