@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "support/feed_pieces.hpp"
 #include <boost/asio/buffer.hpp>
 #include <gtest/gtest.h>
 
@@ -41,25 +42,7 @@ std::ostream& operator<<(std::ostream& os, const outcome& o) {
 outcome parse(const std::string& wire, const std::vector<std::size_t>& cuts, front_limits limits) {
     front_parser p(limits);
     p.eager(true);
-    std::string pending;
-    std::size_t from = 0;
-    boost::beast::error_code ec;
-    std::vector<std::size_t> ends = cuts;
-    ends.push_back(wire.size());
-    for (std::size_t end : ends) {
-        pending.append(wire, from, end - from);
-        from = end;
-        while (!pending.empty() && !p.is_done()) {
-            const auto used = p.put(boost::asio::buffer(pending), ec);
-            pending.erase(0, used);
-            if (ec == http::error::need_more) {
-                ec = {};
-                break;
-            }
-            if (ec) break;
-        }
-        if (ec || p.is_done()) break;
-    }
+    const auto [ec, left] = bgw::test::feed_pieces(p, wire, cuts);
     outcome o;
     if (p.refusal()) o.status = static_cast<unsigned>(p.refusal()->status);
     if (ec) o.beast_error = ec.message();
@@ -70,7 +53,7 @@ outcome parse(const std::string& wire, const std::vector<std::size_t>& cuts, fro
     }
     o.body = p.get().body();
     // What an error leaves unparsed is of no interest: the connection closes.
-    if (!ec) o.left = pending.size() + (wire.size() - from);
+    if (!ec) o.left = left;
     return o;
 }
 
