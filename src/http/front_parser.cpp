@@ -131,7 +131,7 @@ void front_parser::on_header_impl(error_code& ec) {
         } else if (chunked > 1) {
             bad = "a request's Transfer-Encoding must apply chunked once";
         } else if (codings.size() > 1) {
-            return refuse({bh::status::not_implemented, "ValidationException",
+            return refuse({bh::status::not_implemented, "NotImplementedException",
                            "the gateway decodes no transfer coding but chunked"},
                           ec);
         }
