@@ -24,15 +24,16 @@ namespace {
 
 using tcp = asio::ip::tcp;
 
-/// Every co_spawn ends here: a stray exception is logged, never escapes run().
+/// Every co_spawn ends here: an exception that escaped a task (a session's requests catch their
+/// own: serve_guarded) is logged as session_failed, and ends that task only.
 void log_exception(std::exception_ptr e) {
     if (!e) return;
     try {
         std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-        obs::event("session_exception").str("what", ex.what()).error();
+        obs::event("session_failed").str("error", ex.what()).str("where", "task").error();
     } catch (...) {
-        obs::event("session_exception").error();
+        obs::event("session_failed").str("error", "unknown exception").str("where", "task").error();
     }
 }
 
