@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <regex>
@@ -124,6 +125,14 @@ awaitable<void> send_and_read(tcp::endpoint gw,
     }
 }
 
+/// Sends `wire` and goes away (closes) without reading anything.
+awaitable<void> send_and_leave(tcp::endpoint gw, std::string wire, bool& done) {
+    tcp::socket s(co_await asio::this_coro::executor);
+    auto [cec] = co_await s.async_connect(gw, use_nothrow);
+    if (!cec) co_await asio::async_write(s, asio::buffer(wire), use_nothrow);
+    done = true;
+}
+
 /// The client, then a flag the test's loop waits on.
 awaitable<void> client(tcp::endpoint gw,
                        std::string wire,
@@ -196,6 +205,22 @@ protected:
         ioc_.poll();  // the upstream's last record is in before the client read its answer
         static const std::regex id("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
         return {seen_, std::regex_replace(out, id, "<id>")};
+    }
+
+    /// A client that sends `wire` and leaves; returns once its session has ended (false if it
+    /// did not within 5 s).
+    bool cut_off(const std::string& wire) {
+        bool done = false;
+        asio::co_spawn(ioc_, send_and_leave(front_.local_endpoint(), wire, done), asio::detached);
+        front_.async_accept([this](beast::error_code ec, tcp::socket s) {
+            if (!ec) asio::co_spawn(ioc_, bgw::net::run_session(std::move(s), g_), asio::detached);
+        });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!done || g_->connections.load() != 0) {
+            if (std::chrono::steady_clock::now() > deadline) return false;
+            ioc_.run_one_for(std::chrono::milliseconds(50));
+        }
+        return true;
     }
 
     /// The same outcome whole, one byte at a time, and split in two anywhere; returns it.
@@ -275,6 +300,22 @@ TEST_F(session_in_process, health_and_refusals) {
     EXPECT_TRUE(te.answers.starts_with("HTTP/1.1 400 Bad Request")) << te.answers;
     auto host = same_every_way("GET /healthz HTTP/1.1\r\n\r\n", 1);
     EXPECT_TRUE(host.answers.starts_with("HTTP/1.1 400 Bad Request")) << host.answers;
+}
+
+TEST_F(session_in_process, a_client_that_leaves_at_any_byte_leaves_nothing_behind) {
+    const std::string chunked =
+        "POST /model/m/converse HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" +
+        hex(body.size()) + ";e=1\r\n" + body + "\r\n0\r\nX-T: t\r\n\r\n";
+    for (const std::string& wire :
+         {converse("X-Pad: " + std::string(300, 'p') + "\r\n", body), chunked}) {
+        for (std::size_t k = 0; k < wire.size(); ++k) {
+            seen_.clear();
+            ASSERT_TRUE(cut_off(wire.substr(0, k))) << "the session outlived its client, at " << k;
+            EXPECT_TRUE(seen_.empty()) << "a request cut at " << k << " went upstream";
+            EXPECT_EQ(g_->inflight_body_bytes.load(), 0u) << k;
+            EXPECT_EQ(g_->inflight.load(), 0) << k;
+        }
+    }
 }
 
 /// A poisoned exchange, then a good one, each on its own connection; the loop is stopped after.
