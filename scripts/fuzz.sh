@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 seconds="${1:-600}"
 shift || true
-all_targets=(eventstream runtime_path config sigv4 credentials)
+all_targets=(eventstream runtime_path config sigv4 credentials front_parser)
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then targets=("${all_targets[@]}"); fi
 ref="${BGW_REFERENCE_DIR:-$root/tests/reference}"
@@ -66,6 +66,9 @@ seed() {
       mapfile -t -O 1 files < <(find "$ref/eventstream" "$ref/sigv4-testsuite-crt" \
         "$ref/botocore-models/misc" -name '*.json' -size -16k) ;;
     credentials) ;;
+    front_parser)
+      # The requests of the SigV4 suites, as a client would send them (a split byte first).
+      mapfile -t files < <(find "$ref/sigv4-bedrock-vectors" -name '*.req') ;;
   esac
   local i=0 f
   for f in "${files[@]}"; do

@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include <arpa/inet.h>
 #include <boost/url/parse.hpp>
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
@@ -274,10 +275,10 @@ result<void> parse_upstream(const json& v, config& out) {
 
 result<void> parse_limits(const json& v, config& out) {
     if (!v.IsObject()) return bad("limits", "must be an object");
-    if (auto r = only_known(
-            v, "limits",
-            {"max_body_bytes", "max_header_bytes", "max_header_count", "max_target_bytes",
-             "header_timeout_ms", "client_idle_timeout_ms", "max_connections", "max_streams"});
+    if (auto r = only_known(v, "limits",
+                            {"max_body_bytes", "max_header_bytes", "max_header_count",
+                             "max_target_bytes", "header_timeout_ms", "client_idle_timeout_ms",
+                             "max_connections", "max_streams", "max_inflight_body_bytes"});
         !r) {
         return r.error();
     }
@@ -294,7 +295,9 @@ result<void> parse_limits(const json& v, config& out) {
                           size_key{"max_header_count", 8, 10'000, &l.max_header_count},
                           size_key{"max_target_bytes", 256, 64 * 1024, &l.max_target_bytes},
                           size_key{"max_connections", 1, 1'000'000, &l.max_connections},
-                          size_key{"max_streams", 1, 1'000'000, &l.max_streams}}) {
+                          size_key{"max_streams", 1, 1'000'000, &l.max_streams},
+                          size_key{"max_inflight_body_bytes", 1024, std::int64_t{1} << 40,
+                                   &l.max_inflight_body_bytes}}) {
         if (auto m = v.FindMember(k.name); m != v.MemberEnd()) {
             auto n = get_int(m->value, std::string("limits.") + k.name, k.lo, k.hi);
             if (!n) return n.error();
@@ -310,6 +313,11 @@ result<void> parse_limits(const json& v, config& out) {
         auto n = get_int(m->value, "limits.header_timeout_ms", 1, 600'000);
         if (!n) return n.error();
         l.header_timeout = ms(*n);
+    }
+    if (l.max_inflight_body_bytes < l.max_body_bytes) {
+        return bad("limits.max_inflight_body_bytes",
+                   "must be at least limits.max_body_bytes (" + std::to_string(l.max_body_bytes) +
+                       "): a body of that size could never be read");
     }
     return {};
 }
@@ -709,6 +717,16 @@ result<listen_address> parse_listen_address(std::string_view s, std::string_view
     if (ec != std::errc{} || p != port.data() + port.size() || value > 65535 || port.empty()) {
         return bad(where, "port must be a number from 0 to 65535");
     }
+    // The listener binds an address, never a name: what start-up would refuse is refused here,
+    // so --check-config says so first.
+    const std::string literal(host);
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, literal.c_str(), addr) != 1 &&
+        inet_pton(AF_INET6, literal.c_str(), addr) != 1) {
+        return bad(where, "\"" + literal +
+                              "\" is not an IP address (a listener binds an address, not a "
+                              "name: use 127.0.0.1 rather than localhost)");
+    }
     return listen_address{std::string(host), static_cast<std::uint16_t>(value)};
 }
 
@@ -761,7 +779,8 @@ double token_cost_usd(const price& p,
 
 result<void> check_exposure(const config& cfg) {
     const std::string_view host = cfg.listen_host;
-    const bool loopback = host.starts_with("127.") || host == "::1" || host == "localhost";
+    // An IP literal (parse_listen_address): 127.0.0.0/8 or ::1.
+    const bool loopback = host.starts_with("127.") || host == "::1";
     if (loopback || !cfg.caller_keys.empty() || cfg.allow_unauthenticated) return {};
     return bad("listen",
                "\"" + cfg.listen_host +

@@ -93,6 +93,7 @@ obs::gauges gateway_context::gauges() const {
     out.inflight_requests = inflight.load();
     out.open_connections = connections.load();
     out.open_streams = streams.load();
+    out.inflight_body_bytes = inflight_body_bytes.load();
     if (creds) {
         if (auto c = creds->current(); c && c->expiration) {
             out.credentials_expiry_seconds =

@@ -6,6 +6,7 @@
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 
+#include <algorithm>
 #include <exception>
 #include <thread>
 #include <vector>
@@ -23,15 +24,16 @@ namespace {
 
 using tcp = asio::ip::tcp;
 
-/// Every co_spawn ends here: a stray exception is logged, never escapes run().
+/// Every co_spawn ends here: an exception that escaped a task (a session's requests catch their
+/// own: serve_guarded) is logged as session_failed, and ends that task only.
 void log_exception(std::exception_ptr e) {
     if (!e) return;
     try {
         std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-        obs::event("session_exception").str("what", ex.what()).error();
+        obs::event("session_failed").str("error", ex.what()).str("where", "task").error();
     } catch (...) {
-        obs::event("session_exception").error();
+        obs::event("session_failed").str("error", "unknown exception").str("where", "task").error();
     }
 }
 
@@ -65,18 +67,36 @@ struct workers {
     }
 };
 
+/// Accept failures back off: EMFILE (and ENFILE, ENOBUFS...) stays until connections close, and
+/// retrying at once would spin a core. The wait doubles from the first to the last.
+constexpr std::chrono::milliseconds accept_backoff_first{5};
+constexpr std::chrono::milliseconds accept_backoff_last{1000};
+
 awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
                             std::shared_ptr<gateway_context> g,
                             listener_role role,
                             workers& w) {
+    asio::steady_timer backoff(acceptor->get_executor());
+    std::chrono::milliseconds wait{0};  // zero: not in an episode of failures
+    std::uint64_t failures = 0;         // in this episode
     for (;;) {
         auto& home = w.take_turn();
         auto [ec, socket] = co_await acceptor->async_accept(home.get_executor(), use_nothrow);
         if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
         if (ec) {
-            // EMFILE and friends: log and keep accepting; the next accept may succeed.
-            obs::event("accept_failed").str("error", ec.message()).warn();
+            g->metrics.accept_failed();
+            // One line per episode, however long it lasts; the counter has every failure.
+            if (wait.count() == 0) obs::event("accept_failed").str("error", ec.message()).warn();
+            ++failures;
+            wait = std::clamp(wait * 2, accept_backoff_first, accept_backoff_last);
+            backoff.expires_after(wait);
+            co_await backoff.async_wait(use_nothrow);
             continue;
+        }
+        if (wait.count() != 0) {
+            obs::event("accept_recovered").unum("failures", failures).info();
+            wait = std::chrono::milliseconds{0};
+            failures = 0;
         }
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
@@ -191,6 +211,23 @@ std::string credentials_summary(const gateway_context& g) {
 
 }  // namespace
 
+void run_guarded(asio::io_context& ioc, gateway_context& g) {
+    for (;;) {
+        try {
+            ioc.run();
+            return;
+        } catch (const std::exception& e) {
+            obs::event("session_failed").str("error", e.what()).str("where", "event loop").error();
+        } catch (...) {
+            obs::event("session_failed")
+                .str("error", "unknown exception")
+                .str("where", "event loop")
+                .error();
+        }
+        g.metrics.session_failed();
+    }
+}
+
 int run_server(std::shared_ptr<const config::config> cfg,
                std::shared_ptr<credential_source> creds,
                std::string bearer_token,
@@ -277,9 +314,9 @@ int run_server(std::shared_ptr<const config::config> cfg,
     for (unsigned i = 1; i < threads; ++i) {
         auto& c = *w.contexts[i];
         keep.push_back(asio::make_work_guard(c));
-        pool.emplace_back([&c] { c.run(); });
+        pool.emplace_back([&c, g] { run_guarded(c, *g); });
     }
-    ioc.run();
+    run_guarded(ioc, *g);
     w.stop();  // the first context can also end by running out of work
     for (auto& t : pool) t.join();
     g->pool.clear();  // idle upstream sockets go before the io_contexts they belong to

@@ -3,6 +3,7 @@
 
 #include "bgw/http/error_response.hpp"
 #include "bgw/http/event_relay.hpp"
+#include "bgw/http/front_parser.hpp"
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/http/json.hpp"
@@ -28,6 +29,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
+#include <openssl/rand.h>
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -714,6 +716,11 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
     co_return !co_await send_response(client, res, log) && keep_alive;
 }
 
+/// The admin endpoints, served without a caller key.
+bool is_admin_path(std::string_view target) {
+    return target == "/healthz" || target == "/readyz" || target == "/metrics";
+}
+
 /// Forwards one accepted request; returns whether the client connection may be kept.
 awaitable<bool> forward(beast::tcp_stream& client,
                         beast::flat_buffer& client_buf,
@@ -724,8 +731,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
                         request_log& log) {
     const bool keep_alive = req.keep_alive() && !g.draining;
     log.bytes_in = req.body().size();
-    const bool admin_path =
-        req.target() == "/healthz" || req.target() == "/readyz" || req.target() == "/metrics";
+    const bool admin_path = is_admin_path(req.target());
     if (admin_path && (role == listener_role::admin || !cfg.admin_listen)) {
         auto res = req.target() == "/metrics"
                        ? metrics_response(req.method(), g, log.id)
@@ -1173,13 +1179,23 @@ awaitable<bool> next_request_bytes(beast::tcp_stream& client,
 }  // namespace
 
 std::string new_request_id() {
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    std::uint64_t a = rng(), b = rng();
-    char out[37];
-    std::snprintf(out, sizeof out, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
-                  static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0x0fff),
-                  static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
-                  static_cast<unsigned long long>(b & 0xffffffffffffULL));
+    // A CSPRNG: a batch record's id is all that guards its result when caller keys are off, so
+    // one id must not tell anything about the next (mt19937_64 output can be predicted).
+    std::array<unsigned char, 16> r{};
+    if (RAND_bytes(r.data(), static_cast<int>(r.size())) != 1) {
+        std::random_device dev;  // getrandom(2) on Linux, as RAND_bytes itself uses
+        for (auto& b : r) b = static_cast<unsigned char>(dev());
+    }
+    r[6] = static_cast<unsigned char>((r[6] & 0x0f) | 0x40);  // version 4
+    r[8] = static_cast<unsigned char>((r[8] & 0x3f) | 0x80);  // RFC 4122 variant
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(36);
+    for (std::size_t i = 0; i < r.size(); ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+        out += hex[r[i] >> 4];
+        out += hex[r[i] & 0x0f];
+    }
     return out;
 }
 
@@ -1203,19 +1219,118 @@ awaitable<void> refuse_connection(beast::tcp_stream& client, gateway_context& g)
     client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 }
 
+/// The request's share of `limits.max_inflight_body_bytes`, the gateway-wide bound on request
+/// bodies held in memory: taken before each read by the room that read may fill, given back when
+/// the request is done.
+class body_budget {
+public:
+    body_budget(std::atomic<std::size_t>& total, std::size_t cap) : total_(total), cap_(cap) {}
+    ~body_budget() { total_ -= held_; }
+    body_budget(const body_budget&) = delete;
+    body_budget& operator=(const body_budget&) = delete;
+
+    /// Holds `bytes` in all; false (holding what it held) when that would pass the cap.
+    bool grow_to(std::size_t bytes) {
+        if (bytes <= held_) return true;
+        const std::size_t more = bytes - held_;
+        if (total_.fetch_add(more) + more > cap_) {
+            total_ -= more;
+            return false;
+        }
+        held_ = bytes;
+        return true;
+    }
+
+private:
+    std::atomic<std::size_t>& total_;
+    std::size_t cap_;
+    std::size_t held_ = 0;
+};
+
+/// The most a body read asks for at once: memory follows the bytes that arrive, never a length
+/// the client only declared.
+constexpr std::size_t body_piece_bytes = 64 * 1024;
+
+/// Reads the rest of a request's body: the bytes already buffered (they came with the head)
+/// first, then the socket. A body of known length grows by at most what it already holds per
+/// read (so at most twice what arrived), straight from the socket into its place; a chunked body
+/// goes through the parser a buffer at a time. `full` is set when the gateway-wide budget is
+/// spent.
+awaitable<beast::error_code> read_body(beast::tcp_stream& client,
+                                       beast::flat_buffer& buf,
+                                       bgw::http::front_parser& parser,
+                                       body_budget& budget,
+                                       bool& full) {
+    auto& body = parser.get().body();
+    parser.eager(true);  // async_read_header turned it off: body bytes stayed in `buf`
+    beast::error_code ec = parse_buffered(parser, buf);
+    if (!ec && !budget.grow_to(body.size())) full = true;
+    if (ec || full || parser.is_done()) co_return ec;
+    const auto length = parser.content_length();
+    if (length && !parser.chunked()) {
+        const auto total = static_cast<std::size_t>(*length);  // within body_limit
+        while (body.size() < total) {
+            const std::size_t have = body.size();
+            const std::size_t room = std::min(total - have, std::max(have, body_piece_bytes));
+            if (!budget.grow_to(have + room)) {
+                full = true;
+                co_return ec;
+            }
+            body.resize(have + room);
+            auto [rec, n] = co_await asio::async_read(
+                client.socket(), asio::buffer(body.data() + have, room), use_nothrow);
+            body.resize(have + n);
+            if (rec == asio::error::eof) co_return http::error::partial_message;  // as Beast
+            if (rec) co_return rec;
+        }
+        co_return ec;
+    }
+    while (!parser.is_done()) {
+        if (!budget.grow_to(body.size() + body_piece_bytes)) {
+            full = true;
+            co_return ec;
+        }
+        auto [rec, n] = co_await http::async_read_some(client, buf, parser, use_nothrow);
+        if (rec) co_return rec;
+    }
+    co_return ec;
+}
+
+/// What `forward` would refuse from the head alone (a caller key that is missing or wrong, a
+/// path that names no operation or a model the key may not use), checked before any body byte is
+/// read: such a request costs the gateway no body.
+std::optional<error> refuse_head(const http::request<http::string_body>& req,
+                                 const config::config& cfg,
+                                 listener_role role,
+                                 request_log& log) {
+    if (is_admin_path(req.target()) || role == listener_role::admin) return std::nullopt;
+    auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
+    if (!who) return who.error();
+    if (req.target().starts_with("/gateway/batch/")) return std::nullopt;
+    auto rt = routing::parse_runtime_target(req.method(), req.target());
+    if (!rt) return rt.error();
+    log.op = routing::operation_name(rt->op);
+    log.model = rt->model_id;
+    if (auto allowed = policy::authorize_model(*who, rt->model_id); !allowed)
+        return allowed.error();
+    return std::nullopt;
+}
+
 /// Reads one request whose first bytes are in `buf`, answers it, and says whether the connection
 /// may carry another. Its state lives in its own coroutine frame, allocated for the request only:
 /// an idle connection holds none of it.
 awaitable<bool> serve_request(beast::tcp_stream& client,
                               beast::flat_buffer& buf,
                               const std::shared_ptr<gateway_context>& g,
-                              listener_role role) {
+                              listener_role role,
+                              request_log& log) {
     std::shared_ptr<const config::config> cfg = g->snapshot();
-    request_log log;
-    log.id = new_request_id();
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(cfg->limits.max_header_bytes));
-    parser.body_limit(cfg->limits.max_body_bytes);
+    const auto& limits = cfg->limits;
+    bgw::http::front_parser parser({limits.max_header_bytes, limits.max_header_count,
+                                    limits.max_target_bytes, limits.max_body_bytes});
+    // The connection's buffer holds at most a head (and the start of what follows): a chunk-size
+    // line or a trailer section that goes on and on ends at this bound, not in memory.
+    buf.max_size(std::max(limits.max_header_bytes + body_piece_bytes, buf.size()));
 
     // Once a request's first byte is in, the whole head must follow within header_timeout,
     // however slowly it trickles (Beast's header read is one operation until the head is
@@ -1228,62 +1343,51 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
     parser.eager(true);
     ec = parse_buffered(parser, buf);
     if (!ec && !parser.is_header_done()) {
-        read_deadline head_deadline(client, cfg->limits.header_timeout);
+        read_deadline head_deadline(client, limits.header_timeout);
         std::tie(ec, n) = co_await http::async_read_header(client, buf, parser, use_nothrow);
         read_timed_out = head_deadline.fired();
     }
     if (ec == http::error::end_of_stream) co_return false;
-    if (!ec) {
-        // Bounds Beast does not keep for us: the target's length and the number of fields.
-        std::optional<error> refused;
-        const auto& head = parser.get();
-        if (head.target().size() > cfg->limits.max_target_bytes) {
-            refused = error{http::status::uri_too_long, "ValidationException",
-                            "request target exceeds limits.max_target_bytes (" +
-                                std::to_string(cfg->limits.max_target_bytes) + " bytes)"};
-        } else if (static_cast<std::size_t>(std::distance(head.begin(), head.end())) >
-                   cfg->limits.max_header_count) {
-            refused = error{http::status::request_header_fields_too_large, "ValidationException",
-                            "request has more header fields than limits.max_header_count (" +
-                                std::to_string(cfg->limits.max_header_count) + ")"};
-        }
-        if (refused) {
-            co_await send_error(client, *refused, log, false);
-            record_metrics(*g, *cfg, log);
-            write_log(log);
-            co_return false;
-        }
+    std::optional<error> refused = parser.refusal();
+    if (!ec && !refused) refused = refuse_head(parser.get(), *cfg, role, log);
+    if (refused) {
+        // The body (if any) is unread: the connection cannot carry another request.
+        client.expires_after(limits.client_idle_timeout);
+        co_await send_error(client, *refused, log, false);
+        record_metrics(*g, *cfg, log);
+        write_log(log);
+        co_return false;
     }
     if (!ec && bgw::http::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, 11};
         auto [cec, cn] = co_await http::async_write(client, cont, use_nothrow);
         if (cec) co_return false;
     }
+    body_budget budget(g->inflight_body_bytes, limits.max_inflight_body_bytes);
+    bool budget_spent = false;
     if (!ec && !parser.is_done()) {
-        read_deadline body_deadline(client, cfg->limits.client_idle_timeout);
-        const auto length = parser.content_length();
-        if (length && !parser.chunked()) {
-            // A body of known length (within body_limit: the parser checked it with the head)
-            // is read straight into its place, in as few reads as the socket allows, instead of
-            // through the buffer a few KiB at a time. What arrived with the head is in already.
-            auto& body = parser.get().body();
-            const std::size_t have = body.size();
-            body.resize(static_cast<std::size_t>(*length));
-            std::tie(ec, n) = co_await asio::async_read(
-                client.socket(), asio::buffer(body.data() + have, body.size() - have), use_nothrow);
-            if (ec == asio::error::eof) ec = http::error::partial_message;  // as Beast says it
-        } else {
-            std::tie(ec, n) = co_await http::async_read(client, buf, parser, use_nothrow);
-        }
+        read_deadline body_deadline(client, limits.client_idle_timeout);
+        ec = co_await read_body(client, buf, parser, budget, budget_spent);
         read_timed_out = body_deadline.fired();
     }
     // Whatever is written next (an error, a health answer, a forwarded head) has the
     // keep-alive time to go out: a client that stops reading cannot hold the session.
     client.expires_after(cfg->limits.client_idle_timeout);
-    if (ec) {
+    if (ec || budget_spent) {
         // Nothing after a framing error can be trusted: answer once, then close.
         error e = validation_error("malformed HTTP request: " + ec.message());
-        if (ec == http::error::body_limit) {
+        if (parser.refusal()) {
+            e = *parser.refusal();  // a rule of the gateway's own (front_parser)
+        } else if (budget_spent) {
+            e = {http::status::service_unavailable, "ServiceUnavailableException",
+                 "the gateway already holds limits.max_inflight_body_bytes (" +
+                     std::to_string(limits.max_inflight_body_bytes) +
+                     " bytes) of request bodies; retry shortly"};
+        } else if (ec == http::error::buffer_overflow) {
+            e = {http::status::request_header_fields_too_large, "ValidationException",
+                 "chunk extensions and trailers exceed limits.max_header_bytes (" +
+                     std::to_string(limits.max_header_bytes) + " bytes)"};
+        } else if (ec == http::error::body_limit) {
             e = {http::status::payload_too_large, "ValidationException",
                  "request body exceeds limits.max_body_bytes (" +
                      std::to_string(cfg->limits.max_body_bytes) + " bytes)"};
@@ -1316,15 +1420,55 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
         co_return false;
     }
     ++g->inflight;
+    struct inflight_slot {
+        std::atomic<int>& n;
+        ~inflight_slot() { --n; }
+    } slot{g->inflight};
     bool keep = co_await forward(client, buf, parser.release(), *g, *cfg, role, log);
-    --g->inflight;
     record_metrics(*g, *cfg, log);
     write_log(log);
     // Draining: this connection's last answer has gone; no new request starts on it.
     co_return keep && !g->draining;
 }
 
+/// One request, guarded: an exception from anywhere in it (a library that throws, a bug) is
+/// logged once as `session_failed` with the request's id and ends this connection only.
+awaitable<bool> serve_guarded(beast::tcp_stream& client,
+                              beast::flat_buffer& buf,
+                              const std::shared_ptr<gateway_context>& g,
+                              listener_role role) {
+    request_log log;
+    log.id = new_request_id();
+    std::string failure;
+    try {
+        co_return co_await serve_request(client, buf, g, role, log);
+    } catch (const std::exception& e) {
+        failure = e.what();
+    } catch (...) {
+        failure = "unknown exception";
+    }
+    obs::event("session_failed").str("id", log.id).str("error", failure).error();
+    g->metrics.session_failed();
+    co_return false;
+}
+
 }  // namespace
+
+/// After an answer that closes the connection (a refusal, often of a body left unread): the
+/// client may still be sending. Closing a socket with unread bytes resets the connection, and a
+/// reset can destroy the answer before the client reads it; so what still comes is read and
+/// dropped, for a moment and up to a bound (nginx's lingering close), until the client closes.
+awaitable<void> linger(beast::tcp_stream& client, beast::flat_buffer& buf) {
+    constexpr std::chrono::milliseconds linger_time{2000};
+    constexpr std::size_t linger_bytes = 4 * 1024 * 1024;
+    buf.clear();
+    read_deadline deadline(client, linger_time);
+    for (std::size_t dropped = 0; dropped < linger_bytes;) {
+        auto [ec, n] = co_await client.socket().async_read_some(buf.prepare(4096), use_nothrow);
+        if (ec) break;  // the client's close (or the deadline)
+        dropped += n;
+    }
+}
 
 awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
@@ -1342,15 +1486,20 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
         co_await refuse_connection(client, *g);
         co_return;
     }
+    bool answered = false;  // the session ends after an answer, not between requests
     for (;;) {
         // The next request may take the keep-alive time to start.
         const auto idle_timeout = g->snapshot()->limits.client_idle_timeout;
         if (buf.size() == 0 && !co_await next_request_bytes(client, buf, idle_timeout))
             break;  // closed or idle between requests: nothing to answer
-        if (!co_await serve_request(client, buf, g, role)) break;
+        if (!co_await serve_guarded(client, buf, g, role)) {
+            answered = true;
+            break;
+        }
     }
     beast::error_code ignored;
     client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    if (answered) co_await linger(client, buf);
 }
 
 }  // namespace bgw::net

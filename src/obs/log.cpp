@@ -1,6 +1,7 @@
 #include "bgw/obs/log.hpp"
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <string>
@@ -93,6 +94,48 @@ void append_text_value(std::string& out, std::string_view v) {
 
 }  // namespace
 
+std::string valid_utf8(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const std::size_t n = s.size();
+    for (std::size_t i = 0; i < n;) {
+        const unsigned char c = p[i];
+        std::size_t len = 0;
+        std::uint32_t cp = 0;
+        if (c < 0x80) {
+            len = 1;
+            cp = c;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1fu;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0fu;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07u;
+        }
+        bool ok = len != 0 && i + len <= n;
+        for (std::size_t k = 1; ok && k < len; ++k) {
+            ok = (p[i + k] & 0xc0) == 0x80;
+            cp = (cp << 6) | (p[i + k] & 0x3fu);
+        }
+        // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8 either.
+        if (ok && ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+                   (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff))
+            ok = false;
+        if (!ok) {
+            out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER, for the one bad byte
+            ++i;
+            continue;
+        }
+        out.append(s.substr(i, len));
+        i += len;
+    }
+    return out;
+}
+
 bool parse_log_format(std::string_view s, log_format& out) {
     if (s == "json") {
         out = log_format::json;
@@ -132,7 +175,8 @@ bool enabled(level lvl) { return spdlog::default_logger_raw()->should_log(to_spd
 void set_log_format(log_format format) { current_format = format; }
 
 event& event::str(std::string_view key, std::string_view v) {
-    fields_.emplace_back(std::string(key), std::string(v));
+    // A log shipper (and the JSON writer) expects UTF-8: a client's bytes may be anything.
+    fields_.emplace_back(std::string(key), valid_utf8(v));
     return *this;
 }
 event& event::num(std::string_view key, std::int64_t v) {
@@ -152,6 +196,7 @@ event& event::boolean(std::string_view key, bool v) {
     return *this;
 }
 event& event::list(std::string_view key, std::vector<std::string> v) {
+    for (auto& item : v) item = valid_utf8(item);
     fields_.emplace_back(std::string(key), std::move(v));
     return *this;
 }

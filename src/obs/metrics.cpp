@@ -1,5 +1,7 @@
 #include "bgw/obs/metrics.hpp"
 
+#include "bgw/obs/log.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -9,9 +11,10 @@
 namespace bgw::obs {
 namespace {
 
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-void append_label_value(std::string& out, std::string_view v) {
-    for (char c : v) {
+/// A label value as the text format wants it: UTF-8 (a scraper refuses the whole exposition
+/// otherwise), with backslash, double quote and newline escaped.
+void append_label_value(std::string& out, std::string_view raw) {
+    for (char c : valid_utf8(raw)) {
         if (c == '\\') {
             out += "\\\\";
         } else if (c == '"') {
@@ -166,6 +169,16 @@ void metrics::failover() {
     ++failovers_;
 }
 
+void metrics::session_failed() {
+    std::lock_guard lock(mutex_);
+    ++session_failures_;
+}
+
+void metrics::accept_failed() {
+    std::lock_guard lock(mutex_);
+    ++accept_errors_;
+}
+
 void metrics::tokens(std::string_view region,
                      std::string_view tier,
                      std::string_view model,
@@ -248,6 +261,13 @@ std::string metrics::render(const gauges& g) const {
     head(out, "bedrock_gateway_failovers_total", "counter",
          "Moves to the route's next target after a throttle or a failure.");
     out += "bedrock_gateway_failovers_total " + std::to_string(failovers_) + '\n';
+    head(out, "bedrock_gateway_session_failures_total", "counter",
+         "Requests ended by an unexpected exception (logged as session_failed); the connection "
+         "was closed.");
+    out += "bedrock_gateway_session_failures_total " + std::to_string(session_failures_) + '\n';
+    head(out, "bedrock_gateway_accept_errors_total", "counter",
+         "Failed accepts of client connections (EMFILE and the like); each backs off.");
+    out += "bedrock_gateway_accept_errors_total " + std::to_string(accept_errors_) + '\n';
 
     head(out, "bedrock_gateway_tokens_total", "counter",
          "Tokens the answers say they used, by direction (input|output).");
@@ -270,6 +290,9 @@ std::string metrics::render(const gauges& g) const {
     out += "bedrock_gateway_open_connections " + std::to_string(g.open_connections) + '\n';
     head(out, "bedrock_gateway_open_streams", "gauge", "Event streams being relayed now.");
     out += "bedrock_gateway_open_streams " + std::to_string(g.open_streams) + '\n';
+    head(out, "bedrock_gateway_inflight_body_bytes", "gauge",
+         "Request body bytes held in memory now (limits.max_inflight_body_bytes).");
+    out += "bedrock_gateway_inflight_body_bytes " + std::to_string(g.inflight_body_bytes) + '\n';
 
     head(out, "bedrock_gateway_credentials_expiry_seconds", "gauge",
          "Seconds until the signing credentials expire (absent for keys that do not).");

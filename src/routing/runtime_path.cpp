@@ -30,9 +30,14 @@ result<std::string> decode_label(boost::urls::pct_string_view encoded, std::stri
     if (decoded == "." || decoded == "..") {
         return validation_error(std::string(what) + " may not be a dot segment");
     }
+    // No model id, ARN, inference profile or guardrail Bedrock knows is anything but visible
+    // ASCII (the service model's patterns); anything else is refused here, before it can reach
+    // a metrics label or a log line.
     for (unsigned char c : decoded) {
-        if (c < 0x20 || c == 0x7f) {
-            return validation_error(std::string(what) + " contains a control character");
+        if (c <= 0x20 || c >= 0x7f) {
+            return validation_error(std::string(what) +
+                                    " must be printable ASCII (no spaces, control characters or "
+                                    "bytes above 0x7e)");
         }
     }
     return decoded;

@@ -39,6 +39,37 @@ TEST(log_event, json_escapes_what_a_field_holds) {
     EXPECT_STREQ(d["level"].GetString(), "error");
 }
 
+TEST(log_event, bytes_that_are_not_utf8_become_replacement_characters) {
+    event e("request");
+    e.str("model",
+          "a\xff\xfe"
+          "b")
+        .list("tried", {"caf\xc3"});
+    auto line = e.render(log_format::json, level::info, when);
+    rapidjson::Document d;
+    d.Parse<rapidjson::kParseValidateEncodingFlag>(line.c_str());
+    ASSERT_FALSE(d.HasParseError()) << line;
+    EXPECT_STREQ(d["model"].GetString(),
+                 "a\xEF\xBF\xBD\xEF\xBF\xBD"
+                 "b");
+    EXPECT_STREQ(d["tried"][0].GetString(), "caf\xEF\xBF\xBD");
+}
+
+TEST(valid_utf8, keeps_utf8_and_replaces_each_bad_byte) {
+    using bgw::obs::valid_utf8;
+    const std::string replacement = "\xEF\xBF\xBD";
+    EXPECT_EQ(valid_utf8("plain ascii"), "plain ascii");
+    EXPECT_EQ(valid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"),
+              "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+    EXPECT_EQ(valid_utf8("\xFF"), replacement);
+    EXPECT_EQ(valid_utf8("a\xC3"), "a" + replacement);             // truncated
+    EXPECT_EQ(valid_utf8("\xC0\xAF"), replacement + replacement);  // overlong '/'
+    EXPECT_EQ(valid_utf8("\xE0\x80\xAF"), replacement + replacement + replacement);
+    EXPECT_EQ(valid_utf8("\xED\xA0\x80"), replacement + replacement + replacement);  // surrogate
+    EXPECT_EQ(valid_utf8("\xF4\x90\x80\x80"),
+              replacement + replacement + replacement + replacement);  // past U+10FFFF
+}
+
 TEST(log_event, text_line_is_readable_and_quotes_only_what_needs_it) {
     event e("request");
     e.str("operation", "Converse").unum("status", 200).real("latency_ms", 12.3456);

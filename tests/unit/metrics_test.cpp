@@ -148,4 +148,24 @@ TEST(metrics, label_values_are_escaped) {
     EXPECT_NE(text.find(R"(model="a\"b\\c\nd")"), std::string::npos) << text;
 }
 
+TEST(metrics, label_values_are_utf8_whatever_they_were_given) {
+    metrics m;
+    m.request("InvokeModel", "r", "on-demand", "a\xff\xfe", 200);
+    auto text = m.render({});
+    EXPECT_EQ(text.find('\xff'), std::string::npos);
+    EXPECT_NE(text.find("model=\"a\xEF\xBF\xBD\xEF\xBF\xBD\""), std::string::npos) << text;
+}
+
+TEST(metrics, accept_errors_and_session_failures_are_counted) {
+    metrics m;
+    auto text = m.render({});
+    EXPECT_NE(text.find("bedrock_gateway_accept_errors_total 0"), std::string::npos);
+    EXPECT_NE(text.find("bedrock_gateway_session_failures_total 0"), std::string::npos);
+    m.accept_failed();
+    m.session_failed();
+    text = m.render({});
+    EXPECT_NE(text.find("bedrock_gateway_accept_errors_total 1"), std::string::npos);
+    EXPECT_NE(text.find("bedrock_gateway_session_failures_total 1"), std::string::npos);
+}
+
 }  // namespace

@@ -20,6 +20,7 @@
 #include <ostream>
 #include <string_view>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
@@ -54,6 +55,8 @@ struct gateway_context {
     std::atomic<int> inflight{0};          ///< requests being answered now
     std::atomic<std::size_t> connections{0};  ///< client connections open now (limits)
     std::atomic<std::size_t> streams{0};      ///< event streams being relayed now (limits)
+    /// Request body bytes held now, against limits.max_inflight_body_bytes.
+    std::atomic<std::size_t> inflight_body_bytes{0};
     /// Each caller key's own rpm/tpm (issue 10), rebuilt when a reload changes them.
     std::atomic<std::shared_ptr<policy::rate_limiter>> caller_limits;
     obs::metrics metrics;  ///< what /metrics shows (issue 8)
@@ -81,6 +84,12 @@ enum class listener_role { main, admin };
 awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
                             listener_role role = listener_role::main);
+
+/// Runs `ioc` until it stops, guarded: a handler that throws (a library's exception inside a
+/// composed operation, where no coroutine can catch it) loses its own operation, and with it the
+/// connection that started it; `session_failed` is logged and counted, and the loop, with every
+/// other connection on it, goes on.
+void run_guarded(asio::io_context& ioc, gateway_context& g);
 
 /// A random request id in UUID form, for gateway-made responses and logs.
 std::string new_request_id();

@@ -16,7 +16,12 @@ namespace bgw::obs {
 
 enum class log_format { json, text };
 
+/// `s` with every byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD:
+/// what a log line or a metrics label may carry of bytes a client chose.
+std::string valid_utf8(std::string_view s);
+
 /// "json" or "text"; false for anything else.
+
 bool parse_log_format(std::string_view s, log_format& out);
 
 /// The spdlog level names: trace, debug, info, warn, error, critical, off.

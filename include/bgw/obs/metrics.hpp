@@ -25,6 +25,7 @@ struct gauges {
     int inflight_requests = 0;
     std::uint64_t open_connections = 0;
     std::uint64_t open_streams = 0;
+    std::uint64_t inflight_body_bytes = 0;  ///< request body bytes held (max_inflight_body_bytes)
     /// Seconds until the signing credentials expire; none for keys that never do.
     std::optional<double> credentials_expiry_seconds;
     /// Batch records by state ("queued", "submitted", "done", "failed", "cancelled").
@@ -56,6 +57,10 @@ public:
     void throttle(std::string_view region, std::string_view model, std::string_view source);
     void retry();
     void failover();
+    /// A request ended by an unexpected exception (its connection closed).
+    void session_failed();
+    /// A failed accept of a client connection.
+    void accept_failed();
     void tokens(std::string_view region,
                 std::string_view tier,
                 std::string_view model,
@@ -96,6 +101,8 @@ private:
     std::map<label_values, std::uint64_t> throttles_;     // region, model, source
     std::uint64_t retries_ = 0;
     std::uint64_t failovers_ = 0;
+    std::uint64_t session_failures_ = 0;
+    std::uint64_t accept_errors_ = 0;
     std::map<label_values, std::uint64_t> tokens_;   // direction, region, tier, model
     std::map<label_values, double> cost_;            // region, tier, model
     std::map<label_values, double> savings_;         // region, model
