@@ -1307,6 +1307,9 @@ std::optional<error> refuse_head(const http::request<http::string_body>& req,
     auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
     if (!who) return who.error();
     if (req.target().starts_with("/gateway/batch/")) return std::nullopt;
+    auto control = routing::parse_control_target(req.method(), req.target());
+    if (!control) return control.error();
+    if (*control) return std::nullopt;  // a read-only control-plane call: no body, no model
     auto rt = routing::parse_runtime_target(req.method(), req.target());
     if (!rt) return rt.error();
     log.op = routing::operation_name(rt->op);
