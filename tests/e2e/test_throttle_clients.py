@@ -14,11 +14,14 @@ settings: the claim is about defaults. Each case uses its own model id, so no co
 throttle count carries over from one case to the next.
 """
 
+import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import uuid
@@ -39,6 +42,56 @@ def invoke_path(model_id):
     return "/model/%s/invoke" % model_id.replace(":", "%3A")
 
 
+class RetryAfterUpstream(http.server.ThreadingHTTPServer):
+    """An upstream that throttles with its own wait: `/model/ra-<seconds>-<tag>/invoke` answers
+    429 ThrottlingException with `Retry-After: <seconds>`. The C++ fake sends no Retry-After,
+    and this is all a test of following upstream's wait needs; it counts what it is asked."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.seen = []
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(handler):  # noqa: N805 (the server is `self` here)
+                length = int(handler.headers.get("Content-Length", "0"))
+                handler.rfile.read(length)
+                m = re.match(r"^/model/ra-(\d+)-", handler.path)
+                with self.lock:
+                    self.seen.append(handler.path)
+                body = b'{"message":"slow down"}'
+                handler.send_response(429)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("x-amzn-ErrorType", "ThrottlingException")
+                handler.send_header("x-amzn-RequestId", uuid.uuid4().hex)
+                handler.send_header("Retry-After", m.group(1) if m else "1")
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            def log_message(handler, *args):  # quiet
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.server_address[1]
+
+    def calls(self, tag):
+        with self.lock:
+            return len([p for p in self.seen if tag in p])
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
 class ThrottleClientsEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -57,10 +110,18 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         cls.gateway = bgw_e2e.Gateway(binary, config, cls.workdir, "gw-clients", ACCESS_KEY,
                                       SECRET_KEY)
         cls.addClassCleanup(bgw_e2e.stop_checked, cls.gateway)
+        # A second gateway, also at its defaults, in front of an upstream that says how long.
+        cls.ra_upstream = RetryAfterUpstream()
+        cls.addClassCleanup(cls.ra_upstream.stop)
+        ra_config = dict(config, regions={"us-east-1": {"endpoint": cls.ra_upstream.endpoint}})
+        cls.ra_gateway = bgw_e2e.Gateway(binary, ra_config, cls.workdir, "gw-retry-after",
+                                         ACCESS_KEY, SECRET_KEY)
+        cls.addClassCleanup(bgw_e2e.stop_checked, cls.ra_gateway)
 
     def tearDown(self):
-        self.assertEqual(self.gateway.sanitizer_reports(), [], self.gateway.output())
-        self.assertTrue(self.gateway.alive(), self.gateway.output())
+        for gw in (self.gateway, self.ra_gateway):
+            self.assertEqual(gw.sanitizer_reports(), [], gw.output())
+            self.assertTrue(gw.alive(), gw.output())
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -190,6 +251,43 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         for entry in self.gateway.request_logs():
             if entry.get("model") == model:
                 self.assertNotEqual(entry.get("throttle"), "cooldown", entry)
+
+    def test_an_app_without_retries_waits_a_short_cool_down_and_no_longer(self):
+        # No SDK retry headers, so the gateway's own 3 attempts: throttled, rest 100 ms (waited),
+        # throttled, rest 200 ms (waited), throttled: out of attempts, 429 with the 400 ms left.
+        model = "fake-flaky-1000-429-ThrottlingException-hold%s" % uuid.uuid4().hex[:8]
+        headers = {"Content-Type": "application/json"}
+        first = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path(model), b"{}",
+                                     headers)
+        self.assertEqual(first.status, 429, first)
+        self.assertEqual(first.headers["x-gateway-attempts"], "3")
+        self.assertEqual(self.upstream_calls(model), 3)
+        self.assertLessEqual(int(first.headers["x-amz-retry-after"]), 400)
+        # At once again: the rest left (at most 400 ms) fits the hold, so it is waited out and
+        # the request goes upstream as it ends; its throttle rests the model 800 ms, beyond
+        # the 1000 ms hold less what was waited: the 429 at once, with those 800 ms.
+        second = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path(model), b"{}",
+                                      headers)
+        self.assertEqual(second.status, 429, second)
+        self.assertEqual(self.upstream_calls(model), 4)
+        self.assertEqual(second.headers["x-gateway-attempts"], "1")
+        self.assertGreater(int(second.headers["x-amz-retry-after"]), 400)
+        self.assertLessEqual(int(second.headers["x-amz-retry-after"]), 800)
+
+    def test_upstreams_own_retry_after_is_the_cool_down_within_the_cap(self):
+        for seconds, expect_ms in ((2, 2000), (3600, 10000)):  # retry.max_cooldown_ms: 10 s
+            with self.subTest(upstream_retry_after=seconds):
+                tag = uuid.uuid4().hex[:8]
+                model = "ra-%d-%s" % (seconds, tag)
+                resp = bgw_e2e.http_request(self.ra_gateway.port, "POST", invoke_path(model),
+                                            b"{}", {"Content-Type": "application/json"})
+                self.assertEqual(resp.status, 429, resp)
+                # Beyond the 1 s hold: answered after one attempt, at once, with upstream's wait.
+                self.assertEqual(self.ra_upstream.calls(tag), 1)
+                millis = int(resp.headers["x-amz-retry-after"])
+                self.assertLessEqual(millis, expect_ms)
+                self.assertGreater(millis, expect_ms - 1000)
+                self.assertEqual(resp.headers["retry-after"], str(expect_ms // 1000))
 
     # --- client deadlines ----------------------------------------------------------------------
 
