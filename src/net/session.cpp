@@ -701,7 +701,8 @@ awaitable<bool> hold_on(asio::steady_timer& sleeper,
                         policy::hold_budget& hold,
                         std::chrono::milliseconds wait) {
     const auto from = clock::now();
-    sleeper.expires_after(wait);
+    // At least a millisecond, so a loop of waits always spends the budget.
+    sleeper.expires_after(std::max(wait, std::chrono::milliseconds{1}));
     watch.sleeper = &sleeper;
     co_await sleeper.async_wait(use_nothrow);
     watch.sleeper = nullptr;
@@ -986,9 +987,10 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 break;  // on to the next target, at once
             }
             const auto now_failed = clock::now();
-            auto step = g.traffic.after_failure(
-                attempt, r.outcome, r.ec == beast::error::timeout, t.region, key, now_failed,
-                jitter_rng(), {terms->max_attempts, hold.left(now_failed), upstream_hint(r, p)});
+            auto step = g.traffic.after_failure(attempt, r.outcome, r.ec == beast::error::timeout,
+                                                t.region, key, now_failed, jitter_rng(),
+                                                {terms->max_attempts, hold.left(now_failed),
+                                                 upstream_hint(r, p), hold.expired(now_failed)});
             if (!step.retry) {
                 log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
                                     describe(r, p));

@@ -79,7 +79,7 @@ hold_budget::hold_budget(clock::time_point start,
                          milliseconds max_hold,
                          std::optional<milliseconds> timeout)
     : max_hold_(max_hold) {
-    if (timeout) deadline_ = start + *timeout - std::min(*timeout / 10, max_margin);
+    if (timeout) deadline_ = start + *timeout - std::min(*timeout / 5, max_margin);
 }
 
 milliseconds hold_budget::left(clock::time_point now) const {
@@ -121,9 +121,14 @@ std::optional<milliseconds> upstream_retry_after(std::string_view retry_after_ms
     return std::nullopt;
 }
 
-retry_decision decide_retry(
-    int attempt, int max_attempts, milliseconds rest, milliseconds jitter, milliseconds hold_left) {
+retry_decision decide_retry(int attempt,
+                            int max_attempts,
+                            milliseconds rest,
+                            milliseconds jitter,
+                            milliseconds hold_left,
+                            bool deadline_passed) {
     if (attempt >= max_attempts) return {stop_reason::attempts, milliseconds{0}};
+    if (deadline_passed) return {stop_reason::deadline, milliseconds{0}};
     // The jitter only spreads retries out; it never by itself turns a retry into a refusal.
     const auto wait = std::max(std::min(jitter, hold_left), rest);
     if (wait > hold_left) return {stop_reason::hold, milliseconds{0}};

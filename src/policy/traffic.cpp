@@ -194,13 +194,16 @@ traffic_policy::step traffic_policy::after_failure(int attempt,
     const auto retry = settings_.load()->retry;
     const int max_attempts = bounds.max_attempts.value_or(retry.max_attempts);
     const auto hold_left = bounds.hold_left.value_or(milliseconds::max());
-    const auto d =
-        decide_retry(attempt, max_attempts, rest,
-                     full_jitter(attempt, retry.base_delay, retry.max_delay, rng), hold_left);
+    const auto d = decide_retry(attempt, max_attempts, rest,
+                                full_jitter(attempt, retry.base_delay, retry.max_delay, rng),
+                                hold_left, bounds.deadline_passed);
     if (d.stop == stop_reason::attempts) {
         return {false, milliseconds{0}, 0,
                 (bounds.max_attempts ? "attempts for this request (" : "retry.max_attempts (") +
                     std::to_string(max_attempts) + ") reached"};
+    }
+    if (d.stop == stop_reason::deadline) {
+        return {false, milliseconds{0}, 0, "the client's deadline has passed"};
     }
     if (d.stop == stop_reason::hold) {
         return {false, milliseconds{0}, 0,

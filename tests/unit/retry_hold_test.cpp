@@ -132,8 +132,8 @@ INSTANTIATE_TEST_SUITE_P(
         // 10 s timeout: the deadline is at 9.5 s (margin 500 ms), the hold is not the limit.
         hold_case{"deadline nearer than the hold", 5000ms, 10000ms, 0ms, 9000ms, 500ms, 500ms,
                   false},
-        // 1 s timeout: margin 100 ms, so the deadline is at 900 ms.
-        hold_case{"short deadline", 5000ms, 1000ms, 0ms, 300ms, 600ms, 600ms, false},
+        // 1 s timeout: margin 200 ms, so the deadline is at 800 ms.
+        hold_case{"short deadline", 5000ms, 1000ms, 0ms, 300ms, 500ms, 500ms, false},
         hold_case{"deadline passed", 5000ms, 1000ms, 0ms, 950ms, 0ms, 1ms, true},
         hold_case{"hold nearer than the deadline", 1000ms, 60000ms, 200ms, 200ms, 800ms, 59300ms,
                   false}));
@@ -195,6 +195,7 @@ struct decide_case {
     const char* name;
     int attempt, max_attempts;
     milliseconds rest, jitter, hold_left;
+    bool deadline_passed;
     stop_reason stop;
     milliseconds wait;
 };
@@ -203,7 +204,8 @@ class decide_table : public ::testing::TestWithParam<decide_case> {};
 
 TEST_P(decide_table, retries_only_within_attempts_and_hold) {
     const auto& c = GetParam();
-    auto d = decide_retry(c.attempt, c.max_attempts, c.rest, c.jitter, c.hold_left);
+    auto d =
+        decide_retry(c.attempt, c.max_attempts, c.rest, c.jitter, c.hold_left, c.deadline_passed);
     EXPECT_EQ(d.stop, c.stop) << c.name;
     EXPECT_EQ(d.wait, c.wait) << c.name;
 }
@@ -212,19 +214,22 @@ INSTANTIATE_TEST_SUITE_P(
     table,
     decide_table,
     ::testing::Values(
-        decide_case{"transient, backoff", 1, 3, 0ms, 70ms, 1000ms, stop_reason::none, 70ms},
-        decide_case{"throttle absorbed: rest within hold", 1, 3, 100ms, 30ms, 1000ms,
+        decide_case{"transient, backoff", 1, 3, 0ms, 70ms, 1000ms, false, stop_reason::none, 70ms},
+        decide_case{"throttle absorbed: rest within hold", 1, 3, 100ms, 30ms, 1000ms, false,
                     stop_reason::none, 100ms},
-        decide_case{"rest beyond hold: answer now", 2, 3, 1600ms, 30ms, 900ms, stop_reason::hold,
-                    0ms},
-        decide_case{"jitter beyond hold is trimmed, not a refusal", 1, 3, 0ms, 800ms, 500ms,
+        decide_case{"rest beyond hold: answer now", 2, 3, 1600ms, 30ms, 900ms, false,
+                    stop_reason::hold, 0ms},
+        decide_case{"jitter beyond hold is trimmed, not a refusal", 1, 3, 0ms, 800ms, 500ms, false,
                     stop_reason::none, 500ms},
-        decide_case{"never wait: throttle answered", 1, 3, 100ms, 0ms, 0ms, stop_reason::hold, 0ms},
-        decide_case{"never wait: transient retried at once", 1, 3, 0ms, 50ms, 0ms,
+        decide_case{"never wait: throttle answered", 1, 3, 100ms, 0ms, 0ms, false,
+                    stop_reason::hold, 0ms},
+        decide_case{"never wait: transient retried at once", 1, 3, 0ms, 50ms, 0ms, false,
                     stop_reason::none, 0ms},
-        decide_case{"last attempt", 3, 3, 0ms, 10ms, 1000ms, stop_reason::attempts, 0ms},
-        decide_case{"client retries: one attempt", 1, 1, 100ms, 10ms, 1000ms, stop_reason::attempts,
-                    0ms}));
+        decide_case{"last attempt", 3, 3, 0ms, 10ms, 1000ms, false, stop_reason::attempts, 0ms},
+        decide_case{"deadline passed: no attempt could be answered", 1, 3, 0ms, 10ms, 0ms, true,
+                    stop_reason::deadline, 0ms},
+        decide_case{"client retries: one attempt", 1, 1, 100ms, 10ms, 1000ms, false,
+                    stop_reason::attempts, 0ms}));
 
 // --- together: cool-down, hold budget, deadline and retry budget in one policy --------------
 
@@ -262,7 +267,7 @@ TEST_P(combined_table, decides_and_advertises_the_truth) {
     hold.waited(t0, t0 + c.held);
     const auto now = t0 + c.at;
     auto s = t.after_failure(c.attempt, outcome::throttled, false, region, model, now, rng,
-                             {c.max_attempts, hold.left(now), c.hint});
+                             {c.max_attempts, hold.left(now), c.hint, hold.expired(now)});
     EXPECT_EQ(s.retry, c.retry) << c.name << ": " << s.why;
     if (c.retry) {
         EXPECT_EQ(s.wait, c.wait) << c.name;
@@ -289,6 +294,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::nullopt, 950ms, 960ms, false, 0ms, "hold budget", 100ms},
         combined_case{"deadline nearer than the rest", 500, 0, std::nullopt, 1, std::nullopt,
                       1000ms, 100ms, 0ms, 20ms, false, 0ms, "hold budget", 100ms},
+        combined_case{"deadline passed during the attempt", 500, 0, std::nullopt, 1, std::nullopt,
+                      1000ms, 100ms, 0ms, 200ms, false, 0ms, "deadline", 100ms},
         combined_case{"deadline far: absorbed", 500, 0, std::nullopt, 1, std::nullopt, 1000ms,
                       10000ms, 0ms, 20ms, true, 100ms, "", 0ms},
         combined_case{"upstream's Retry-After is the rest", 500, 0, 3000ms, 1, std::nullopt, 1000ms,
@@ -311,7 +318,7 @@ TEST(combined, a_budget_spent_by_the_hold_check_is_not_charged) {
     std::mt19937_64 rng(7);
     for (int i = 0; i < 20; ++i) {
         auto s = t.after_failure(1, outcome::throttled, false, "r", "m" + std::to_string(i), t0,
-                                 rng, {std::nullopt, 0ms, std::nullopt});
+                                 rng, {std::nullopt, 0ms, std::nullopt, false});
         EXPECT_FALSE(s.retry);
     }
     EXPECT_EQ(t.retry_budget(), 10);

@@ -52,7 +52,7 @@ struct client_terms {
 result<client_terms> read_client_terms(const client_headers& h, const config::retry_config& cfg);
 
 /// The waiting allowance of one request: at most `max_hold` of waits in all, and none past the
-/// deadline. The deadline is the client's timeout counted from `start`, less a margin (a tenth
+/// deadline. The deadline is the client's timeout counted from `start`, less a margin (a fifth
 /// of it, at most 500 ms) so the gateway's answer reaches the client before it gives up.
 class hold_budget {
 public:
@@ -92,7 +92,7 @@ std::optional<milliseconds> upstream_retry_after(std::string_view retry_after_ms
                                                  std::string_view retry_after);
 
 /// Why a request stops retrying inside the gateway.
-enum class stop_reason { none, attempts, hold };
+enum class stop_reason { none, attempts, hold, deadline };
 
 /// The next step after a failed attempt, before the retry budget is asked.
 struct retry_decision {
@@ -102,9 +102,15 @@ struct retry_decision {
 
 /// Attempt `attempt` of `max_attempts` failed; the target rests for `rest` more (0 unless it was
 /// throttled) and the backoff drew `jitter`. The next attempt can start after
-/// max(min(jitter, hold_left), rest): when that is beyond `hold_left`, stop (answer now).
-retry_decision decide_retry(
-    int attempt, int max_attempts, milliseconds rest, milliseconds jitter, milliseconds hold_left);
+/// max(min(jitter, hold_left), rest): when that is beyond `hold_left`, stop (answer now). Past
+/// the client's deadline (`deadline_passed`) there is no next attempt: it could not be answered
+/// in time.
+retry_decision decide_retry(int attempt,
+                            int max_attempts,
+                            milliseconds rest,
+                            milliseconds jitter,
+                            milliseconds hold_left,
+                            bool deadline_passed = false);
 
 /// The pause a final 5xx or timeout suggests, so an SDK's retry does not follow at once: the
 /// next backoff cap after `attempts` attempts.

@@ -92,6 +92,7 @@ public:
         std::optional<int> max_attempts;            ///< client_terms::max_attempts
         std::optional<milliseconds> hold_left;      ///< hold_budget::left(now)
         std::optional<milliseconds> upstream_hint;  ///< upstream_retry_after() of the answer
+        bool deadline_passed;                       ///< hold_budget::expired(now)
     };
     /// Attempt number `attempt` (1 = the first) ended `throttled` or `transient` (a `timed_out`
     /// one costs more retry budget) with nothing relayed yet. A throttle starts or extends the
