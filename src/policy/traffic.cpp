@@ -157,27 +157,23 @@ milliseconds traffic_policy::cool_down(const std::string& region,
                                        const std::string& model,
                                        clock::time_point now,
                                        std::optional<milliseconds> upstream_hint) {
-    int streak = 0;
-    bool resting = false;
-    {
-        std::lock_guard lock(mutex_);
-        if (streaks_.size() >= max_streaks) {
-            std::erase_if(streaks_, [&](const auto& e) {
-                return rests_.remaining(e.first.first, e.first.second, now).count() == 0;
-            });
-        }
-        int& s = streaks_[{region, model}];
-        resting = rests_.remaining(region, model, now).count() > 0;
-        // Answers to requests sent before the rest began say nothing new: they neither escalate
-        // nor extend it, so the wait the first 429 advertised stays true. Only upstream's own
-        // Retry-After may move the end of a rest.
-        if (s == 0 || !resting) ++s;
-        streak = s;
+    const auto retry = settings_.load()->retry;
+    // One lock over the look and the change: two throttles at the same moment must not both
+    // see "not resting" and escalate twice.
+    std::lock_guard lock(mutex_);
+    if (streaks_.size() >= max_streaks) {
+        std::erase_if(streaks_, [&](const auto& e) {
+            return rests_.remaining(e.first.first, e.first.second, now).count() == 0;
+        });
     }
-    if (!resting || upstream_hint) {
-        const auto retry = settings_.load()->retry;
+    int& streak = streaks_[{region, model}];
+    const bool resting = rests_.remaining(region, model, now).count() > 0;
+    // Answers to requests sent before the rest began say nothing new: they neither escalate nor
+    // extend it, so the wait the first 429 advertised stays true. Only upstream's own
+    // Retry-After may move the end of a rest.
+    if (streak == 0 || !resting) ++streak;
+    if (!resting || upstream_hint)
         rests_.throttled(region, model, now, cooldown_length(streak, upstream_hint, retry));
-    }
     return rests_.remaining(region, model, now);
 }
 
