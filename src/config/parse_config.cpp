@@ -324,7 +324,10 @@ result<void> parse_limits(const json& v, config& out) {
 
 result<void> parse_retry(const json& v, config& out) {
     if (!v.IsObject()) return bad("retry", "must be an object");
-    if (auto r = only_known(v, "retry", {"max_attempts", "base_delay_ms", "max_delay_ms"}); !r)
+    if (auto r = only_known(v, "retry",
+                            {"max_attempts", "base_delay_ms", "max_delay_ms", "max_hold_ms",
+                             "max_cooldown_ms", "default_timeout_ms"});
+        !r)
         return r.error();
     if (auto m = v.FindMember("max_attempts"); m != v.MemberEnd()) {
         auto n = get_int(m->value, "retry.max_attempts", 1, 10);
@@ -341,9 +344,28 @@ result<void> parse_retry(const json& v, config& out) {
         if (!n) return n.error();
         out.retry.max_delay = std::chrono::milliseconds(*n);
     }
+    if (auto m = v.FindMember("max_hold_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "retry.max_hold_ms", 0, 300'000);
+        if (!n) return n.error();
+        out.retry.max_hold = std::chrono::milliseconds(*n);
+    }
+    if (auto m = v.FindMember("max_cooldown_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "retry.max_cooldown_ms", 1, 600'000);
+        if (!n) return n.error();
+        out.retry.max_cooldown = std::chrono::milliseconds(*n);
+    }
+    if (auto m = v.FindMember("default_timeout_ms"); m != v.MemberEnd()) {
+        auto n = get_int(m->value, "retry.default_timeout_ms", 0, 86'400'000);
+        if (!n) return n.error();
+        out.retry.default_timeout = std::chrono::milliseconds(*n);
+    }
     if (out.retry.max_delay < out.retry.base_delay) {
         return bad("retry.max_delay_ms", "must not be below retry.base_delay_ms (" +
                                              std::to_string(out.retry.base_delay.count()) + ")");
+    }
+    if (out.retry.max_cooldown < out.retry.base_delay) {
+        return bad("retry.max_cooldown_ms", "must not be below retry.base_delay_ms (" +
+                                                std::to_string(out.retry.base_delay.count()) + ")");
     }
     return {};
 }

@@ -53,8 +53,7 @@ beast_http::response<beast_http::string_body> make_throttle_response(std::chrono
     res.set(beast_http::field::content_type, "application/json");
     res.set("x-amzn-ErrorType", "ThrottlingException");
     res.set("x-amzn-RequestId", request_id);
-    res.set(beast_http::field::retry_after, std::to_string(after.seconds));
-    res.set("x-amz-retry-after", std::to_string(after.milliseconds));
+    policy::set_retry_after(res, wait);
     res.body().assign(buf.GetString(), buf.GetSize());
     res.keep_alive(keep_alive);
     res.prepare_payload();

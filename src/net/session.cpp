@@ -12,6 +12,7 @@
 #include "bgw/net/write.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/callers.hpp"
+#include "bgw/policy/hold.hpp"
 #include "bgw/policy/traffic.hpp"
 #include "bgw/routing/control_plane.hpp"
 #include "bgw/routing/router.hpp"
@@ -143,14 +144,21 @@ awaitable<beast::error_code> send_response(beast::tcp_stream& client,
     co_return ec;
 }
 
+/// `pause`: the Retry-After a final failure after the gateway's own attempts carries (issue 17),
+/// so an SDK's retry of it does not follow at once.
 awaitable<beast::error_code> send_error(beast::tcp_stream& client,
                                         const error& e,
                                         request_log& log,
-                                        bool keep_alive) {
+                                        bool keep_alive,
+                                        std::optional<std::chrono::milliseconds> pause = {}) {
     auto res = bgw::http::make_error_response(e, log.id, 11, keep_alive);
     add_gateway_headers(res, log);
     // A full gateway is a passing state: say when to come back, as a throttle does.
-    if (e.status == http::status::service_unavailable) res.set(http::field::retry_after, "1");
+    if (pause) {
+        policy::set_retry_after(res, *pause);
+    } else if (e.status == http::status::service_unavailable) {
+        res.set(http::field::retry_after, "1");
+    }
     if (e.status == http::status::unauthorized)
         res.set(http::field::www_authenticate, "Bearer realm=\"bedrock-gateway\"");
     log.error = e.message;
@@ -503,7 +511,8 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
                                        std::string& error_body,
                                        client_watch& watch,
                                        request_log& log,
-                                       std::size_t head_room) {
+                                       std::size_t head_room,
+                                       const policy::hold_budget& hold) {
     attempt_result r;
     error_body.clear();
     for (bool stale_retry = false;;) {
@@ -512,8 +521,9 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
         watch.upstream = nullptr;  // the watcher must never close a connection we dropped
         conn = g.pool.take(pool_key(ep), client.get_executor().context());
         if (!conn) {
-            auto [cec, fresh] = co_await connect_upstream(client.get_executor(), g.tls, ep,
-                                                          cfg.upstream.connect_timeout);
+            auto [cec, fresh] = co_await connect_upstream(
+                client.get_executor(), g.tls, ep,
+                hold.attempt_bound(cfg.upstream.connect_timeout, clock::now()));
             if (cec) {
                 r.ec = cec;
                 r.during = "connect";
@@ -534,7 +544,8 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
             conn->buffer.size() == 0)
             conn->buffer.shrink_to_fit();
         if (conn->buffer.capacity() < head_room) conn->buffer.reserve(head_room);
-        conn->tcp().expires_after(cfg.upstream.response_timeout);
+        // No wait outlives the client's deadline, this one included (issue 17).
+        conn->tcp().expires_after(hold.attempt_bound(cfg.upstream.response_timeout, clock::now()));
         const auto sent = clock::now();
         if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
             r.ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
@@ -721,6 +732,31 @@ bool is_admin_path(std::string_view target) {
     return target == "/healthz" || target == "/readyz" || target == "/metrics";
 }
 
+/// Waits `wait` inside the gateway (a backoff, a cool-down, a local limit's refill), charged to
+/// the request's hold budget. A client that hangs up ends the wait at once: false then.
+awaitable<bool> hold_on(asio::steady_timer& sleeper,
+                        client_watch& watch,
+                        policy::hold_budget& hold,
+                        std::chrono::milliseconds wait) {
+    const auto from = clock::now();
+    // At least a millisecond, so a loop of waits always spends the budget.
+    sleeper.expires_after(std::max(wait, std::chrono::milliseconds{1}));
+    watch.sleeper = &sleeper;
+    co_await sleeper.async_wait(use_nothrow);
+    watch.sleeper = nullptr;
+    hold.waited(from, clock::now());
+    co_return !watch.client_gone;
+}
+
+/// The upstream answer's own "come back in", if it gave one.
+std::optional<std::chrono::milliseconds> upstream_hint(
+    const attempt_result& r, const std::optional<http::response_parser<http::buffer_body>>& p) {
+    if (r.ec || !p) return std::nullopt;
+    const auto& head = p->get();
+    return policy::upstream_retry_after(head["retry-after-ms"], head["x-amz-retry-after"],
+                                        head[http::field::retry_after]);
+}
+
 /// Forwards one accepted request; returns whether the client connection may be kept.
 awaitable<bool> forward(beast::tcp_stream& client,
                         beast::flat_buffer& client_buf,
@@ -826,6 +862,15 @@ awaitable<bool> forward(beast::tcp_stream& client,
                                   " may not run requests in the regions this one would use"};
         co_return !co_await send_error(client, elsewhere, log, keep_alive) && keep_alive;
     }
+    // The client's own retries and patience (issue 17): the gateway's attempts for it, and
+    // the deadline no wait inside the gateway outlives.
+    auto terms = policy::read_client_terms(
+        {req["X-Gateway-Max-Attempts"], req["X-Gateway-Timeout-Ms"], req["amz-sdk-request"],
+         req["X-Stainless-Retry-Count"], req["X-Stainless-Timeout"]},
+        cfg.retry);
+    if (!terms)
+        co_return !co_await send_error(client, terms.error(), log, keep_alive) && keep_alive;
+    policy::hold_budget hold(log.start, cfg.retry.max_hold, terms->timeout);
     // The key's own requests and tokens per minute, before any target is tried.
     auto caller_limits = g.caller_limits.load();
     std::uint64_t caller_estimate = 0;
@@ -898,6 +943,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     std::optional<policy::throttle_answer> held;
     const routing::target* answered = nullptr;
     int last_retry_cost = 0;
+    std::optional<std::chrono::milliseconds> pause;  // a relayed 5xx's Retry-After
     auto release = [&](const attempt_result& r) {
         // An error answer read to its end leaves the connection fit for the next request.
         watch->upstream = nullptr;
@@ -913,7 +959,14 @@ awaitable<bool> forward(beast::tcp_stream& client,
         log.tier = config::tier_name(t.tier);
         if (model_op) {
             const std::uint64_t charge = g.traffic.limits(t.model_id) ? estimate : 0;
-            if (auto no = g.traffic.admit(t.region, key, charge, clock::now())) {
+            auto no = g.traffic.admit(t.region, key, charge, clock::now());
+            // The last target's rest (or refill) is waited out when the hold budget allows:
+            // the request goes upstream as it ends. Earlier targets are skipped at once.
+            while (no && last && no->wait <= hold.left(clock::now())) {
+                if (!co_await hold_on(sleeper, *watch, hold, no->wait)) co_return client_gone();
+                no = g.traffic.admit(t.region, key, charge, clock::now());
+            }
+            if (no) {
                 log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key +
                                     ": skipped (" + std::string(no->source) + ")");
                 g.metrics.throttle(t.region, log.model, "local");
@@ -948,7 +1001,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             out.body = target_body;
 
             auto r = co_await attempt_once(client, g, cfg, ep, out, conn, p, error_body, *watch,
-                                           log, head_room);
+                                           log, head_room, hold);
             if (watch->client_gone) co_return client_gone();
             if (r.outcome == policy::outcome::success) {
                 answered = &t;  // relay this answer, whatever it says
@@ -962,7 +1015,8 @@ awaitable<bool> forward(beast::tcp_stream& client,
             if (!last) {
                 if (throttled) {
                     // If nothing after it can be tried, its rest is a candidate answer.
-                    auto rest = g.traffic.throttled(t.region, key, clock::now());
+                    auto rest =
+                        g.traffic.throttled(t.region, key, clock::now(), upstream_hint(r, p));
                     if (!held || rest < held->wait)
                         held = policy::throttle_answer{
                             rest, "upstream (Bedrock) throttled " + key + " in " + t.region,
@@ -975,8 +1029,11 @@ awaitable<bool> forward(beast::tcp_stream& client,
                 g.metrics.failover();
                 break;  // on to the next target, at once
             }
+            const auto now_failed = clock::now();
             auto step = g.traffic.after_failure(attempt, r.outcome, r.ec == beast::error::timeout,
-                                                t.region, key, clock::now(), jitter_rng());
+                                                t.region, key, now_failed, jitter_rng(),
+                                                {terms->max_attempts, hold.left(now_failed),
+                                                 upstream_hint(r, p), hold.expired(now_failed)});
             if (!step.retry) {
                 log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
                                     describe(r, p));
@@ -993,9 +1050,17 @@ awaitable<bool> forward(beast::tcp_stream& client,
                     log.error += " (" + step.why + ")";
                     co_return !wec && keep_alive;
                 }
+                // Out of attempts here: the client's own retry should not follow at once.
+                pause = policy::transient_pause(attempt, cfg.retry);
                 if (r.ec) {
-                    co_return !co_await send_error(client, upstream_failure(r.ec, r.during), log,
-                                                   keep_alive) &&
+                    auto failure = upstream_failure(r.ec, r.during);
+                    if (r.ec == beast::error::timeout && hold.expired(clock::now())) {
+                        failure.message =
+                            "upstream did not answer within the client's deadline "
+                            "(X-Gateway-Timeout-Ms, X-Stainless-Timeout or "
+                            "retry.default_timeout_ms)";
+                    }
+                    co_return !co_await send_error(client, failure, log, keep_alive, pause) &&
                         keep_alive;
                 }
                 answered = &t;  // a transient error answer, out of retries: relayed as it came
@@ -1004,11 +1069,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             last_retry_cost = step.cost;
             release(r);
             g.metrics.retry();
-            sleeper.expires_after(step.wait);
-            watch->sleeper = &sleeper;
-            co_await sleeper.async_wait(use_nothrow);
-            watch->sleeper = nullptr;
-            if (watch->client_gone) co_return client_gone();
+            if (!co_await hold_on(sleeper, *watch, hold, step.wait)) co_return client_gone();
         }
     }
     if (!answered) {
@@ -1041,6 +1102,10 @@ awaitable<bool> forward(beast::tcp_stream& client,
     }
     head_writer fields{head_bytes};
     add_gateway_headers(fields, log);
+    // Upstream's own wait, in any form, stands; otherwise the gateway's pause.
+    if (pause && head.find(http::field::retry_after) == head.end() &&
+        head.find("x-amz-retry-after") == head.end() && head.find("retry-after-ms") == head.end())
+        policy::set_retry_after(fields, *pause);
     if (len) {
         bgw::http::append_field(head_bytes, "Content-Length", std::to_string(*len));
     } else {

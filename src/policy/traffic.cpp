@@ -155,20 +155,25 @@ std::optional<throttle_answer> traffic_policy::admit(const std::string& region,
 
 milliseconds traffic_policy::cool_down(const std::string& region,
                                        const std::string& model,
-                                       clock::time_point now) {
-    int streak = 0;
-    {
-        std::lock_guard lock(mutex_);
-        if (streaks_.size() >= max_streaks) {
-            std::erase_if(streaks_, [&](const auto& e) {
-                return rests_.remaining(e.first.first, e.first.second, now).count() == 0;
-            });
-        }
-        streak = ++streaks_[{region, model}];
-    }
+                                       clock::time_point now,
+                                       std::optional<milliseconds> upstream_hint) {
     const auto retry = settings_.load()->retry;
-    auto length = backoff_cap(streak, retry.base_delay, retry.max_delay);
-    rests_.throttled(region, model, now, length);
+    // One lock over the look and the change: two throttles at the same moment must not both
+    // see "not resting" and escalate twice.
+    std::lock_guard lock(mutex_);
+    if (streaks_.size() >= max_streaks) {
+        std::erase_if(streaks_, [&](const auto& e) {
+            return rests_.remaining(e.first.first, e.first.second, now).count() == 0;
+        });
+    }
+    int& streak = streaks_[{region, model}];
+    const bool resting = rests_.remaining(region, model, now).count() > 0;
+    // Answers to requests sent before the rest began say nothing new: they neither escalate nor
+    // extend it, so the wait the first 429 advertised stays true. Only upstream's own
+    // Retry-After may move the end of a rest.
+    if (streak == 0 || !resting) ++streak;
+    if (!resting || upstream_hint)
+        rests_.throttled(region, model, now, cooldown_length(streak, upstream_hint, retry));
     return rests_.remaining(region, model, now);
 }
 
@@ -178,18 +183,33 @@ traffic_policy::step traffic_policy::after_failure(int attempt,
                                                    const std::string& region,
                                                    const std::string& model,
                                                    clock::time_point now,
-                                                   std::mt19937_64& rng) {
+                                                   std::mt19937_64& rng,
+                                                   const request_bounds& bounds) {
     milliseconds rest{0};
-    if (o == outcome::throttled) rest = cool_down(region, model, now);
+    if (o == outcome::throttled) rest = cool_down(region, model, now, bounds.upstream_hint);
     const auto retry = settings_.load()->retry;
-    if (attempt >= retry.max_attempts) {
+    const int max_attempts = bounds.max_attempts.value_or(retry.max_attempts);
+    const auto hold_left = bounds.hold_left.value_or(milliseconds::max());
+    const auto d = decide_retry(attempt, max_attempts, rest,
+                                full_jitter(attempt, retry.base_delay, retry.max_delay, rng),
+                                hold_left, bounds.deadline_passed);
+    if (d.stop == stop_reason::attempts) {
         return {false, milliseconds{0}, 0,
-                "retry.max_attempts (" + std::to_string(retry.max_attempts) + ") reached"};
+                (bounds.max_attempts ? "attempts for this request (" : "retry.max_attempts (") +
+                    std::to_string(max_attempts) + ") reached"};
+    }
+    if (d.stop == stop_reason::deadline) {
+        return {false, milliseconds{0}, 0, "the client's deadline has passed"};
+    }
+    if (d.stop == stop_reason::hold) {
+        return {false, milliseconds{0}, 0,
+                "next attempt in " + std::to_string(rest.count()) +
+                    " ms is beyond the hold budget left (" + std::to_string(hold_left.count()) +
+                    " ms)"};
     }
     if (!quota_.try_acquire(timed_out))
         return {false, milliseconds{0}, 0, "retry budget spent (too many failures recently)"};
-    auto wait = std::max(full_jitter(attempt, retry.base_delay, retry.max_delay, rng), rest);
-    return {true, wait, timed_out ? retry_quota::timeout_cost : retry_quota::retry_cost, {}};
+    return {true, d.wait, timed_out ? retry_quota::timeout_cost : retry_quota::retry_cost, {}};
 }
 
 throttle_answer traffic_policy::final_throttle(int attempts,
@@ -197,9 +217,8 @@ throttle_answer traffic_policy::final_throttle(int attempts,
                                                const std::string& model,
                                                clock::time_point now) const {
     auto rest = rests_.remaining(region, model, now);
-    const auto retry = settings_.load()->retry;
-    auto next = backoff_cap(attempts, retry.base_delay, retry.max_delay);
-    return {std::max({rest, next, milliseconds{1}}),
+    if (rest.count() == 0) rest = transient_pause(attempts, settings_.load()->retry);
+    return {std::max(rest, milliseconds{1}),
             "upstream (Bedrock) throttled " + model + " in " + region + "; retry after the wait",
             "upstream"};
 }
@@ -214,8 +233,9 @@ void traffic_policy::succeeded(const std::string& region,
 
 milliseconds traffic_policy::throttled(const std::string& region,
                                        const std::string& model,
-                                       clock::time_point now) {
-    return cool_down(region, model, now);
+                                       clock::time_point now,
+                                       std::optional<milliseconds> upstream_hint) {
+    return cool_down(region, model, now, upstream_hint);
 }
 
 void traffic_policy::settle(const std::string& model,

@@ -472,4 +472,32 @@ TEST(config, caller_keys_and_exposure) {
     }
 }
 
+// Issue 17: the hold budget, the cool-down cap and the default client deadline.
+TEST(config, retry_hold_cooldown_and_deadline_keys) {
+    auto d = parse_config("{}");
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->retry.max_hold.count(), 1000);
+    EXPECT_EQ(d->retry.max_cooldown.count(), 10000);
+    EXPECT_EQ(d->retry.default_timeout.count(), 0);
+
+    auto c = parse_config(
+        R"({"retry": {"max_hold_ms": 0, "max_cooldown_ms": 3000, "default_timeout_ms": 9000}})");
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->retry.max_hold.count(), 0);  // never wait
+    EXPECT_EQ(c->retry.max_cooldown.count(), 3000);
+    EXPECT_EQ(c->retry.default_timeout.count(), 9000);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    retry_hold,
+    config_rejects,
+    ::testing::Values(bad_case{R"({"retry":{"max_hold_ms":-1}})", "retry.max_hold_ms"},
+                      bad_case{R"({"retry":{"max_hold_ms":"1s"}})", "retry.max_hold_ms"},
+                      bad_case{R"({"retry":{"max_hold_ms":300001}})", "retry.max_hold_ms"},
+                      bad_case{R"({"retry":{"max_cooldown_ms":0}})", "retry.max_cooldown_ms"},
+                      bad_case{R"({"retry":{"base_delay_ms":500,"max_cooldown_ms":100}})",
+                               "retry.max_cooldown_ms"},
+                      bad_case{R"({"retry":{"default_timeout_ms":-5}})",
+                               "retry.default_timeout_ms"}));
+
 }  // namespace

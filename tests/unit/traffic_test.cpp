@@ -7,6 +7,9 @@
 
 #include "bgw/http/error_response.hpp"
 
+#include <algorithm>
+#include <vector>
+
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
@@ -97,7 +100,9 @@ TEST(traffic_policy, transient_failures_do_not_cool_a_model_down) {
 }
 
 TEST(traffic_policy, throttles_cool_the_model_down_escalating_until_a_success) {
-    traffic_policy t(retry(5, 100, 1000), {});
+    auto cfg = retry(5, 100, 1000);
+    cfg.max_cooldown = 1000ms;
+    traffic_policy t(cfg, {});
     std::mt19937_64 rng(7);
     const auto now = clock::time_point{} + 1h;
     auto s = t.after_failure(1, outcome::throttled, false, region, claude, now, rng);
@@ -111,33 +116,37 @@ TEST(traffic_policy, throttles_cool_the_model_down_escalating_until_a_success) {
     EXPECT_FALSE(t.admit("eu-west-1", claude, 1, now));
     EXPECT_FALSE(t.admit(region, "other.model", 1, now));
 
-    // Consecutive throttles double the rest (100, 200, 400, ...) up to max_delay_ms.
+    // Consecutive throttles double the rest (100, 200, 400, ...) up to max_cooldown_ms.
     auto t2 = now + 100ms;
     EXPECT_EQ(t.after_failure(2, outcome::throttled, false, region, claude, t2, rng).wait, 200ms);
     auto t3 = t2 + 200ms;
     EXPECT_EQ(t.after_failure(3, outcome::throttled, false, region, claude, t3, rng).wait, 400ms);
     auto t4 = t3 + 400ms;
-    t.after_failure(4, outcome::throttled, false, region, claude, t4, rng);
-    t.after_failure(1, outcome::throttled, false, region, claude, t4, rng);
-    EXPECT_EQ(t.admit(region, claude, 1, t4)->wait, 1000ms);  // capped
+    t.after_failure(4, outcome::throttled, false, region, claude, t4, rng);  // 800 ms
+    auto t5 = t4 + 800ms;
+    t.after_failure(1, outcome::throttled, false, region, claude, t5, rng);
+    EXPECT_EQ(t.admit(region, claude, 1, t5)->wait, 1000ms);  // capped
 
     // A success ends the streak: the next throttle rests only base_delay again.
     t.succeeded(region, claude, 0);
-    auto t5 = t4 + 1000ms;
-    EXPECT_EQ(t.after_failure(1, outcome::throttled, false, region, claude, t5, rng).wait, 100ms);
+    auto t6 = t5 + 1000ms;
+    EXPECT_EQ(t.after_failure(1, outcome::throttled, false, region, claude, t6, rng).wait, 100ms);
 }
 
-TEST(traffic_policy, final_throttle_waits_for_the_rest_or_the_next_backoff_whichever_is_longer) {
+TEST(traffic_policy, final_throttle_is_exactly_the_rest_and_a_burst_does_not_escalate_it) {
     traffic_policy t(retry(3, 100, 20000), {});
     std::mt19937_64 rng(7);
     const auto now = clock::time_point{} + 1h;
-    // Three requests throttled at once: the streak reaches 3, a rest of 400 ms.
+    // Three requests throttled at once (all sent before the rest began): one rest of 100 ms,
+    // not 400 ms; the 429 the first of them advertised stays true.
     for (int i = 0; i < 3; ++i)
-        t.after_failure(1, outcome::throttled, false, region, claude, now, rng);
-    auto a = t.final_throttle(1, region, claude, now + 150ms);
-    EXPECT_EQ(a.wait, 250ms);  // what remains of the rest, above the 100 ms backoff cap
+        t.after_failure(1, outcome::throttled, false, region, claude, now + 10ms * i, rng);
+    auto a = t.final_throttle(1, region, claude, now + 50ms);
+    EXPECT_EQ(a.wait, 50ms);  // what remains of the rest, whatever the backoff cap
     EXPECT_EQ(a.source, "upstream");
     EXPECT_NE(a.message.find("upstream"), std::string::npos) << a.message;
+    // A client back after exactly that wait is admitted: sent upstream, not held or refused.
+    EXPECT_FALSE(t.admit(region, claude, 1, now + 50ms + a.wait));
     // Without a rest (an operation without a model) the next backoff cap is the wait.
     EXPECT_EQ(t.final_throttle(3, region, "ApplyGuardrail", now).wait, 400ms);
 }
@@ -232,6 +241,12 @@ TEST(throttle_response, has_every_header_sdks_read_and_a_body_that_says_how_long
     EXPECT_EQ(res.result_int(), 429u);
     EXPECT_EQ(res["Retry-After"], "2");  // whole seconds, rounded up
     EXPECT_EQ(res["x-amz-retry-after"], "1500");
+    EXPECT_EQ(res["retry-after-ms"], "1500");  // the Anthropic and OpenAI SDKs read this one
+    // The precise form first: the AWS SDK for JavaScript v3 reads whichever comes first.
+    std::vector<std::string> order;
+    for (const auto& f : res) order.emplace_back(f.name_string());
+    auto at = [&](std::string_view n) { return std::find(order.begin(), order.end(), n); };
+    EXPECT_LT(at("x-amz-retry-after"), at("Retry-After"));
     EXPECT_EQ(res["x-amzn-ErrorType"], "ThrottlingException");
     EXPECT_EQ(res["x-amzn-RequestId"], "req-1");
     EXPECT_EQ(res["Content-Type"], "application/json");

@@ -66,7 +66,16 @@ struct limits_config {
 struct retry_config {
     int max_attempts = 3;  ///< counts the first try: 1 = never retry
     std::chrono::milliseconds base_delay{100};
-    std::chrono::milliseconds max_delay{20000};
+    std::chrono::milliseconds max_delay{20000};  ///< largest backoff cap between two attempts
+    /// The longest one request waits inside the gateway, backoff sleeps and cool-down waits
+    /// together (issue 17); 0 = never wait: a throttle is answered at once.
+    std::chrono::milliseconds max_hold{1000};
+    /// The longest a (region, model) rests after a throttle, escalating or as upstream's own
+    /// Retry-After asks.
+    std::chrono::milliseconds max_cooldown{10000};
+    /// How long a client waits for the response head when it does not say
+    /// (X-Gateway-Timeout-Ms); 0 = no deadline beyond upstream.response_timeout_ms per attempt.
+    std::chrono::milliseconds default_timeout{0};
 
     bool operator==(const retry_config&) const = default;
 };

@@ -58,6 +58,19 @@ struct retry_after_value {
 };
 retry_after_value retry_after(milliseconds wait);
 
+/// Sets the three forms of one wait on a response (`Fields` has `set(name, value)`), in the
+/// order SDKs should meet them: `x-amz-retry-after` (ms; the AWS SDK for JavaScript v3 reads
+/// whichever of it and `Retry-After` comes first, so the precise one goes first),
+/// `retry-after-ms` (ms; the Anthropic and OpenAI SDKs), `Retry-After` (whole seconds, rounded
+/// up, at least 1; RFC 9110 section 10.2.3).
+template <class Fields>
+void set_retry_after(Fields& fields, milliseconds wait) {
+    const auto v = retry_after(wait);
+    fields.set("x-amz-retry-after", std::to_string(v.milliseconds));
+    fields.set("retry-after-ms", std::to_string(v.milliseconds));
+    fields.set("Retry-After", std::to_string(v.seconds));
+}
+
 /// The cap of the full-jitter schedule for retry number `retry` (1 = the first retry):
 /// min(max_delay, base * 2^(retry-1)).
 milliseconds backoff_cap(int retry, milliseconds base, milliseconds max_delay);

@@ -11,13 +11,18 @@
 ///   succeeded() / throttled() / settle()  what the answer teaches the policy.
 ///
 /// Cool-downs escalate: the k-th consecutive upstream throttle of a (region, model) rests it for
-/// backoff_cap(k, base_delay, max_delay); a success ends the streak. Retries of requests already
-/// in flight wait out the rest too (never less than their full-jitter backoff), so the gateway
-/// never sends what it would tell its clients not to send.
+/// cooldown_length(k, ...) (upstream's own Retry-After when it sent one, else base_delay
+/// doubling, at most retry.max_cooldown_ms); a success ends the streak. A throttle that arrives
+/// while the target already rests (a request sent before the rest began) does not escalate, so
+/// a burst of answers never multiplies the rest past what the first 429 advertised. Retries of
+/// requests already in flight wait out the rest too (never less than their full-jitter backoff),
+/// so the gateway never sends what it would tell its clients not to send; a wait beyond what the
+/// request's hold budget has left ends it with the 429 at once (hold.hpp).
 ///
 /// Every method takes `now`; the class has no clock and no sockets. Thread-safe.
 
 #include "bgw/config/config.hpp"
+#include "bgw/policy/hold.hpp"
 #include "bgw/policy/throttle.hpp"
 
 #include <atomic>
@@ -82,19 +87,29 @@ public:
         int cost;           ///< retry budget this retry took (for succeeded())
         std::string why;    ///< when not retrying: why not (for the log)
     };
+    /// What this one request brings to the decision (nullopt: no bound of its own).
+    struct request_bounds {
+        std::optional<int> max_attempts;            ///< client_terms::max_attempts
+        std::optional<milliseconds> hold_left;      ///< hold_budget::left(now)
+        std::optional<milliseconds> upstream_hint;  ///< upstream_retry_after() of the answer
+        bool deadline_passed;                       ///< hold_budget::expired(now)
+    };
     /// Attempt number `attempt` (1 = the first) ended `throttled` or `transient` (a `timed_out`
     /// one costs more retry budget) with nothing relayed yet. A throttle starts or extends the
-    /// (region, model) cool-down before the decision.
+    /// (region, model) cool-down before the decision; then decide_retry() over the request's
+    /// attempts and hold budget; only a retry takes from the retry budget.
     step after_failure(int attempt,
                        outcome o,
                        bool timed_out,
                        const std::string& region,
                        const std::string& model,
                        clock::time_point now,
-                       std::mt19937_64& rng);
+                       std::mt19937_64& rng,
+                       const request_bounds& bounds = {});
 
     /// The 429 for a request that ends on an upstream throttle after `attempts` attempts: the
-    /// wait is what remains of the cool-down, and never less than the next backoff cap.
+    /// wait is exactly what remains of the cool-down (when the gateway would send the request
+    /// upstream again); without one, transient_pause().
     throttle_answer final_throttle(int attempts,
                                    const std::string& region,
                                    const std::string& model,
@@ -108,7 +123,8 @@ public:
     /// Returns how long the (region, model) now rests.
     milliseconds throttled(const std::string& region,
                            const std::string& model,
-                           clock::time_point now);
+                           clock::time_point now,
+                           std::optional<milliseconds> upstream_hint = std::nullopt);
     /// Replaces an admitted request's token estimate with what it used.
     void settle(const std::string& model,
                 std::uint64_t estimated,
@@ -125,7 +141,8 @@ public:
 private:
     milliseconds cool_down(const std::string& region,
                            const std::string& model,
-                           clock::time_point now);
+                           clock::time_point now,
+                           std::optional<milliseconds> upstream_hint);
 
     /// What a reload replaces, swapped whole so a request never sees half of one.
     struct settings {
