@@ -68,7 +68,8 @@ std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key,
 }
 
 void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
-    if (!conn->tcp().socket().is_open()) return;
+    // Pooling off (max_idle_per_host 0): the connection closes here.
+    if (max_idle_per_host_ == 0 || !conn->tcp().socket().is_open()) return;
     // An idle connection keeps at most the head room of a plain answer (session.cpp), not
     // the larger room of a big body.
     if (conn->buffer.size() == 0 && conn->buffer.capacity() > 16 * 1024)
@@ -77,8 +78,8 @@ void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
     const slot where{&conn->tcp().get_executor().context(), conn->key};
     std::lock_guard lock(mutex_);
     auto& q = idle_[where];
-    if (q.size() >= max_idle_per_host_) q.pop_front();  // drop the oldest
-    if (max_idle_per_host_ > 0) q.push_back(std::move(conn));
+    if (q.size() >= max_idle_per_host_) q.pop_front();  // drop the oldest (q is not empty)
+    q.push_back(std::move(conn));
 }
 
 void upstream_pool::clear() {
