@@ -17,12 +17,14 @@
 // The test fakes (tests/fakes/fake_bedrock) are the ones that check every signature.
 //
 // Prints `listening on 127.0.0.1:PORT` once (port 0, the default, picks a free one); exits 0
-// on SIGTERM or SIGINT.
+// on SIGTERM or SIGINT, after `tls handshakes N, resumed M` when serving TLS (so a run can tell
+// how often its clients resumed a session).
 
 #include "bgw/net/write.hpp"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -223,6 +225,10 @@ asio::awaitable<void> serve(socket_type sock, const settings& s, const canned& c
     co_await serve_requests(sock, s, c);
 }
 
+/// Completed TLS handshakes, and how many of them resumed a session.
+std::atomic<unsigned long> tls_handshakes{0};
+std::atomic<unsigned long> tls_resumed{0};
+
 /// A TLS connection: the handshake (bounded, so a client that never finishes it does not hold
 /// the connection), then the same loop as plain HTTP.
 asio::awaitable<void> serve_tls(socket_type sock,
@@ -239,6 +245,9 @@ asio::awaitable<void> serve_tls(socket_type sock,
     auto first = co_await (stream.async_handshake(asio::ssl::stream_base::server, use_nothrow) ||
                            deadline.async_wait(use_nothrow));
     if (first.index() != 0 || std::get<0>(std::get<0>(first))) co_return;
+    tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+    if (SSL_session_reused(stream.native_handle()))
+        tls_resumed.fetch_add(1, std::memory_order_relaxed);
     co_await serve_requests(stream, s, c);
 }
 
@@ -409,5 +418,8 @@ int main(int argc, char** argv) {
     sigwait(&signals, &sig);
     for (auto& l : loops) l->stop();
     for (auto& t : threads) t.join();
+    if (tls)
+        std::cout << "tls handshakes " << tls_handshakes.load() << ", resumed "
+                  << tls_resumed.load() << std::endl;
     return 0;
 }
