@@ -82,15 +82,24 @@ int remember_session(SSL* ssl, SSL_SESSION* session) {
 }
 
 /// Offers the newest session `ssl`'s host gave (if any), and marks `ssl` as a connection to
-/// `key` so that the sessions it is given are remembered.
+/// `key` so that the sessions it is given are remembered. Each connection gets a copy of its
+/// own: a session shared by connections on different threads would be reference-counted
+/// inside libcrypto, where ThreadSanitizer cannot see the synchronisation, so a stored session
+/// is only ever touched under the store's mutex.
 void offer_session(SSL* ssl, const std::string& key) {
     SSL_set_ex_data(ssl, key_index(), const_cast<std::string*>(&key));
     auto* store =
         static_cast<session_store*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), store_index()));
     if (!store) return;
-    std::lock_guard lock(store->mutex);
-    if (auto it = store->newest.find(key); it != store->newest.end())
-        SSL_set_session(ssl, it->second);  // takes its own reference
+    SSL_SESSION* mine = nullptr;
+    {
+        std::lock_guard lock(store->mutex);
+        if (auto it = store->newest.find(key); it != store->newest.end())
+            mine = SSL_SESSION_dup(it->second);
+    }
+    if (!mine) return;
+    SSL_set_session(ssl, mine);  // takes its own reference
+    SSL_SESSION_free(mine);
 }
 
 }  // namespace
