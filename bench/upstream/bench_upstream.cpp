@@ -2,7 +2,7 @@
 // bottleneck of a measurement.
 //
 //   bench_upstream [--port N] [--threads N] [--invoke-bytes N] [--latency-us N]
-//                  [--stream-events N] [--stream-gap-ms X]
+//                  [--stream-events N] [--stream-gap-ms X] [--tls-cert FILE --tls-key FILE]
 //
 // Answers POST /model/{modelId}/invoke and /converse with canned JSON of --invoke-bytes bytes
 // (default 1024; a model id `bench-<N>` asks for N bytes instead) and the token-count headers,
@@ -10,15 +10,21 @@
 // (default 50), chunked, one frame per chunk, --stream-gap-ms apart (default 0: the whole body
 // in one write). --latency-us delays every answer's head on a timer. Keep-alive; --threads
 // event loops (default 1), each with its own io_context, connections handed out round-robin.
+// With --tls-cert and --tls-key (PEM: the certificate chain and its key) every connection is
+// TLS, as Bedrock's always are; without them, plain HTTP with nothing TLS on the path.
 //
 // It does NOT verify signatures, and never looks at a request body: speed is the point here.
 // The test fakes (tests/fakes/fake_bedrock) are the ones that check every signature.
 //
 // Prints `listening on 127.0.0.1:PORT` once (port 0, the default, picks a free one); exits 0
-// on SIGTERM or SIGINT.
+// on SIGTERM or SIGINT, after `tls handshakes N, resumed M` when serving TLS (so a run can tell
+// how often its clients resumed a session).
+
+#include "bgw/net/write.hpp"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -31,6 +37,7 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "canned_responses.hpp"
@@ -39,8 +46,11 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -52,6 +62,9 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using bgw::bench::operation;
 using socket_type = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
+// Asio's own TLS stream: its write_some takes the first non-empty buffer, and nothing here
+// needs Beast's flattening (the issue-23 trap; bgw::net::write_all avoids it anyway).
+using tls_socket_type = asio::ssl::stream<socket_type>;
 inline constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
 struct settings {
@@ -61,6 +74,8 @@ struct settings {
     std::chrono::microseconds latency{0};
     unsigned stream_events = 50;
     std::chrono::microseconds stream_gap{0};
+    std::string tls_cert;  ///< PEM certificate chain; with tls_key, serve TLS
+    std::string tls_key;
 };
 
 /// Every answer, built once before the first connection.
@@ -102,7 +117,8 @@ std::size_t asked_size(std::string_view model_id) {
 }
 
 /// Writes a streamed answer: at once when there is no gap, else event by event on a timer.
-asio::awaitable<bool> write_stream(socket_type& sock,
+template <class Stream>
+asio::awaitable<bool> write_stream(Stream& sock,
                                    const bgw::bench::stream_response& r,
                                    std::chrono::microseconds gap,
                                    asio::steady_timer& timer) {
@@ -110,9 +126,8 @@ asio::awaitable<bool> write_stream(socket_type& sock,
         auto [ec, n] = co_await asio::async_write(sock, asio::buffer(r.whole), use_nothrow);
         co_return !ec;
     }
-    const std::array<asio::const_buffer, 2> first = {asio::buffer(r.head),
-                                                     asio::buffer(r.chunks.front())};
-    auto [ec, n] = co_await asio::async_write(sock, first, use_nothrow);
+    auto [ec, n] =
+        co_await bgw::net::write_all(sock, asio::buffer(r.head), asio::buffer(r.chunks.front()));
     if (ec) co_return false;
     for (std::size_t i = 1; i < r.chunks.size(); ++i) {
         timer.expires_after(gap);
@@ -123,10 +138,11 @@ asio::awaitable<bool> write_stream(socket_type& sock,
     co_return true;
 }
 
-/// One client connection: read a head, skip its body, answer, until the peer closes.
-asio::awaitable<void> serve(socket_type sock, const settings& s, const canned& c) {
+/// One client connection, plain or TLS: read a head, skip its body, answer, until the peer
+/// closes.
+template <class Stream>
+asio::awaitable<void> serve_requests(Stream& sock, const settings& s, const canned& c) {
     boost::system::error_code ignored;
-    sock.set_option(tcp::no_delay(true), ignored);  // event chunks go out as they are written
     std::vector<char> buf(64 * 1024);
     std::size_t start = 0;
     std::size_t end = 0;
@@ -197,10 +213,42 @@ asio::awaitable<void> serve(socket_type sock, const settings& s, const canned& c
         }
         if (!ok) co_return;
         if (!keep_alive) {
-            sock.shutdown(tcp::socket::shutdown_send, ignored);
+            sock.lowest_layer().shutdown(tcp::socket::shutdown_send, ignored);
             co_return;
         }
     }
+}
+
+asio::awaitable<void> serve(socket_type sock, const settings& s, const canned& c) {
+    boost::system::error_code ignored;
+    sock.set_option(tcp::no_delay(true), ignored);  // event chunks go out as they are written
+    co_await serve_requests(sock, s, c);
+}
+
+/// Completed TLS handshakes, and how many of them resumed a session.
+std::atomic<unsigned long> tls_handshakes{0};
+std::atomic<unsigned long> tls_resumed{0};
+
+/// A TLS connection: the handshake (bounded, so a client that never finishes it does not hold
+/// the connection), then the same loop as plain HTTP.
+asio::awaitable<void> serve_tls(socket_type sock,
+                                asio::ssl::context& tls,
+                                const settings& s,
+                                const canned& c) {
+    using namespace std::chrono_literals;
+    using namespace asio::experimental::awaitable_operators;
+    boost::system::error_code ignored;
+    sock.set_option(tcp::no_delay(true), ignored);
+    tls_socket_type stream(std::move(sock), tls);
+    asio::steady_timer deadline(stream.get_executor());
+    deadline.expires_after(10s);
+    auto first = co_await (stream.async_handshake(asio::ssl::stream_base::server, use_nothrow) ||
+                           deadline.async_wait(use_nothrow));
+    if (first.index() != 0 || std::get<0>(std::get<0>(first))) co_return;
+    tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+    if (SSL_session_reused(stream.native_handle()))
+        tls_resumed.fetch_add(1, std::memory_order_relaxed);
+    co_await serve_requests(stream, s, c);
 }
 
 using context_list = std::vector<std::unique_ptr<asio::io_context>>;
@@ -208,6 +256,7 @@ using context_list = std::vector<std::unique_ptr<asio::io_context>>;
 /// Accepts on the first event loop and hands each connection to the next loop in turn.
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor,
                                   context_list& loops,
+                                  asio::ssl::context* tls,
                                   const settings& s,
                                   const canned& c) {
     asio::steady_timer backoff(acceptor.get_executor());
@@ -224,14 +273,19 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor,
             co_await backoff.async_wait(use_nothrow);
             continue;
         }
-        asio::co_spawn(loop, serve(std::move(sock), s, c), asio::detached);
+        if (tls) {
+            asio::co_spawn(loop, serve_tls(std::move(sock), *tls, s, c), asio::detached);
+        } else {
+            asio::co_spawn(loop, serve(std::move(sock), s, c), asio::detached);
+        }
     }
 }
 
 void usage() {
     std::fprintf(stderr,
                  "usage: bench_upstream [--port N] [--threads N] [--invoke-bytes N] "
-                 "[--latency-us N] [--stream-events N] [--stream-gap-ms X]\n");
+                 "[--latency-us N] [--stream-events N] [--stream-gap-ms X] "
+                 "[--tls-cert FILE --tls-key FILE]\n");
 }
 
 /// A non-negative number for `flag`, or nullopt after saying why.
@@ -274,13 +328,38 @@ std::optional<settings> parse_args(int argc, char** argv) {
         } else if (flag == "--stream-gap-ms") {
             if (!(v = number(flag, value, 600'000))) return std::nullopt;
             s.stream_gap = std::chrono::microseconds(static_cast<long>(*v * 1000));
+        } else if (flag == "--tls-cert") {
+            s.tls_cert = value;
+        } else if (flag == "--tls-key") {
+            s.tls_key = value;
         } else {
             std::fprintf(stderr, "bench_upstream: unknown option %s\n", argv[i - 1]);
             usage();
             return std::nullopt;
         }
     }
+    if (s.tls_cert.empty() != s.tls_key.empty()) {
+        std::fprintf(stderr, "bench_upstream: --tls-cert and --tls-key go together\n");
+        return std::nullopt;
+    }
     return s;
+}
+
+/// The server TLS context, or nullopt after saying why (a missing or unreadable file).
+std::optional<asio::ssl::context> make_server_tls(const settings& s) {
+    try {
+        asio::ssl::context ctx(asio::ssl::context::tls_server);
+        ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                        asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                        asio::ssl::context::no_tlsv1_1);
+        ctx.use_certificate_chain_file(s.tls_cert);
+        ctx.use_private_key_file(s.tls_key, asio::ssl::context::pem);
+        return ctx;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_upstream: cannot use %s / %s: %s\n", s.tls_cert.c_str(),
+                     s.tls_key.c_str(), e.what());
+        return std::nullopt;
+    }
 }
 
 }  // namespace
@@ -314,6 +393,9 @@ int main(int argc, char** argv) {
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
     for (auto& l : loops) work.push_back(asio::make_work_guard(*l));
 
+    std::optional<asio::ssl::context> tls;
+    if (!s.tls_cert.empty() && !(tls = make_server_tls(s))) return 2;
+
     tcp::acceptor acceptor(*loops.front());
     try {
         const tcp::endpoint ep(asio::ip::make_address_v4("127.0.0.1"), s.port);
@@ -327,7 +409,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::cout << "listening on 127.0.0.1:" << acceptor.local_endpoint().port() << std::endl;
-    asio::co_spawn(*loops.front(), accept_loop(acceptor, loops, s, c), asio::detached);
+    asio::co_spawn(*loops.front(), accept_loop(acceptor, loops, tls ? &*tls : nullptr, s, c),
+                   asio::detached);
 
     std::vector<std::thread> threads;
     for (auto& l : loops) threads.emplace_back([&io = *l] { io.run(); });
@@ -335,5 +418,8 @@ int main(int argc, char** argv) {
     sigwait(&signals, &sig);
     for (auto& l : loops) l->stop();
     for (auto& t : threads) t.join();
+    if (tls)
+        std::cout << "tls handshakes " << tls_handshakes.load() << ", resumed "
+                  << tls_resumed.load() << std::endl;
     return 0;
 }
