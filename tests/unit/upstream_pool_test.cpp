@@ -97,3 +97,17 @@ TEST(upstream_pool, clear_drops_every_idle_connection) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(upstream_pool, with_pooling_off_keeps_nothing_and_never_crashes) {
+    // upstream.max_idle_per_host 0 is a valid config: every connection closes after its answer.
+    boost::asio::io_context ioc;
+    upstream_pool pool(0, std::chrono::seconds(50));
+    pool.give_back(open_connection(ioc, "http://h:1"));
+    pool.give_back(open_connection(ioc, "http://h:1"));
+    EXPECT_EQ(pool.idle_count(), 0u);
+    EXPECT_EQ(pool.take("http://h:1", ioc), nullptr);
+}
+
+}  // namespace
