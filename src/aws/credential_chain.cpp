@@ -6,6 +6,7 @@
 
 #include "bgw/aws/credential_chain.hpp"
 
+#include "bgw/aws/sign_request.hpp"
 #include "bgw/http/json.hpp"
 
 #include <algorithm>
@@ -396,24 +397,18 @@ result<timed_credentials> assume_role_call(const provider_io& io,
     const auto now = io.now();
     // Host is signed, so it must be byte for byte what the shell sends: the URL's authority.
     req.headers = {{"Host", std::string(url->encoded_host_and_port())},
-                   {"Content-Type", std::string(form_content_type)},
-                   {"X-Amz-Date", format_amz_date(now)}};
-    if (!source_creds.session_token.empty())
-        req.headers.push_back({"X-Amz-Security-Token", source_creds.session_token});
+                   {"Content-Type", std::string(form_content_type)}};
     const std::string path = url->encoded_path().empty() ? "/" : std::string(url->encoded_path());
-    const std::string payload_hash = sha256_hex(req.body);
     const std::string sign_region = signing_region(region);
-    signing_input in;
-    in.method = req.method;
-    in.wire_path = path;
-    in.query = url->encoded_query();
-    in.headers = req.headers;
-    in.payload_sha256 = payload_hash;
-    in.region = sign_region;
-    in.service = "sts";
-    in.time = now;
-    auto sig = sign_v4(in, source_creds);
-    req.headers.push_back({"Authorization", std::move(sig.authorization)});
+    sign_request(req.headers,
+                 {.method = req.method,
+                  .wire_path = path,
+                  .query = url->encoded_query(),
+                  .body = req.body,
+                  .region = sign_region,
+                  .service = "sts",
+                  .time = now},
+                 source_creds);
     return sts_exchange(io, req, "AssumeRole", p.role_arn, std::move(source));
 }
 

@@ -1,6 +1,7 @@
 #include "bgw/cli/sign_command.hpp"
 
 #include "bgw/aws/raw_request.hpp"
+#include "bgw/aws/sign_request.hpp"
 
 #include <chrono>
 #include <istream>
@@ -149,61 +150,37 @@ int run_sign_command(std::span<const std::string_view> args,
         return exit_bad_request;
     }
 
-    // Headers the signer needs, in the order aws-c-auth adds them: the token, then the date.
-    std::vector<aws::header> added;
-    if (!creds.session_token.empty()) {
-        const auto present = aws::find_header(req.headers, "x-amz-security-token");
-        if (present && *present != creds.session_token) {
-            err << "sign: bad request: it carries an X-Amz-Security-Token that differs from the "
-                   "credentials' session token\n";
-            return exit_bad_request;
-        }
-        if (!present) added.push_back({"X-Amz-Security-Token", creds.session_token});
+    // What the signer would add must agree with what the request already says.
+    if (const auto present = aws::find_header(req.headers, "x-amz-security-token");
+        present && !creds.session_token.empty() && *present != creds.session_token) {
+        err << "sign: bad request: it carries an X-Amz-Security-Token that differs from the "
+               "credentials' session token\n";
+        return exit_bad_request;
     }
-    std::chrono::sys_seconds when;
-    if (const auto date = aws::find_header(req.headers, "x-amz-date")) {
-        // The request's own X-Amz-Date is what the server will check the signature against, so
-        // it wins over --time.
-        const auto parsed_date = aws::parse_amz_date(*date);
-        if (!parsed_date) {
-            err << "sign: bad request: X-Amz-Date is not of the form 20150830T123600Z\n";
-            return exit_bad_request;
-        }
-        when = *parsed_date;
-    } else {
-        when = opts.time
-                   ? *aws::parse_amz_date(*opts.time)
-                   : std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-        added.push_back({"X-Amz-Date", aws::format_amz_date(when)});
+    // The request's own X-Amz-Date is what the server will check the signature against, so
+    // it wins over --time.
+    if (const auto date = aws::find_header(req.headers, "x-amz-date");
+        date && !aws::parse_amz_date(*date)) {
+        err << "sign: bad request: X-Amz-Date is not of the form 20150830T123600Z\n";
+        return exit_bad_request;
     }
+    const auto when =
+        opts.time ? *aws::parse_amz_date(*opts.time)
+                  : std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
 
-    std::vector<aws::header> all = req.headers;
-    all.insert(all.end(), added.begin(), added.end());
-
-    const bool s3 = *opts.service == "s3";
-    std::string payload_hash = aws::sha256_hex(req.body);
-    if (const auto declared = aws::find_header(req.headers, "x-amz-content-sha256");
-        declared && s3) {
-        // S3 signs whatever the header declares (UNSIGNED-PAYLOAD, STREAMING-...), not the body.
-        payload_hash = std::string(*declared);
-    }
-
-    aws::signing_input input;
-    input.method = req.method;
-    input.wire_path = req.path();
-    input.query = req.query();
-    input.headers = all;
-    input.payload_sha256 = payload_hash;
-    input.region = *opts.region;
-    input.service = *opts.service;
-    input.time = when;
-    // S3 keys are arbitrary byte strings: "a//b/../c" names an object, so S3 signs the path
-    // as sent; every other service (Bedrock included) normalises and double-encodes.
-    input.normalize_path = !s3;
-    input.double_encode_path = !s3;
-
-    const aws::signature sig = aws::sign_v4(input, creds);
-    out << aws::format_signed_request(req, added, sig.authorization);
+    std::vector<aws::header> headers = req.headers;
+    auto added = aws::sign_request(headers,
+                                   {.method = req.method,
+                                    .wire_path = req.path(),
+                                    .query = req.query(),
+                                    .body = req.body,
+                                    .region = *opts.region,
+                                    .service = *opts.service,
+                                    .time = when},
+                                   creds);
+    const std::string authorization = std::move(added.back().value);
+    added.pop_back();
+    out << aws::format_signed_request(req, added, authorization);
     out.flush();
     return exit_ok;
 }

@@ -3,7 +3,7 @@
 
 #include "bgw/net/aws_call.hpp"
 
-#include "bgw/aws/sigv4.hpp"
+#include "bgw/aws/sign_request.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
@@ -59,31 +59,22 @@ awaitable<aws_reply> aws_call(gateway_context& g,
         reply.ec = cec;
         co_return reply;
     }
-    const bool s3 = service == "s3";
-    const auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-    const std::string hash = aws::sha256_hex(body);
     std::vector<aws::header> headers{{"Host", ep.host_header}};
     if (!content_type.empty()) headers.push_back({"Content-Type", std::string(content_type)});
     if (!opts.user_agent.empty()) headers.push_back({"User-Agent", std::string(opts.user_agent)});
-    if (s3) headers.push_back({"x-amz-content-sha256", hash});
-    headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
-    if (!creds.session_token.empty())
-        headers.push_back({"X-Amz-Security-Token", creds.session_token});
-    aws::signing_input in{.method = http::to_string(method),
-                          .wire_path = path,
-                          .query = opts.query,
-                          .headers = headers,
-                          .payload_sha256 = hash,
-                          .region = region,
-                          .service = service,
-                          .time = now,
-                          .normalize_path = !s3,
-                          .double_encode_path = !s3};
-    auto sig = aws::sign_v4(in, creds, &g.keys);
+    aws::sign_request(
+        headers,
+        {.method = http::to_string(method),
+         .wire_path = path,
+         .query = opts.query,
+         .body = body,
+         .region = region,
+         .service = service,
+         .time = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now())},
+        creds, &g.keys);
     http::request<http::string_body> req{
         method, opts.query.empty() ? path : path + "?" + std::string(opts.query), 11};
     for (const auto& h : headers) req.insert(h.name, h.value);
-    req.set(http::field::authorization, sig.authorization);
     req.body() = std::move(body);
     req.keep_alive(false);
     req.prepare_payload();

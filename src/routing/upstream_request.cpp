@@ -1,5 +1,6 @@
 #include "bgw/routing/upstream_request.hpp"
 
+#include "bgw/aws/sign_request.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/http/json.hpp"
 
@@ -37,24 +38,15 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
         out.headers.push_back({"Authorization", "Bearer " + std::string(bearer_token)});
         return out;
     }
-    out.headers.push_back({"X-Amz-Date", aws::format_amz_date(now)});
-    if (!creds.session_token.empty()) {
-        out.headers.push_back({"X-Amz-Security-Token", creds.session_token});
-    }
-
-    std::string payload_hash = aws::sha256_hex(body);
-    std::string_view path = req.wire_path;
-    std::string_view query = req.query;
-    aws::signing_input in{.method = boost::beast::http::to_string(method),
-                          .wire_path = path,
-                          .query = query,
-                          .headers = out.headers,
-                          .payload_sha256 = payload_hash,
-                          .region = region,
-                          .service = "bedrock",
-                          .time = now};
-    aws::signature sig = aws::sign_v4(in, creds, cache);
-    out.headers.push_back({"Authorization", std::move(sig.authorization)});
+    aws::sign_request(out.headers,
+                      {.method = boost::beast::http::to_string(method),
+                       .wire_path = req.wire_path,
+                       .query = req.query,
+                       .body = body,
+                       .region = region,
+                       .service = "bedrock",
+                       .time = now},
+                      creds, cache);
     return out;
 }
 

@@ -1,6 +1,7 @@
 #include "fakes/fake_bedrock.hpp"
 
 #include "bgw/aws/eventstream.hpp"
+#include "bgw/aws/sign_request.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -1218,10 +1219,8 @@ void sign_request(http::request<http::string_body>& req,
         req.set(http::field::host,
                 (s3 ? "s3." : "bedrock-runtime.") + std::string(region) + ".amazonaws.com");
     req.erase(http::field::authorization);
-    req.set("X-Amz-Date", aws::format_amz_date(time));
-    if (s3 && req.find("X-Amz-Content-SHA256") == req.end())
-        req.set("X-Amz-Content-SHA256", aws::sha256_hex(req.body()));
-    if (!creds.session_token.empty()) req.set("X-Amz-Security-Token", creds.session_token);
+    req.erase("X-Amz-Date");
+    if (!creds.session_token.empty()) req.erase("X-Amz-Security-Token");
     req.prepare_payload();  // Content-Length is sent, so botocore signs it; so do we
 
     std::vector<aws::header> headers;
@@ -1229,20 +1228,17 @@ void sign_request(http::request<http::string_body>& req,
         headers.push_back({std::string(f.name_string()), std::string(f.value())});
     std::string_view target = req.target();
     auto q = target.find('?');
-    auto body_hash = aws::sha256_hex(req.body());
-
-    aws::signing_input in;
-    in.method = req.method_string();
-    in.wire_path = target.substr(0, q);
-    in.query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
-    in.headers = headers;
-    in.payload_sha256 = body_hash;
-    in.region = region;
-    in.service = service;
-    in.time = time;
-    in.normalize_path = !s3;
-    in.double_encode_path = !s3;
-    req.set(http::field::authorization, aws::sign_v4(in, creds).authorization);
+    auto added = aws::sign_request(
+        headers,
+        {.method = req.method_string(),
+         .wire_path = target.substr(0, q),
+         .query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1),
+         .body = req.body(),
+         .region = region,
+         .service = service,
+         .time = time},
+        creds);
+    for (auto& h : added) req.set(h.name, h.value);
 }
 
 // --- fake_bedrock --------------------------------------------------------------------------------
