@@ -1164,15 +1164,18 @@ awaitable<bool> forward(beast::tcp_stream& client,
     std::pair<relay_end, beast::error_code> relayed;
     bgw::http::event_relay* ev = events ? &*events : nullptr;
     body_capture* cap = capture ? &*capture : nullptr;
+    // A named local, not a std::function made from the lambda inside the co_await: GCC 12
+    // mishandles temporaries with destructors there.
+    const std::function<void()> before_end = settle_usage;
     if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
         relayed = co_await relay_body(*plain, conn->buffer, *p, client, head_bytes, chunked,
                                       read_timeout, cfg.limits.client_idle_timeout, log.bytes_out,
-                                      ev, error_body, cap, settle_usage, log.first_event);
+                                      ev, error_body, cap, before_end, log.first_event);
     } else {
         relayed =
             co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
                                 head_bytes, chunked, read_timeout, cfg.limits.client_idle_timeout,
-                                log.bytes_out, ev, error_body, cap, settle_usage, log.first_event);
+                                log.bytes_out, ev, error_body, cap, before_end, log.first_event);
     }
     if (events) {
         log.stream = events->summary();
