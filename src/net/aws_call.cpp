@@ -4,6 +4,7 @@
 #include "bgw/net/aws_call.hpp"
 
 #include "bgw/aws/sign_request.hpp"
+#include "bgw/net/exchange.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
@@ -12,22 +13,8 @@
 #include <boost/beast/http.hpp>
 
 namespace bgw::net {
-namespace {
 
 namespace http = beast::http;
-
-template <class Stream>
-awaitable<beast::error_code> exchange(Stream& stream,
-                                      beast::flat_buffer& buf,
-                                      http::request<http::string_body>& req,
-                                      http::response_parser<http::string_body>& p) {
-    auto [wec, wn] = co_await http::async_write(stream, req, use_nothrow);
-    if (wec) co_return wec;
-    auto [rec, rn] = co_await http::async_read(stream, buf, p, use_nothrow);
-    co_return rec;
-}
-
-}  // namespace
 
 /// One signed call to an AWS endpoint on a fresh connection, with the upstream bounds.
 awaitable<aws_reply> aws_call(gateway_context& g,
@@ -82,11 +69,7 @@ awaitable<aws_reply> aws_call(gateway_context& g,
     http::response_parser<http::string_body> p;
     p.body_limit(opts.body_limit);
     conn->tcp().expires_after(g.snapshot()->upstream.response_timeout);
-    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        reply.ec = co_await exchange(*plain, conn->buffer, req, p);
-    } else {
-        reply.ec = co_await exchange(std::get<tls_stream>(conn->stream), conn->buffer, req, p);
-    }
+    reply.ec = co_await exchange_once(*conn, req, p);
     if (reply.ec) co_return reply;
     auto res = p.release();
     reply.status = res.result_int();

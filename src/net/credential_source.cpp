@@ -3,6 +3,7 @@
 
 #include "bgw/net/credential_source.hpp"
 
+#include "bgw/net/exchange.hpp"
 #include "bgw/net/upstream.hpp"
 #include "bgw/obs/log.hpp"
 
@@ -180,17 +181,7 @@ awaitable<void> exchange(asio::ssl::context& tls,
     http::response_parser<http::string_body> p;
     p.body_limit(1024 * 1024);
     conn->tcp().expires_after(10s);
-    beast::error_code ec;
-    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        auto [wec, wn] = co_await http::async_write(*plain, req, use_nothrow);
-        ec = wec;
-        if (!ec) std::tie(ec, wn) = co_await http::async_read(*plain, conn->buffer, p, use_nothrow);
-    } else {
-        auto& s = std::get<tls_stream>(conn->stream);
-        auto [wec, wn] = co_await http::async_write(s, req, use_nothrow);
-        ec = wec;
-        if (!ec) std::tie(ec, wn) = co_await http::async_read(s, conn->buffer, p, use_nothrow);
-    }
+    const auto ec = co_await exchange_once(*conn, req, p);
     if (ec) {
         out = unavailable("no answer from " + ep.host + ": " + ec.message());
         co_return;

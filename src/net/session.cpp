@@ -8,6 +8,7 @@
 #include "bgw/http/headers.hpp"
 #include "bgw/http/json.hpp"
 #include "bgw/http/wire.hpp"
+#include "bgw/net/exchange.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/net/write.hpp"
 #include "bgw/obs/log.hpp"
@@ -547,12 +548,10 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
         // No wait outlives the client's deadline, this one included (issue 17).
         conn->tcp().expires_after(hold.attempt_bound(cfg.upstream.response_timeout, clock::now()));
         const auto sent = clock::now();
-        if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-            r.ec = co_await send_and_read_header(*plain, conn->buffer, out, *p);
-        } else {
-            r.ec = co_await send_and_read_header(std::get<tls_stream>(conn->stream), conn->buffer,
-                                                 out, *p);
-        }
+        auto send = [&](auto& stream) {
+            return send_and_read_header(stream, conn->buffer, out, *p);
+        };
+        r.ec = co_await with_stream(*conn, send);
         if (r.ec && conn->reused && !stale_retry && is_benign(r.ec) && !p->got_some() &&
             !watch.client_gone) {
             stale_retry = true;
@@ -567,12 +566,10 @@ awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
     if (watch.client_gone) co_return r;
     if (!r.ec && p->get().result_int() >= 400) {
         constexpr std::size_t error_body_cap = 64 * 1024;
-        if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-            r.ec = co_await read_error_body(*plain, conn->buffer, *p, error_body, error_body_cap);
-        } else {
-            r.ec = co_await read_error_body(std::get<tls_stream>(conn->stream), conn->buffer, *p,
-                                            error_body, error_body_cap);
-        }
+        auto read = [&](auto& stream) {
+            return read_error_body(stream, conn->buffer, *p, error_body, error_body_cap);
+        };
+        r.ec = co_await with_stream(*conn, read);
         if (!r.ec) {
             const auto& head = p->get();
             auto code = policy::error_code(head["x-amzn-ErrorType"],
@@ -1167,16 +1164,12 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // A named local, not a std::function made from the lambda inside the co_await: GCC 12
     // mishandles temporaries with destructors there.
     const std::function<void()> before_end = settle_usage;
-    if (auto* plain = std::get_if<beast::tcp_stream>(&conn->stream)) {
-        relayed = co_await relay_body(*plain, conn->buffer, *p, client, head_bytes, chunked,
-                                      read_timeout, cfg.limits.client_idle_timeout, log.bytes_out,
-                                      ev, error_body, cap, before_end, log.first_event);
-    } else {
-        relayed =
-            co_await relay_body(std::get<tls_stream>(conn->stream), conn->buffer, *p, client,
-                                head_bytes, chunked, read_timeout, cfg.limits.client_idle_timeout,
-                                log.bytes_out, ev, error_body, cap, before_end, log.first_event);
-    }
+    auto relay = [&](auto& stream) {
+        return relay_body(stream, conn->buffer, *p, client, head_bytes, chunked, read_timeout,
+                          cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body, cap,
+                          before_end, log.first_event);
+    };
+    relayed = co_await with_stream(*conn, relay);
     if (events) {
         log.stream = events->summary();
         // A throttle inside a stream cannot change the status, but it does teach the policy.
