@@ -6,6 +6,11 @@
 
 #include "bgw/aws/credential_chain.hpp"
 
+#include "bgw/aws/credentials/common.hpp"
+#include "bgw/aws/credentials/credentials_json.hpp"
+#include "bgw/aws/credentials/form.hpp"
+#include "bgw/aws/credentials/ini.hpp"
+#include "bgw/aws/credentials/xml.hpp"
 #include "bgw/aws/sign_request.hpp"
 #include "bgw/http/json.hpp"
 
@@ -19,160 +24,11 @@
 #include <rapidjson/document.h>
 
 namespace bgw::aws {
+
+using namespace cred;
 namespace {
 
 using namespace std::chrono;
-
-error unavailable(std::string message) {
-    return {boost::beast::http::status::service_unavailable, "ServiceUnavailableException",
-            std::move(message)};
-}
-
-error prefixed(std::string_view prefix, error e) {
-    e.message = std::string(prefix) + ": " + e.message;
-    return e;
-}
-
-std::string_view trim(std::string_view s) {
-    auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    while (!s.empty() && ws(s.front())) s.remove_prefix(1);
-    while (!s.empty() && ws(s.back())) s.remove_suffix(1);
-    return s;
-}
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
-
-/// A set, non-empty environment variable (the SDKs treat an empty one as unset).
-std::optional<std::string> env_var(const provider_io& io, std::string_view name) {
-    auto v = io.env(name);
-    if (!v || v->empty()) return std::nullopt;
-    return v;
-}
-
-/// application/x-www-form-urlencoded as botocore's query serializer writes it: everything but
-/// RFC 3986 unreserved characters percent-encoded (so a space is %20, never '+').
-std::string form_encode(std::string_view s) {
-    static constexpr char hex[] = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : s) {
-        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-            out += static_cast<char>(c);
-        } else {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 0x0f];
-        }
-    }
-    return out;
-}
-
-std::string form(const std::vector<std::pair<std::string, std::string>>& fields) {
-    std::string out;
-    for (const auto& [k, v] : fields) {
-        if (!out.empty()) out += '&';
-        out += form_encode(k) + "=" + form_encode(v);
-    }
-    return out;
-}
-
-constexpr std::string_view form_content_type = "application/x-www-form-urlencoded; charset=utf-8";
-
-std::string default_session_name(const provider_io& io) {
-    return "bedrock-gateway-" + std::to_string(io.now().time_since_epoch().count());
-}
-
-/// Text that came from a remote party, made safe for one log line: no control characters and
-/// bounded, so a hostile endpoint cannot forge log lines or flood them.
-std::string printable(std::string_view s, std::size_t limit = 300) {
-    std::string out;
-    for (char c : s.substr(0, limit)) out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
-    if (s.size() > limit) out += "...";
-    return out;
-}
-
-// --- XML (STS answers) -------------------------------------------------------------------------
-
-std::string xml_unescape(std::string_view s) {
-    static constexpr std::pair<std::string_view, char> entities[] = {
-        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
-    std::string out;
-    while (!s.empty()) {
-        if (s.front() == '&') {
-            bool done = false;
-            for (auto [name, c] : entities) {
-                if (s.starts_with(name)) {
-                    out += c;
-                    s.remove_prefix(name.size());
-                    done = true;
-                    break;
-                }
-            }
-            if (done) continue;
-        }
-        out += s.front();
-        s.remove_prefix(1);
-    }
-    return out;
-}
-
-/// The text of the first <tag>...</tag> in `xml`. STS answers are small, flat and generated,
-/// so a tag search is enough and survives namespaces, whitespace and unknown elements.
-std::optional<std::string_view> xml_element(std::string_view xml, std::string_view tag) {
-    const std::string open = "<" + std::string(tag) + ">";
-    const std::string close = "</" + std::string(tag) + ">";
-    auto b = xml.find(open);
-    if (b == std::string_view::npos) return std::nullopt;
-    b += open.size();
-    auto e = xml.find(close, b);
-    if (e == std::string_view::npos) return std::nullopt;
-    return xml.substr(b, e - b);
-}
-
-std::optional<std::string> xml_text(std::string_view xml, std::string_view tag) {
-    auto v = xml_element(xml, tag);
-    if (!v) return std::nullopt;
-    return xml_unescape(trim(*v));
-}
-
-// --- INI (shared config and credentials files) ---------------------------------------------------
-
-using ini_section = std::map<std::string, std::string>;
-using ini_file = std::map<std::string, ini_section>;
-
-/// Python's ConfigParser as botocore uses it: `[section]`, `key = value` or `key: value`, keys
-/// case-insensitive, full-line `#`/`;` comments, and lines indented deeper than their key
-/// continuing it (nested settings such as `s3 =`, which no credential key uses).
-ini_file parse_ini(std::string_view text) {
-    ini_file out;
-    ini_section* section = nullptr;
-    std::size_t key_indent = std::string_view::npos;
-    while (!text.empty()) {
-        auto nl = text.find('\n');
-        std::string_view raw = text.substr(0, nl);
-        text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-        std::string_view line = trim(raw);
-        if (line.empty() || line.front() == '#' || line.front() == ';') continue;
-        const std::size_t indent = raw.find_first_not_of(" \t");
-        if (key_indent != std::string_view::npos && indent > key_indent) continue;
-        key_indent = std::string_view::npos;
-        if (line.front() == '[') {
-            auto close = line.rfind(']');
-            section = close == std::string_view::npos
-                          ? nullptr
-                          : &out[std::string(trim(line.substr(1, close - 1)))];
-            continue;
-        }
-        auto eq = line.find_first_of("=:");
-        if (!section || eq == std::string_view::npos) continue;
-        (*section)[lower(trim(line.substr(0, eq)))] = std::string(trim(line.substr(eq + 1)));
-        key_indent = indent;
-    }
-    return out;
-}
 
 struct profile_entry {
     ini_section config;  ///< from the config file
@@ -264,56 +120,6 @@ std::optional<result<credentials>> static_keys(const ini_section& s, std::string
         c.session_token = *legacy;
     }
     return result<credentials>(std::move(c));
-}
-
-// --- JSON (credential_process, container, IMDS) ------------------------------------------------
-
-std::optional<std::string> json_string(const rapidjson::Value& obj, const char* name) {
-    auto m = obj.FindMember(name);
-    if (m == obj.MemberEnd() || !m->value.IsString()) return std::nullopt;
-    return std::string(m->value.GetString(), m->value.GetStringLength());
-}
-
-/// `require_version`: credential_process output must say "Version": 1 (its documented contract);
-/// container and IMDS documents have no Version.
-result<timed_credentials> credentials_json(std::string_view json, bool require_version) {
-    rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(json.data(), json.size()));
-    // Never quote the document: it holds the secret key.
-    if (doc.HasParseError() || !doc.IsObject())
-        return unavailable("the credentials document is not a JSON object");
-    if (require_version) {
-        auto v = doc.FindMember("Version");
-        if (v == doc.MemberEnd()) return unavailable("the credentials JSON has no \"Version\"");
-        if (!v->value.IsNumber() || v->value.GetDouble() != 1.0)
-            return unavailable("the credentials JSON has an unsupported \"Version\" (only 1 is)");
-    }
-    // IMDS says whether the role's credentials could be made.
-    if (auto code = json_string(doc, "Code"); code && *code != "Success")
-        return unavailable("the credentials JSON has \"Code\": \"" + printable(*code, 64) + "\"");
-    timed_credentials out;
-    auto id = json_string(doc, "AccessKeyId");
-    auto secret = json_string(doc, "SecretAccessKey");
-    if (!id || id->empty()) return unavailable("the credentials JSON has no \"AccessKeyId\"");
-    if (!secret || secret->empty())
-        return unavailable("the credentials JSON has no \"SecretAccessKey\"");
-    out.creds.access_key_id = std::move(*id);
-    out.creds.secret_access_key = std::move(*secret);
-    if (auto t = json_string(doc, "SessionToken")) {
-        out.creds.session_token = std::move(*t);
-    } else if (auto token = json_string(doc, "Token")) {
-        out.creds.session_token = std::move(*token);
-    }
-    auto exp = doc.FindMember("Expiration");
-    if (exp != doc.MemberEnd() && !exp->value.IsNull()) {
-        std::optional<sys_seconds> when;
-        if (exp->value.IsString())
-            when = parse_iso8601({exp->value.GetString(), exp->value.GetStringLength()});
-        // A wrong date would mean never refreshing temporary credentials: refuse it.
-        if (!when) return unavailable("the credentials JSON has an unreadable \"Expiration\"");
-        out.expiration = when;
-    }
-    return out;
 }
 
 // --- STS calls -----------------------------------------------------------------------------------
@@ -869,69 +675,6 @@ result<timed_credentials> parse_sts_response(unsigned status, std::string_view x
     if (!out.expiration) return unavailable("the STS answer has an unreadable <Expiration>");
     out.creds = {std::move(*id), std::move(*secret), std::move(*token)};
     return out;
-}
-
-result<timed_credentials> parse_credentials_json(std::string_view json) {
-    return credentials_json(json, false);
-}
-
-std::optional<sys_seconds> parse_iso8601(std::string_view s) {
-    s = trim(s);
-    auto num = [&](std::size_t pos, std::size_t len) -> std::optional<int> {
-        if (pos + len > s.size()) return std::nullopt;
-        int v = 0;
-        for (std::size_t i = pos; i < pos + len; ++i) {
-            if (s[i] < '0' || s[i] > '9') return std::nullopt;
-            v = v * 10 + (s[i] - '0');
-        }
-        return v;
-    };
-    auto at = [&](std::size_t pos, std::string_view chars) {
-        return pos < s.size() && chars.find(s[pos]) != std::string_view::npos;
-    };
-    auto y = num(0, 4), mo = num(5, 2), d = num(8, 2), h = num(11, 2), mi = num(14, 2),
-         sec = num(17, 2);
-    if (!y || !mo || !d || !h || !mi || !sec || !at(4, "-") || !at(7, "-") || !at(10, "Tt ") ||
-        !at(13, ":") || !at(16, ":"))
-        return std::nullopt;
-    std::size_t pos = 19;
-    // Fractions are dropped: rounding an expiry down is the safe side.
-    if (at(pos, ".,")) {
-        const auto start = ++pos;
-        while (at(pos, "0123456789")) ++pos;
-        if (pos == start) return std::nullopt;
-    }
-    minutes offset{0};
-    if (at(pos, "Zz")) {
-        ++pos;
-    } else if (at(pos, "+-")) {
-        const int sign = s[pos] == '-' ? -1 : 1;
-        auto oh = num(pos + 1, 2);
-        if (!oh) return std::nullopt;
-        pos += 3;
-        int om = 0;
-        if (at(pos, ":")) ++pos;
-        if (pos < s.size()) {
-            auto m = num(pos, 2);
-            if (!m || *m > 59) return std::nullopt;
-            om = *m;
-            pos += 2;
-        }
-        if (*oh > 23) return std::nullopt;
-        offset = minutes(sign * (*oh * 60 + om));
-    }
-    // No designator at all is read as UTC: every AWS endpoint speaks UTC.
-    if (pos != s.size()) return std::nullopt;
-    const year_month_day ymd{year{*y}, month{static_cast<unsigned>(*mo)},
-                             day{static_cast<unsigned>(*d)}};
-    if (!ymd.ok() || *h > 23 || *mi > 59 || *sec > 60) return std::nullopt;
-    return sys_days{ymd} + hours{*h} + minutes{*mi} + seconds{*sec} - offset;
-}
-
-std::string redacted_key_id(std::string_view access_key_id) {
-    // Short ids are not real ones; showing four characters of them would show most of them.
-    if (access_key_id.size() < 8) return "****";
-    return "****" + std::string(access_key_id.substr(access_key_id.size() - 4));
 }
 
 }  // namespace bgw::aws
