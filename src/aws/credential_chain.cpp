@@ -4,8 +4,9 @@
 // session token, web identity token, authorization token, process output or response body
 // (STS's own <Code>/<Message> excepted: they are AWS's text and carry no credentials).
 //
-// This file is the chain itself: which providers run and in what order. Each provider is in
-// src/aws/credentials/ (README.md there gives the order and which file holds which).
+// This file is the chain itself: the providers' entry points and the order they run in. Each
+// provider is in src/aws/credentials/ (README.md there gives the order and which file holds
+// which).
 
 #include "bgw/aws/credential_chain.hpp"
 
@@ -18,7 +19,39 @@
 
 namespace bgw::aws {
 
+using cred::container_provider;
+using cred::environment_provider;
+using cred::imds_provider;
+using cred::profile_provider;
 using cred::unavailable;
+using cred::web_identity_provider;
+
+provider_result from_environment(const provider_io& io) {
+    std::string missing;
+    return environment_provider(io, missing);
+}
+
+provider_result from_web_identity(const provider_io& io, std::string_view region) {
+    std::string missing;
+    return web_identity_provider(io, region, missing);
+}
+
+provider_result from_profile(const provider_io& io,
+                             std::string_view region,
+                             std::string_view profile) {
+    std::string missing;
+    return profile_provider(io, region, profile, missing);
+}
+
+provider_result from_container(const provider_io& io) {
+    std::string missing;
+    return container_provider(io, missing);
+}
+
+provider_result from_imds(const provider_io& io) {
+    std::string missing;
+    return imds_provider(io, missing);
+}
 
 result<timed_credentials> resolve_credentials(const provider_io& io,
                                               std::string_view region,
@@ -26,11 +59,11 @@ result<timed_credentials> resolve_credentials(const provider_io& io,
                                               std::string_view profile) {
     std::string missing;
     auto run = [&](std::string_view source) -> std::optional<provider_result> {
-        if (source == "environment") return cred::environment_provider(io, missing);
-        if (source == "web-identity") return cred::web_identity_provider(io, region, missing);
-        if (source == "profile") return cred::profile_provider(io, region, profile, missing);
-        if (source == "container") return cred::container_provider(io, missing);
-        if (source == "imds") return cred::imds_provider(io, missing);
+        if (source == "environment") return environment_provider(io, missing);
+        if (source == "web-identity") return web_identity_provider(io, region, missing);
+        if (source == "profile") return profile_provider(io, region, profile, missing);
+        if (source == "container") return container_provider(io, missing);
+        if (source == "imds") return imds_provider(io, missing);
         return std::nullopt;
     };
     if (!pinned.empty()) {

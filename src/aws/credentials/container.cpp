@@ -70,11 +70,6 @@ provider_result container_provider(const provider_io& io, std::string& missing) 
 
 namespace bgw::aws {
 
-provider_result from_container(const provider_io& io) {
-    std::string missing;
-    return cred::container_provider(io, missing);
-}
-
 bool container_host_allowed(std::string_view url) {
     auto u = boost::urls::parse_uri(url);
     if (!u || (u->scheme() != "http" && u->scheme() != "https") || !u->has_authority())

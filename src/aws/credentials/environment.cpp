@@ -27,12 +27,3 @@ provider_result environment_provider(const provider_io& io, std::string& missing
 }
 
 }  // namespace bgw::aws::cred
-
-namespace bgw::aws {
-
-provider_result from_environment(const provider_io& io) {
-    std::string missing;
-    return cred::environment_provider(io, missing);
-}
-
-}  // namespace bgw::aws

@@ -81,12 +81,3 @@ provider_result imds_provider(const provider_io& io, std::string& missing) {
 }
 
 }  // namespace bgw::aws::cred
-
-namespace bgw::aws {
-
-provider_result from_imds(const provider_io& io) {
-    std::string missing;
-    return cred::imds_provider(io, missing);
-}
-
-}  // namespace bgw::aws

@@ -276,14 +276,3 @@ provider_result profile_provider(const provider_io& io,
 }
 
 }  // namespace bgw::aws::cred
-
-namespace bgw::aws {
-
-provider_result from_profile(const provider_io& io,
-                             std::string_view region,
-                             std::string_view profile) {
-    std::string missing;
-    return cred::profile_provider(io, region, profile, missing);
-}
-
-}  // namespace bgw::aws

@@ -22,12 +22,3 @@ provider_result web_identity_provider(const provider_io& io,
 }
 
 }  // namespace bgw::aws::cred
-
-namespace bgw::aws {
-
-provider_result from_web_identity(const provider_io& io, std::string_view region) {
-    std::string missing;
-    return cred::web_identity_provider(io, region, missing);
-}
-
-}  // namespace bgw::aws
