@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx="${1:-c++}"
 forbidden='boost/asio/(ip/|ssl[/.]|io_context\.hpp|co_spawn\.hpp|awaitable\.hpp|steady_timer\.hpp)'
-dirs=(aws batch config http policy routing)
+dirs=(aws aws/credentials batch config http policy routing)
 files=()
 for d in "${dirs[@]}"; do
   files+=(src/"$d"/*.cpp include/bgw/"$d"/*.hpp)
