@@ -9,10 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx="${1:-c++}"
 forbidden='boost/asio/(ip/|ssl[/.]|io_context\.hpp|co_spawn\.hpp|awaitable\.hpp|steady_timer\.hpp)'
-dirs=(aws aws/credentials batch config http policy routing)
+dirs=(aws batch config http policy routing)
 files=()
-for d in "${dirs[@]}"; do
-  files+=(src/"$d"/*.cpp include/bgw/"$d"/*.hpp)
+for d in "${dirs[@]}"; do  # subfolders included (aws/credentials, ...)
+  mapfile -t -O "${#files[@]}" files < <(find src/"$d" include/bgw/"$d" -name '*.[ch]pp' | sort)
 done
 files+=(include/bgw/error.hpp)
 checked=0
