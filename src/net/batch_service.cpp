@@ -5,6 +5,7 @@
 #include "bgw/net/batch_service.hpp"
 
 #include "bgw/aws/sigv4.hpp"
+#include "bgw/batch/api.hpp"
 #include "bgw/http/error_response.hpp"
 #include "bgw/http/json.hpp"
 #include "bgw/net/aws_call.hpp"
@@ -103,17 +104,6 @@ std::string message_of(std::string_view body) {
     return {};
 }
 
-http::response<http::string_body> json_response(http::status status,
-                                                std::string body,
-                                                std::string_view request_id) {
-    http::response<http::string_body> res{status, 11};
-    res.set(http::field::content_type, "application/json");
-    res.set("x-amzn-RequestId", request_id);
-    res.body() = std::move(body);
-    res.prepare_payload();
-    return res;
-}
-
 }  // namespace
 
 batch_service::batch_service(const config::config& cfg) : cfg_(cfg) {
@@ -209,139 +199,11 @@ http::response<http::string_body> batch_service::answer(http::verb method,
                                                         std::string_view target,
                                                         std::string_view caller,
                                                         std::string_view request_id) {
-    auto fail = [&](http::status s, std::string_view type, std::string message) {
-        return bgw::http::make_error_response({s, std::string(type), std::move(message)},
-                                              request_id);
-    };
-    target = target.substr(0, target.find('?'));
     std::lock_guard lock(mutex_);
-    rapidjson::StringBuffer b;
-    rapidjson::Writer<rapidjson::StringBuffer> w(b);
-    auto str = [&](const char* k, std::string_view v) {
-        w.Key(k);
-        w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-    };
-    if (target == "/gateway/batch/jobs") {
-        if (method != http::verb::get)
-            return fail(http::status::method_not_allowed, "ValidationException", "use GET");
-        w.StartObject();
-        w.Key("jobs");
-        w.StartArray();
-        for (const auto& [id, j] : book_.jobs()) {
-            // With caller keys, a job is listed only if it holds some of the caller's records,
-            // and counts only those: other keys' records stay invisible, even as a number.
-            std::size_t mine = j.records.size();
-            if (!caller.empty()) {
-                mine = static_cast<std::size_t>(
-                    std::count_if(j.records.begin(), j.records.end(), [&](const std::string& rid) {
-                        const batch::record* r = book_.find_record(rid);
-                        return r && batch::visible_to(*r, caller);
-                    }));
-                if (mine == 0) continue;
-            }
-            w.StartObject();
-            str("jobId", id);
-            str("jobArn", j.arn);
-            str("region", j.region);
-            str("modelId", j.model);
-            str("operation", j.operation);
-            str("state", batch::job_state_name(j.state));
-            str("status", j.status);
-            w.Key("records");
-            w.Uint64(mine);
-            w.Key("onDemand");
-            w.Bool(j.on_demand);
-            w.EndObject();
-        }
-        w.EndArray();
-        w.EndObject();
-        return json_response(http::status::ok, {b.GetString(), b.GetSize()}, request_id);
-    }
-    constexpr std::string_view records = "/gateway/batch/records/";
-    if (!target.starts_with(records) || target.size() == records.size() ||
-        target.substr(records.size()).find('/') != std::string_view::npos) {
-        return fail(http::status::not_found, "UnknownOperationException",
-                    "no such batch resource: use /gateway/batch/records/{recordId} or "
-                    "/gateway/batch/jobs");
-    }
-    const std::string id(target.substr(records.size()));
-    const batch::record* r = book_.find_record(id);
-    // Another key's record answers exactly as an unknown one: its existence is not revealed.
-    if (!r || !batch::visible_to(*r, caller))
-        return fail(http::status::not_found, "ResourceNotFoundException", "no record " + id);
-    if (method == http::verb::delete_) {
-        if (r->state == batch::record_state::queued) {
-            if (!append(batch::cancel_event(id))) {
-                return fail(http::status::service_unavailable, "ServiceUnavailableException",
-                            "the batch spool cannot be written; the record was not cancelled");
-            }
-        } else if (r->state != batch::record_state::cancelled) {
-            return fail(
-                http::status::conflict, "ConflictException",
-                "record " + id + " is already in job " + r->job + "; it cannot be cancelled");
-        }
-        w.StartObject();
-        str("recordId", id);
-        str("status", "cancelled");
-        w.EndObject();
-        return json_response(http::status::ok, {b.GetString(), b.GetSize()}, request_id);
-    }
-    if (method != http::verb::get)
-        return fail(http::status::method_not_allowed, "ValidationException", "use GET or DELETE");
-    switch (r->state) {
-        case batch::record_state::done: {
-            // The body InvokeModel / Converse would have answered.
-            auto res = json_response(http::status::ok, r->output, request_id);
-            res.set("X-Gateway-Tier", "batch");
-            res.set("X-Gateway-Region", r->region);
-            return res;
-        }
-        case batch::record_state::cancelled:
-            return fail(http::status::gone, "ResourceNotFoundException",
-                        "record " + id + " was cancelled");
-        case batch::record_state::failed: {
-            rapidjson::Document e;
-            bgw::http::parse_json(e, r->error);
-            unsigned code = 500;
-            std::string message = "the record failed";
-            if (e.IsObject()) {
-                if (auto c = e.FindMember("errorCode"); c != e.MemberEnd() && c->value.IsUint() &&
-                                                        c->value.GetUint() >= 400 &&
-                                                        c->value.GetUint() <= 599)
-                    code = c->value.GetUint();
-                if (auto m = e.FindMember("errorMessage");
-                    m != e.MemberEnd() && m->value.IsString())
-                    message = m->value.GetString();
-            }
-            w.StartObject();
-            str("message", message);
-            str("recordId", id);
-            str("status", "failed");
-            w.Key("error");
-            w.RawValue(r->error.data(), r->error.size(), rapidjson::kObjectType);
-            w.EndObject();
-            auto res = json_response(static_cast<http::status>(code), {b.GetString(), b.GetSize()},
-                                     request_id);
-            res.set("x-amzn-ErrorType", "BatchRecordFailed");
-            return res;
-        }
-        case batch::record_state::queued:
-        case batch::record_state::in_job:
-            break;
-    }
-    w.StartObject();
-    str("recordId", id);
-    str("status", batch::record_state_name(r->state));
-    if (!r->job.empty()) {
-        str("jobId", r->job);
-        if (const auto* j = book_.find_job(r->job); j && !j->status.empty())
-            str("jobStatus", j->status);
-    }
-    w.EndObject();
-    auto res = json_response(http::status::accepted, {b.GetString(), b.GetSize()}, request_id);
-    res.set(http::field::retry_after,
-            std::to_string(std::max<std::int64_t>(1, cfg_.batch.poll_interval.count() / 1000)));
-    return res;
+    auto a = batch::answer(book_, cfg_.batch, method, target, caller, request_id);
+    if (a.event && !append(a.event->line))
+        return bgw::http::make_error_response(a.event->unwritten, request_id);
+    return std::move(a.response);
 }
 
 awaitable<void> batch_service::submit(gateway_context& g, const batch::job& j) {
