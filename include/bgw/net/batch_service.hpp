@@ -1,16 +1,17 @@
 #pragma once
-/// The batch tier's I/O shell (issue 6): the durable spool (a journal of bgw::batch::book
-/// events, each written and fsynced before it takes effect), the HTTP answers for
-/// `/gateway/batch/...`, and the runner that turns due groups into Bedrock batch jobs (S3 input,
-/// CreateModelInvocationJob, polling, S3 output) or runs underfull groups on demand.
+/// The batch tier's I/O shell (issue 6): ties the durable spool (net::batch_spool), the HTTP
+/// answers for `/gateway/batch/...` (batch::answer, pure) and the runner (net::batch_runner).
 
 #include "bgw/batch/book.hpp"
 #include "bgw/config/config.hpp"
 #include "bgw/net/asio.hpp"
+#include "bgw/net/batch_runner.hpp"
+#include "bgw/net/batch_spool.hpp"
 
+#include <cstdint>
 #include <map>
-#include <mutex>
 #include <string>
+#include <string_view>
 
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -25,7 +26,6 @@ public:
     /// Opens (creating it if needed) `{spool_dir}/journal.jsonl` and replays it; a torn last line
     /// from a crash is cut off. Throws std::runtime_error when the spool cannot be used.
     explicit batch_service(const config::config& cfg);
-    ~batch_service();
     batch_service(const batch_service&) = delete;
     batch_service& operator=(const batch_service&) = delete;
 
@@ -39,10 +39,8 @@ public:
                                std::string_view owner);
 
     /// Answers `/gateway/batch/records/{id}` (GET, DELETE) and `/gateway/batch/jobs` (GET) for
-    /// `caller`, the caller key's name (empty when the gateway has no caller keys: everything is
-    /// visible). A record that batch::visible_to() hides from `caller` gets the same 404 as an
-    /// unknown id, so its existence is not revealed; the job list then shows only jobs holding
-    /// the caller's records, counting only those.
+    /// `caller` as batch::answer() says, first making durable the journal line it asks for (a
+    /// cancel); when that line cannot be written, the answer is its error (503).
     boost::beast::http::response<boost::beast::http::string_body> answer(
         boost::beast::http::verb method,
         std::string_view target,
@@ -56,26 +54,9 @@ public:
     awaitable<void> run(gateway_context& g);
 
 private:
-    bool append(const std::string& line);  // write + fdatasync, then apply; under mutex_
-    /// The tokens (and their estimated cost) a record's answer says it used, for the metrics.
-    void count_usage(gateway_context& g,
-                     const batch::record& r,
-                     std::string_view output,
-                     config::tier t);
-    awaitable<void> submit(gateway_context& g, const batch::job& j);
-    awaitable<void> poll(gateway_context& g, const batch::job& j);
-    awaitable<void> run_on_demand(gateway_context& g, const batch::job& j);
-
     config::config cfg_;
-    std::mutex mutex_;
-    batch::book book_;
-    int fd_ = -1;
-    /// When each running job may be polled next, and the current interval (not journaled: after
-    /// a restart every running job is polled at once).
-    std::map<std::string,
-             std::pair<std::chrono::steady_clock::time_point, std::chrono::milliseconds>>
-        next_poll_;
-    std::map<std::string, std::chrono::steady_clock::time_point> retry_at_;  ///< failed submits
+    batch_spool spool_;
+    batch_runner runner_;  ///< after cfg_ and spool_, which it refers to
 };
 
 }  // namespace bgw::net
