@@ -412,14 +412,22 @@ class AcceptBackoffEndToEnd(unittest.TestCase):
         binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         workdir = tempfile.mkdtemp(prefix="bgw-emfile-")
         self.addCleanup(shutil.rmtree, workdir, ignore_errors=True)
+        # UBSan's vptr check reads a vtable it has not seen yet through a pipe(2), which cannot
+        # be made once the process has no descriptor left; it then reports a false "invalid
+        # vptr" for whatever runs first in the episode. In a sanitizer build this one gateway
+        # runs with that check suppressed ("vptr" is its report type); ASan and every other
+        # UBSan check stay on, and the rest of the suite keeps the vptr check.
+        suppressions = os.path.join(workdir, "ubsan.supp")
+        with open(suppressions, "w") as f:
+            f.write("vptr:*\n")
+        ubsan = os.environ.get("UBSAN_OPTIONS", "")
+        ubsan = (ubsan + ":" if ubsan else "") + "suppressions=" + suppressions
         gw = bgw_e2e.Gateway(binary, {
             "listen": "127.0.0.1:0", "threads": 1, "default_region": "us-east-1",
             "regions": {"us-east-1": {"endpoint": "http://127.0.0.1:9"}},
-        }, workdir, "emfile", "AKIDEMFILE", "emfile/secret")
+        }, workdir, "emfile", "AKIDEMFILE", "emfile/secret", env_extra={"UBSAN_OPTIONS": ubsan})
         self.addCleanup(gw.kill)
         # A gateway that has served: the session path has run once before descriptors run out.
-        # (A sanitizer build also needs this: UBSan's vptr check reads a vtable it has not seen
-        # through a pipe(2), which cannot be made with no descriptor left.)
         self.assertEqual(bgw_e2e.http_request(gw.port, "GET", "/healthz").status, 200)
         pid = gw.proc.pid
         used = len(os.listdir("/proc/%d/fd" % pid))
