@@ -245,27 +245,40 @@ enum class relay_end {
     idle_timeout  ///< ended with an error frame
 };
 
+/// What relay_body needs beside the two streams: where the answer is read from, what is sent
+/// with it, and what the request log keeps.
+struct relay_job {
+    beast::flat_buffer& upbuf;  ///< the upstream connection's read buffer
+    http::response_parser<http::buffer_body>& p;
+    std::string& head;  ///< the client's response head, written with the first piece
+    bool chunked;       ///< to the client
+    std::chrono::milliseconds read_timeout;
+    std::chrono::milliseconds write_timeout;
+    bgw::http::event_relay* events;  ///< set for an event stream
+    std::string_view prefix;         ///< body bytes read already (an error body, to classify it)
+    body_capture* capture;           ///< keeps what the usage is read from, when set
+    const std::function<void()>& before_end;        ///< called before the last write
+    std::size_t& bytes_out;                         ///< counts what reached the client
+    std::optional<clock::time_point>& first_event;  ///< set when the first event goes out
+};
+
 /// Relays the response body piece by piece: each piece read from upstream is written to the
 /// client before the next read, so memory per stream is one fixed buffer (plus, for an event
 /// stream, the one frame in progress) and a slow client slows the upstream read
 /// (back-pressure). For an event stream (`events` set) whole frames go out as soon as their last
 /// byte arrives, and a corrupt frame ends the client's stream with an error frame instead.
 template <class Stream>
-awaitable<std::pair<relay_end, beast::error_code>> relay_body(
-    Stream& up,
-    beast::flat_buffer& upbuf,
-    http::response_parser<http::buffer_body>& p,
-    beast::tcp_stream& client,
-    std::string& head,
-    bool chunked,
-    std::chrono::milliseconds read_timeout,
-    std::chrono::milliseconds write_timeout,
-    std::size_t& bytes_out,
-    bgw::http::event_relay* events,
-    std::string_view prefix,
-    body_capture* capture,
-    const std::function<void()>& before_end,
-    std::optional<clock::time_point>& first_event) {
+awaitable<std::pair<relay_end, beast::error_code>> relay_body(Stream& up,
+                                                              beast::tcp_stream& client,
+                                                              const relay_job& job) {
+    // Named references, not a structured binding: GCC 12 coroutines and bindings do not mix.
+    beast::flat_buffer& upbuf = job.upbuf;
+    http::response_parser<http::buffer_body>& p = job.p;
+    std::string& head = job.head;
+    const bool chunked = job.chunked;
+    const auto read_timeout = job.read_timeout;
+    bgw::http::event_relay* const events = job.events;
+    std::string_view prefix = job.prefix;
     std::size_t room = stream_read_bytes;
     if (!events) {
         room = body_read_bytes;
@@ -324,10 +337,10 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         }
         const bool last = p.is_done() || ending.has_value();
         if (out.empty() && !last) continue;
-        if (capture) capture->add(out);
+        if (job.capture) job.capture->add(out);
         // What the answer used is known now: settle it before the client can send its next
         // request (which may need the tokens this one gives back).
-        if (last) before_end();
+        if (last) job.before_end();
         // One write: the head if it has not gone yet, the piece (framed as a chunk for a chunked
         // body), and the last chunk at the end. Empty buffers write nothing.
         char size_line[20];
@@ -339,12 +352,13 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(
         }
         wire[2] = asio::buffer(out);
         if (chunked && last) wire[4] = asio::buffer(bgw::http::last_chunk);
-        client.expires_after(write_timeout);
+        client.expires_after(job.write_timeout);
         auto [wec, wn] = co_await write_all(client, wire);
-        bytes_out += wn;
+        job.bytes_out += wn;
         if (wec) co_return std::pair{relay_end::client_failed, wec};
         head.clear();
-        if (events && !first_event && events->summary().events > 0) first_event = clock::now();
+        if (events && !job.first_event && events->summary().events > 0)
+            job.first_event = clock::now();
         if (ending) co_return std::pair{*ending, beast::error_code{}};
         if (last) co_return std::pair{relay_end::done, beast::error_code{}};
     }
@@ -491,6 +505,25 @@ awaitable<beast::error_code> read_error_body(Stream& up,
     co_return ec;
 }
 
+/// The upstream side of one request, reused by each of its attempts: the connection in use,
+/// the parser of its answer, and an error answer's body (read to classify it).
+struct upstream_leg {
+    std::unique_ptr<upstream_connection> conn;
+    std::optional<http::response_parser<http::buffer_body>> p;
+    std::string error_body;
+};
+
+/// What every attempt of one request shares.
+struct attempt_context {
+    beast::tcp_stream& client;
+    gateway_context& g;
+    const config::config& cfg;
+    client_watch& watch;
+    request_log& log;
+    const policy::hold_budget& hold;
+    std::size_t head_room;  ///< the first read's room: an answer's head, or a stream's
+};
+
 /// One attempt's result: an answer to relay (or to judge), or no answer at all.
 struct attempt_result {
     beast::error_code ec;  ///< no answer (connect, send or read failed)
@@ -502,18 +535,20 @@ struct attempt_result {
 /// an error answer its (small) body, so the answer can be classified before anything goes to
 /// the client. A pooled connection the upstream closed while idle fails before any response
 /// byte; only then is the request sent once more at once, on a fresh connection.
-awaitable<attempt_result> attempt_once(beast::tcp_stream& client,
-                                       gateway_context& g,
-                                       const config::config& cfg,
+awaitable<attempt_result> attempt_once(const attempt_context& a,
                                        const config::region_endpoint& ep,
                                        upstream_request_message& out,
-                                       std::unique_ptr<upstream_connection>& conn,
-                                       std::optional<http::response_parser<http::buffer_body>>& p,
-                                       std::string& error_body,
-                                       client_watch& watch,
-                                       request_log& log,
-                                       std::size_t head_room,
-                                       const policy::hold_budget& hold) {
+                                       upstream_leg& leg) {
+    beast::tcp_stream& client = a.client;
+    gateway_context& g = a.g;
+    const config::config& cfg = a.cfg;
+    client_watch& watch = a.watch;
+    request_log& log = a.log;
+    const std::size_t head_room = a.head_room;
+    const policy::hold_budget& hold = a.hold;
+    std::unique_ptr<upstream_connection>& conn = leg.conn;
+    std::optional<http::response_parser<http::buffer_body>>& p = leg.p;
+    std::string& error_body = leg.error_body;
     attempt_result r;
     error_body.clear();
     for (bool stale_retry = false;;) {
@@ -929,14 +964,21 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // next one; only the last is retried, with backoff, as the policy allows. Targets cooling
     // down or over their local limits are skipped; if none could be tried, the shortest of
     // their waits is the answer.
-    std::unique_ptr<upstream_connection> conn;
-    const std::size_t head_room =
-        routing::is_streaming(rt->op) ? stream_read_bytes : head_read_bytes;
-    std::optional<http::response_parser<http::buffer_body>> p;
-    std::string error_body;  // a failed answer's body, read to classify it
+    upstream_leg leg;
+    auto& conn = leg.conn;
+    auto& p = leg.p;
+    auto& error_body = leg.error_body;  // a failed answer's body, read to classify it
     std::optional<std::string> tiered_body;
     upstream_request_message out;
     asio::steady_timer sleeper(client.get_executor());
+    const attempt_context each_attempt{
+        .client = client,
+        .g = g,
+        .cfg = cfg,
+        .watch = *watch,
+        .log = log,
+        .hold = hold,
+        .head_room = routing::is_streaming(rt->op) ? stream_read_bytes : head_read_bytes};
     std::optional<policy::throttle_answer> held;
     const routing::target* answered = nullptr;
     int last_retry_cost = 0;
@@ -997,8 +1039,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
             out.head = routing::wire_head(prepared, target_body.size());
             out.body = target_body;
 
-            auto r = co_await attempt_once(client, g, cfg, ep, out, conn, p, error_body, *watch,
-                                           log, head_room, hold);
+            auto r = co_await attempt_once(each_attempt, ep, out, leg);
             if (watch->client_gone) co_return client_gone();
             if (r.outcome == policy::outcome::success) {
                 answered = &t;  // relay this answer, whatever it says
@@ -1164,11 +1205,19 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // A named local, not a std::function made from the lambda inside the co_await: GCC 12
     // mishandles temporaries with destructors there.
     const std::function<void()> before_end = settle_usage;
-    auto relay = [&](auto& stream) {
-        return relay_body(stream, conn->buffer, *p, client, head_bytes, chunked, read_timeout,
-                          cfg.limits.client_idle_timeout, log.bytes_out, ev, error_body, cap,
-                          before_end, log.first_event);
-    };
+    const relay_job job{.upbuf = conn->buffer,
+                        .p = *p,
+                        .head = head_bytes,
+                        .chunked = chunked,
+                        .read_timeout = read_timeout,
+                        .write_timeout = cfg.limits.client_idle_timeout,
+                        .events = ev,
+                        .prefix = error_body,
+                        .capture = cap,
+                        .before_end = before_end,
+                        .bytes_out = log.bytes_out,
+                        .first_event = log.first_event};
+    auto relay = [&](auto& stream) { return relay_body(stream, client, job); };
     relayed = co_await with_stream(*conn, relay);
     if (events) {
         log.stream = events->summary();
