@@ -104,8 +104,9 @@ void prepare_upstream_request_1kib(benchmark::State& state) {
     const auto& ep = cfg->regions.at("us-east-1");
     aws::signing_key_cache cache;
     for (auto _ : state) {
-        auto up = bgw::routing::prepare_upstream_request(http::verb::post, *rt, incoming, ep,
-                                                         "us-east-1", body, creds, now, &cache);
+        auto up = bgw::routing::prepare_upstream_request(
+            http::verb::post, *rt, incoming, body, {.endpoint = ep, .region = "us-east-1"},
+            {.creds = creds, .now = now, .cache = &cache});
         benchmark::DoNotOptimize(up);
     }
     state.SetItemsProcessed(state.iterations());

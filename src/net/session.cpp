@@ -1034,8 +1034,12 @@ awaitable<bool> forward(beast::tcp_stream& client,
             // Every attempt is signed afresh (a new X-Amz-Date) for its target's region.
             auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
             auto prepared = routing::prepare_upstream_request(
-                req.method(), target_rt, req, ep, t.region, target_body,
-                signing ? signing->creds : no_credentials, now, &g.keys, tier_header, g.bearer);
+                req.method(), target_rt, req, target_body,
+                {.endpoint = ep, .region = t.region, .service_tier = tier_header},
+                {.creds = signing ? signing->creds : no_credentials,
+                 .now = now,
+                 .cache = &g.keys,
+                 .bearer_token = g.bearer});
             out.head = routing::wire_head(prepared, target_body.size());
             out.body = target_body;
 

@@ -13,18 +13,14 @@ namespace bgw::routing {
 upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const runtime_request& req,
                                           const boost::beast::http::fields& incoming,
-                                          const config::region_endpoint& endpoint,
-                                          std::string_view region,
                                           std::string_view body,
-                                          const aws::credentials& creds,
-                                          std::chrono::sys_seconds now,
-                                          aws::signing_key_cache* cache,
-                                          std::string_view service_tier,
-                                          std::string_view bearer_token) {
+                                          const upstream_target& to,
+                                          const upstream_signer& signer) {
+    const std::string_view service_tier = to.service_tier;
     upstream_request out{method, req.wire_path, {}};
     if (!req.query.empty()) out.target += "?" + req.query;
 
-    out.headers.push_back({"Host", endpoint.host_header});
+    out.headers.push_back({"Host", to.endpoint.host_header});
     for (const auto& field : incoming) {
         std::string_view name = field.name_string();
         if (!service_tier.empty() && http::iequals(name, "x-amzn-bedrock-service-tier")) continue;
@@ -34,8 +30,8 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
     }
     if (!service_tier.empty())
         out.headers.push_back({"X-Amzn-Bedrock-Service-Tier", std::string(service_tier)});
-    if (!bearer_token.empty()) {
-        out.headers.push_back({"Authorization", "Bearer " + std::string(bearer_token)});
+    if (!signer.bearer_token.empty()) {
+        out.headers.push_back({"Authorization", "Bearer " + std::string(signer.bearer_token)});
         return out;
     }
     aws::sign_request(out.headers,
@@ -43,10 +39,10 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
                        .wire_path = req.wire_path,
                        .query = req.query,
                        .body = body,
-                       .region = region,
+                       .region = to.region,
                        .service = "bedrock",
-                       .time = now},
-                      creds, cache);
+                       .time = signer.now},
+                      signer.creds, signer.cache);
     return out;
 }
 

@@ -57,8 +57,9 @@ TEST(prepare_upstream_request, replaces_the_apps_auth_and_keeps_bedrock_headers)
     auto now = std::chrono::sys_days{std::chrono::year{2026} / 11 / 23} + 9h + 30min;
     std::string body = R"({"prompt":"hi"})";
     const auto& ep = cfg.regions.at("eu-west-1");
-    auto up = bgw::routing::prepare_upstream_request(http::verb::post, *rt, in, ep, "eu-west-1",
-                                                     body, creds, now, nullptr);
+    auto up = bgw::routing::prepare_upstream_request(http::verb::post, *rt, in, body,
+                                                     {.endpoint = ep, .region = "eu-west-1"},
+                                                     {.creds = creds, .now = now});
 
     EXPECT_EQ(up.target, "/model/a%3Ab/invoke");
     ASSERT_TRUE(find(up.headers, "host"));
@@ -111,8 +112,9 @@ TEST(prepare_upstream_request, keeps_the_query_for_list_operations) {
     http::fields in;
     bgw::aws::credentials creds{"AKID", "secret", ""};
     auto up = bgw::routing::prepare_upstream_request(
-        http::verb::get, *rt, in, cfg.regions.at("us-east-1"), "us-east-1", "", creds,
-        std::chrono::sys_seconds{std::chrono::seconds{1'700'000'000}}, nullptr);
+        http::verb::get, *rt, in, "",
+        {.endpoint = cfg.regions.at("us-east-1"), .region = "us-east-1"},
+        {.creds = creds, .now = std::chrono::sys_seconds{std::chrono::seconds{1'700'000'000}}});
     EXPECT_EQ(up.target, "/async-invoke?maxResults=10&sortOrder=Descending");
     EXPECT_FALSE(find(up.headers, "x-amz-security-token"));
 }
@@ -125,8 +127,9 @@ TEST(prepare_upstream_request, a_route_service_tier_replaces_the_clients) {
     in.set("X-Amzn-Bedrock-Service-Tier", "priority");
     bgw::aws::credentials creds{"AKID", "secret", ""};
     auto up = bgw::routing::prepare_upstream_request(
-        http::verb::post, *rt, in, cfg.regions.at("us-east-1"), "us-east-1", "{}", creds,
-        std::chrono::sys_seconds{1700000000s}, nullptr, "flex");
+        http::verb::post, *rt, in, "{}",
+        {.endpoint = cfg.regions.at("us-east-1"), .region = "us-east-1", .service_tier = "flex"},
+        {.creds = creds, .now = std::chrono::sys_seconds{1700000000s}});
     auto tiers = std::count_if(up.headers.begin(), up.headers.end(), [](const auto& h) {
         return h.name == "X-Amzn-Bedrock-Service-Tier";
     });
@@ -153,9 +156,13 @@ TEST(prepare_upstream_request, a_bedrock_api_key_replaces_sigv4) {
     ASSERT_TRUE(rt);
     http::fields in;
     in.set(http::field::authorization, "AWS4-HMAC-SHA256 Credential=APP/x");
+    const bgw::aws::credentials none;
     auto up = bgw::routing::prepare_upstream_request(
-        http::verb::post, *rt, in, cfg.regions.at("us-east-1"), "us-east-1", "{}", {},
-        std::chrono::sys_seconds{1700000000s}, nullptr, {}, "bedrock-api-key-123");
+        http::verb::post, *rt, in, "{}",
+        {.endpoint = cfg.regions.at("us-east-1"), .region = "us-east-1"},
+        {.creds = none,
+         .now = std::chrono::sys_seconds{1700000000s},
+         .bearer_token = "bedrock-api-key-123"});
     ASSERT_TRUE(find(up.headers, "authorization"));
     EXPECT_EQ(find(up.headers, "authorization")->value, "Bearer bedrock-api-key-123");
     EXPECT_EQ(std::count_if(up.headers.begin(), up.headers.end(),
@@ -193,9 +200,10 @@ TEST(wire_head, is_what_beasts_parser_reads_back_with_the_body) {
     bgw::aws::credentials creds{"AKIDGATEWAY", "gateway-secret", ""};
     auto now = std::chrono::sys_days{std::chrono::year{2026} / 11 / 23} + 9h;
     std::string body = R"({"messages":[]})";
-    auto up = bgw::routing::prepare_upstream_request(http::verb::post, *rt, in,
-                                                     cfg.regions.at("us-east-1"), "us-east-1", body,
-                                                     creds, now, nullptr);
+    auto up = bgw::routing::prepare_upstream_request(
+        http::verb::post, *rt, in, body,
+        {.endpoint = cfg.regions.at("us-east-1"), .region = "us-east-1"},
+        {.creds = creds, .now = now});
     std::string wire = bgw::routing::wire_head(up, body.size()) + body;
 
     http::request_parser<http::string_body> parser;

@@ -32,22 +32,32 @@ struct upstream_request {
 /// client's were parsed by Beast and filtered by http::is_safe_header_value.
 std::string wire_head(const upstream_request& r, std::size_t body_size);
 
+/// Where the request goes.
+struct upstream_target {
+    const config::region_endpoint& endpoint;
+    std::string_view region;
+    /// Non-empty: replaces the client's `X-Amzn-Bedrock-Service-Tier`.
+    std::string_view service_tier = {};
+};
+
+/// How it is signed: SigV4 with `creds` at `now` (service `bedrock`; `cache`, optional, keeps
+/// derived keys), or, with a `bearer_token` (a Bedrock API key), `Authorization: Bearer`
+/// instead, as botocore sends it for signing name `bedrock`.
+struct upstream_signer {
+    const aws::credentials& creds;
+    std::chrono::sys_seconds now;
+    aws::signing_key_cache* cache = nullptr;
+    std::string_view bearer_token = {};
+};
+
 /// Builds and signs the upstream request. `incoming` is the client's header set (only the
-/// forwardable ones are kept, see http::forward_request_header). Service name is `bedrock`.
-/// A non-empty `service_tier` replaces the client's `X-Amzn-Bedrock-Service-Tier`. With a
-/// `bearer_token` (a Bedrock API key) the request carries `Authorization: Bearer` instead of a
-/// SigV4 signature, as botocore sends it for signing name `bedrock`.
+/// forwardable ones are kept, see http::forward_request_header).
 upstream_request prepare_upstream_request(boost::beast::http::verb method,
                                           const runtime_request& req,
                                           const boost::beast::http::fields& incoming,
-                                          const config::region_endpoint& endpoint,
-                                          std::string_view region,
                                           std::string_view body,
-                                          const aws::credentials& creds,
-                                          std::chrono::sys_seconds now,
-                                          aws::signing_key_cache* cache,
-                                          std::string_view service_tier = {},
-                                          std::string_view bearer_token = {});
+                                          const upstream_target& to,
+                                          const upstream_signer& signer);
 
 /// `body` (a Converse request) with its `serviceTier` set to `{"type": tier}`; nullopt when the
 /// body is not a JSON object (it then goes as it is, and Bedrock judges it).
