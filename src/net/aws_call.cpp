@@ -17,15 +17,9 @@ namespace bgw::net {
 namespace http = beast::http;
 
 /// One signed call to an AWS endpoint on a fresh connection, with the upstream bounds.
-awaitable<aws_reply> aws_call(gateway_context& g,
-                              const config::region_endpoint& ep,
-                              std::string_view region,
-                              std::string_view service,
-                              http::verb method,
-                              const std::string& path,
-                              std::string body,
-                              std::string_view content_type,
-                              aws_call_options opts) {
+awaitable<aws_reply> aws_call(gateway_context& g, aws_request req, aws_call_options opts) {
+    const config::region_endpoint& ep = req.endpoint;
+    const std::string& path = req.path;
     aws_reply reply;
     // S3 and the control plane take SigV4 only: a Bedrock API key does not reach them.
     auto usable = g.creds ? g.creds->usable()
@@ -47,29 +41,30 @@ awaitable<aws_reply> aws_call(gateway_context& g,
         co_return reply;
     }
     std::vector<aws::header> headers{{"Host", ep.host_header}};
-    if (!content_type.empty()) headers.push_back({"Content-Type", std::string(content_type)});
+    if (!req.content_type.empty())
+        headers.push_back({"Content-Type", std::string(req.content_type)});
     if (!opts.user_agent.empty()) headers.push_back({"User-Agent", std::string(opts.user_agent)});
     aws::sign_request(
         headers,
-        {.method = http::to_string(method),
+        {.method = http::to_string(req.method),
          .wire_path = path,
          .query = opts.query,
-         .body = body,
-         .region = region,
-         .service = service,
+         .body = req.body,
+         .region = req.region,
+         .service = req.service,
          .time = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now())},
         creds, &g.keys);
-    http::request<http::string_body> req{
-        method, opts.query.empty() ? path : path + "?" + std::string(opts.query), 11};
-    for (const auto& h : headers) req.insert(h.name, h.value);
-    req.body() = std::move(body);
-    req.keep_alive(false);
-    req.prepare_payload();
+    http::request<http::string_body> message{
+        req.method, opts.query.empty() ? path : path + "?" + std::string(opts.query), 11};
+    for (const auto& h : headers) message.insert(h.name, h.value);
+    message.body() = std::move(req.body);
+    message.keep_alive(false);
+    message.prepare_payload();
 
     http::response_parser<http::string_body> p;
     p.body_limit(opts.body_limit);
     conn->tcp().expires_after(g.snapshot()->upstream.response_timeout);
-    reply.ec = co_await exchange_once(*conn, req, p);
+    reply.ec = co_await exchange_once(*conn, message, p);
     if (reply.ec) co_return reply;
     auto res = p.release();
     reply.status = res.result_int();

@@ -107,14 +107,24 @@ awaitable<void> batch_runner::submit(gateway_context& g, const batch::job& j) {
         input = batch::input_jsonl(spool_.book(), j);
     }
     // Both steps are idempotent: the same key, and the job id as the clientRequestToken.
-    auto put = co_await aws_call(g, cfg_.s3_endpoints.at(j.region), j.region, "s3", http::verb::put,
-                                 s3_path(cfg_.batch.bucket, batch::input_key(cfg_.batch, j.id)),
-                                 std::move(input), "application/jsonl");
+    aws_request upload{.endpoint = cfg_.s3_endpoints.at(j.region),
+                       .region = j.region,
+                       .service = "s3",
+                       .method = http::verb::put,
+                       .path = s3_path(cfg_.batch.bucket, batch::input_key(cfg_.batch, j.id)),
+                       .body = std::move(input),
+                       .content_type = "application/jsonl"};
+    auto put = co_await aws_call(g, std::move(upload));
     aws_reply created;
     if (!put.ec && put.status == 200) {
-        created = co_await aws_call(g, cfg_.control_endpoints.at(j.region), j.region, "bedrock",
-                                    http::verb::post, "/model-invocation-job",
-                                    batch::create_job_body(cfg_.batch, j), "application/json");
+        aws_request create{.endpoint = cfg_.control_endpoints.at(j.region),
+                           .region = j.region,
+                           .service = "bedrock",
+                           .method = http::verb::post,
+                           .path = "/model-invocation-job",
+                           .body = batch::create_job_body(cfg_.batch, j),
+                           .content_type = "application/json"};
+        created = co_await aws_call(g, std::move(create));
     }
     const aws_reply& last = put.ec || put.status != 200 ? put : created;
     std::string arn;
@@ -150,9 +160,12 @@ awaitable<void> batch_runner::submit(gateway_context& g, const batch::job& j) {
 }
 
 awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
-    auto got = co_await aws_call(g, cfg_.control_endpoints.at(j.region), j.region, "bedrock",
-                                 http::verb::get,
-                                 "/model-invocation-job/" + routing::encode_label(j.arn), {}, {});
+    aws_request describe_job{.endpoint = cfg_.control_endpoints.at(j.region),
+                             .region = j.region,
+                             .service = "bedrock",
+                             .method = http::verb::get,
+                             .path = "/model-invocation-job/" + routing::encode_label(j.arn)};
+    auto got = co_await aws_call(g, std::move(describe_job));
     auto later = [&] {
         std::lock_guard lock(spool_.mutex());
         auto& [at, interval] = next_poll_[j.id];
@@ -184,9 +197,13 @@ awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
     }
     std::vector<batch::output_line> lines;
     if (batch::has_output(status)) {
-        auto out = co_await aws_call(
-            g, cfg_.s3_endpoints.at(j.region), j.region, "s3", http::verb::get,
-            s3_path(cfg_.batch.bucket, batch::output_key(cfg_.batch, j.id, j.arn)), {}, {});
+        aws_request output{
+            .endpoint = cfg_.s3_endpoints.at(j.region),
+            .region = j.region,
+            .service = "s3",
+            .method = http::verb::get,
+            .path = s3_path(cfg_.batch.bucket, batch::output_key(cfg_.batch, j.id, j.arn))};
+        auto out = co_await aws_call(g, std::move(output));
         if (out.ec || out.status != 200) {
             obs::event("batch_output_read_failed")
                 .str("job", j.id)
@@ -238,8 +255,14 @@ awaitable<void> batch_runner::run_on_demand(gateway_context& g, const batch::job
             if (!r || r->state != batch::record_state::in_job) continue;
             input = r->input;
         }
-        auto got = co_await aws_call(g, cfg_.regions.at(j.region), j.region, "bedrock",
-                                     http::verb::post, path, std::move(input), "application/json");
+        aws_request invoke{.endpoint = cfg_.regions.at(j.region),
+                           .region = j.region,
+                           .service = "bedrock",
+                           .method = http::verb::post,
+                           .path = path,
+                           .body = std::move(input),
+                           .content_type = "application/json"};
+        auto got = co_await aws_call(g, std::move(invoke));
         std::lock_guard lock(spool_.mutex());
         if (!got.ec && got.status == 200 && is_json(got.body)) {
             if (const auto* r = spool_.book().find_record(id))

@@ -74,9 +74,14 @@ awaitable<http::response<http::string_body>> answer_control_read(
         co_return ok_answer(*hit, request_id, "hit");
 
     const std::string user_agent = upstream_user_agent(app_user_agent);
+    aws_request read{.endpoint = cfg.control_endpoints.at(region),
+                     .region = std::string(region),
+                     .service = "bedrock",
+                     .method = http::verb::get,
+                     .path = req.wire_path};
     auto got = co_await aws_call(
-        g, cfg.control_endpoints.at(region), region, "bedrock", http::verb::get, req.wire_path, {},
-        {}, {.query = req.query, .user_agent = user_agent, .body_limit = 16 * 1024 * 1024});
+        g, std::move(read),
+        {.query = req.query, .user_agent = user_agent, .body_limit = 16 * 1024 * 1024});
     if (got.ec == asio::error::no_permission) {
         co_return bgw::http::make_error_response(
             {http::status::service_unavailable, "ServiceUnavailableException",

@@ -30,17 +30,20 @@ struct aws_call_options {
     std::size_t body_limit = 256 * 1024 * 1024;  ///< a batch job's output file
 };
 
-/// Signs (SigV4, the gateway's credentials; S3's rules for service "s3") and sends one request
-/// to `ep`, and reads the whole answer. Errors: `ec` for no credentials (no_permission),
-/// connect/TLS/read failures and timeouts; an HTTP error answer is a reply with its status.
-awaitable<aws_reply> aws_call(gateway_context& g,
-                              const config::region_endpoint& ep,
-                              std::string_view region,
-                              std::string_view service,
-                              beast::http::verb method,
-                              const std::string& path,
-                              std::string body,
-                              std::string_view content_type,
-                              aws_call_options opts = {});
+/// One request to AWS. It owns its strings, so a call may be made from temporaries.
+struct aws_request {
+    const config::region_endpoint& endpoint;  ///< from the config, which outlives the call
+    std::string region;                       ///< signing region
+    std::string_view service;                 ///< signing name: "bedrock", "s3" (S3's rules)
+    beast::http::verb method;
+    std::string path;  ///< wire path, percent-encoded
+    std::string body = {};
+    std::string_view content_type = {};  ///< sent when not empty
+};
+
+/// Signs (SigV4, the gateway's credentials) and sends `req` on a fresh connection, and reads
+/// the whole answer. Errors: `ec` for no credentials (no_permission), connect/TLS/read failures
+/// and timeouts; an HTTP error answer is a reply with its status.
+awaitable<aws_reply> aws_call(gateway_context& g, aws_request req, aws_call_options opts = {});
 
 }  // namespace bgw::net
