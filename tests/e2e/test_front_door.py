@@ -93,6 +93,13 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS for %d" % pid)
 
 
+def touched_memory_factor(pid):
+    """How much resident memory one touched byte costs the process: ThreadSanitizer keeps four
+    bytes of shadow for each byte the program touches (so 5), anything else 1."""
+    with open("/proc/%d/maps" % pid) as f:
+        return 5 if "libtsan" in f.read() else 1
+
+
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -263,9 +270,11 @@ class FrontDoorEndToEnd(unittest.TestCase):
         socks = [self.send(converse_head(length=900000)) for _ in range(12)]
         # Every one of them is reading its body (each holds its first piece's room) ...
         self.wait_inflight_body_bytes(lambda v: v >= 12 * 65536, "bodies not all started")
-        # ... and memory holds what arrived (nothing), not 12 x 900,000 declared bytes.
+        # ... and memory holds what arrived (nothing), not 12 x 900,000 declared bytes (10.3 MiB,
+        # five times that under ThreadSanitizer).
         grown = rss_kib(self.gw.proc.pid) - before
-        self.assertLess(grown, 4 * 1024, "RSS grew by %d KiB for 12 declared bodies" % grown)
+        bound = 4 * 1024 * touched_memory_factor(self.gw.proc.pid)
+        self.assertLess(grown, bound, "RSS grew by %d KiB for 12 declared bodies" % grown)
         for s in socks:
             s.close()
         self.wait_inflight_body_bytes(lambda v: v == 0, "room never given back")
