@@ -4,7 +4,7 @@
 #include "bgw/batch/api.hpp"
 
 #include "bgw/http/error_response.hpp"
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -109,7 +109,7 @@ api_answer cancel_record(const record& r, std::string_view request_id) {
 /// A failed record: the status its error object carries (400..599, else 500) and the error.
 response failed_record(const record& r, std::string_view request_id) {
     rapidjson::Document e;
-    bgw::http::parse_json(e, r.error);
+    bgw::util::parse_json(e, r.error);
     unsigned code = 500;
     std::string message = "the record failed";
     if (e.IsObject()) {

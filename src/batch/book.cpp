@@ -1,6 +1,6 @@
 #include "bgw/batch/book.hpp"
 
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 
@@ -189,7 +189,7 @@ std::map<record_state, std::uint64_t> book::count_by_state() const {
 
 bool book::apply(std::string_view line) {
     rapidjson::Document d;
-    bgw::http::parse_json(d, std::string_view(line.data(), line.size()));
+    bgw::util::parse_json(d, std::string_view(line.data(), line.size()));
     if (d.HasParseError() || !d.IsObject()) return false;
     const std::string e = get(d, "e");
     if (e == "accept") {
@@ -394,7 +394,7 @@ std::vector<output_line> parse_output(std::string_view jsonl) {
         auto line = jsonl.substr(0, nl);
         jsonl.remove_prefix(nl == std::string_view::npos ? jsonl.size() : nl + 1);
         rapidjson::Document d;
-        bgw::http::parse_json(d, std::string_view(line.data(), line.size()));
+        bgw::util::parse_json(d, std::string_view(line.data(), line.size()));
         if (d.HasParseError() || !d.IsObject()) continue;
         output_line o;
         o.record_id = get(d, "recordId");

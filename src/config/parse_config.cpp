@@ -1,5 +1,5 @@
 #include "bgw/config/config.hpp"
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 #include <array>
@@ -847,10 +847,10 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
 
 result<config> parse_config(std::string_view text) {
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(text.data(), text.size()));
+    bgw::util::parse_json(doc, std::string_view(text.data(), text.size()));
     if (doc.HasParseError()) {
         return validation_error("config is not valid JSON (nested at most " +
-                                std::to_string(bgw::http::max_json_depth) + " levels) at offset " +
+                                std::to_string(bgw::util::max_json_depth) + " levels) at offset " +
                                 std::to_string(doc.GetErrorOffset()) + ": " +
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }

@@ -1,6 +1,6 @@
 #include "bgw/http/error_response.hpp"
 
-#include "bgw/policy/throttle.hpp"
+#include "bgw/http/retry_after.hpp"
 
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -38,7 +38,7 @@ beast_http::response<beast_http::string_body> make_throttle_response(std::chrono
                                                                      std::string_view request_id,
                                                                      unsigned version,
                                                                      bool keep_alive) {
-    const auto after = policy::retry_after(wait);
+    const auto after = retry_after(wait);
     rapidjson::StringBuffer buf;
     rapidjson::Writer<rapidjson::StringBuffer> w(buf);
     w.StartObject();
@@ -53,7 +53,7 @@ beast_http::response<beast_http::string_body> make_throttle_response(std::chrono
     res.set(beast_http::field::content_type, "application/json");
     res.set("x-amzn-ErrorType", "ThrottlingException");
     res.set("x-amzn-RequestId", request_id);
-    policy::set_retry_after(res, wait);
+    set_retry_after(res, wait);
     res.body().assign(buf.GetString(), buf.GetSize());
     res.keep_alive(keep_alive);
     res.prepare_payload();

@@ -1,6 +1,6 @@
 #include "bgw/http/event_relay.hpp"
 
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <openssl/evp.h>
 #include <rapidjson/document.h>
@@ -25,7 +25,7 @@ std::string string_member(const rapidjson::Value& obj, const char* name) {
 }
 
 bool parse(rapidjson::Document& doc, std::string_view json) {
-    bgw::http::parse_json(doc, std::string_view(json.data(), json.size()));
+    bgw::util::parse_json(doc, std::string_view(json.data(), json.size()));
     return !doc.HasParseError() && doc.IsObject();
 }
 

@@ -5,13 +5,13 @@
 #include "bgw/net/batch_runner.hpp"
 
 #include "bgw/aws/sigv4.hpp"
-#include "bgw/http/json.hpp"
 #include "bgw/net/aws_call.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/throttle.hpp"
 #include "bgw/policy/traffic.hpp"
 #include "bgw/routing/runtime_path.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -53,7 +53,7 @@ std::string error_json(unsigned code, std::string_view message) {
 
 bool is_json(std::string_view s) {
     rapidjson::Document d;
-    bgw::http::parse_json(d, std::string_view(s.data(), s.size()));
+    bgw::util::parse_json(d, std::string_view(s.data(), s.size()));
     return !d.HasParseError();
 }
 
@@ -83,7 +83,7 @@ std::string describe(const aws_reply& r) {
 
 std::string message_of(std::string_view body) {
     rapidjson::Document d;
-    bgw::http::parse_json(d, std::string_view(body.data(), body.size()));
+    bgw::util::parse_json(d, std::string_view(body.data(), body.size()));
     if (d.HasParseError() || !d.IsObject()) return {};
     for (const char* key : {"message", "Message"}) {
         auto it = d.FindMember(key);
@@ -130,7 +130,7 @@ awaitable<void> batch_runner::submit(gateway_context& g, const batch::job& j) {
     std::string arn;
     if (!last.ec && last.status == 200) {
         rapidjson::Document d;
-        bgw::http::parse_json(d, created.body);
+        bgw::util::parse_json(d, created.body);
         if (!d.HasParseError() && d.IsObject() && d.HasMember("jobArn") && d["jobArn"].IsString())
             arn = d["jobArn"].GetString();
     }
@@ -179,7 +179,7 @@ awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
         co_return;
     }
     rapidjson::Document d;
-    bgw::http::parse_json(d, got.body);
+    bgw::util::parse_json(d, got.body);
     std::string status, message;
     if (!d.HasParseError() && d.IsObject()) {
         if (auto s = d.FindMember("status"); s != d.MemberEnd() && s->value.IsString())

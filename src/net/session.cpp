@@ -6,7 +6,7 @@
 #include "bgw/http/front_parser.hpp"
 #include "bgw/http/h2_refusal.hpp"
 #include "bgw/http/headers.hpp"
-#include "bgw/http/json.hpp"
+#include "bgw/http/retry_after.hpp"
 #include "bgw/http/wire.hpp"
 #include "bgw/net/exchange.hpp"
 #include "bgw/net/gateway.hpp"
@@ -19,6 +19,7 @@
 #include "bgw/routing/router.hpp"
 #include "bgw/routing/runtime_path.hpp"
 #include "bgw/routing/upstream_request.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 #include <array>
@@ -156,7 +157,7 @@ awaitable<beast::error_code> send_error(beast::tcp_stream& client,
     add_gateway_headers(res, log);
     // A full gateway is a passing state: say when to come back, as a throttle does.
     if (pause) {
-        policy::set_retry_after(res, *pause);
+        bgw::http::set_retry_after(res, *pause);
     } else if (e.status == http::status::service_unavailable) {
         res.set(http::field::retry_after, "1");
     }
@@ -723,12 +724,12 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
     log.tier = config::tier_name(t.tier);
     // The record goes into a JSONL file: one compact JSON object, whatever the app's spacing.
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(req.body().data(), req.body().size()));
+    bgw::util::parse_json(doc, std::string_view(req.body().data(), req.body().size()));
     if (doc.HasParseError() || !doc.IsObject()) {
         co_return !co_await send_error(
             client,
             validation_error("a batch record's body must be a JSON object, nested at most " +
-                             std::to_string(bgw::http::max_json_depth) + " levels deep"),
+                             std::to_string(bgw::util::max_json_depth) + " levels deep"),
             log, keep_alive) &&
             keep_alive;
     }
@@ -1147,7 +1148,7 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // Upstream's own wait, in any form, stands; otherwise the gateway's pause.
     if (pause && head.find(http::field::retry_after) == head.end() &&
         head.find("x-amz-retry-after") == head.end() && head.find("retry-after-ms") == head.end())
-        policy::set_retry_after(fields, *pause);
+        bgw::http::set_retry_after(fields, *pause);
     if (len) {
         bgw::http::append_field(head_bytes, "Content-Length", std::to_string(*len));
     } else {

@@ -1,6 +1,6 @@
 #include "bgw/policy/throttle.hpp"
 
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 #include <array>
@@ -19,7 +19,7 @@ std::string error_code(std::string_view error_type_header, std::string_view body
         return after_hash(error_type_header.substr(0, error_type_header.find(':')));
     }
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
+    bgw::util::parse_json(doc, std::string_view(body.data(), body.size()));
     if (doc.HasParseError() || !doc.IsObject()) return {};
     for (const char* key : {"__type", "code"}) {
         auto it = doc.FindMember(key);
@@ -56,11 +56,6 @@ outcome classify(unsigned status, std::string_view code) {
     if (status == 500 || status == 502 || status == 503 || status == 504) return outcome::transient;
     if (status < 400) return outcome::success;
     return outcome::final;
-}
-
-retry_after_value retry_after(milliseconds wait) {
-    const auto ms = static_cast<std::uint64_t>(std::max<std::int64_t>(1, wait.count()));
-    return {std::max<std::uint64_t>(1, (ms + 999) / 1000), ms};
 }
 
 milliseconds backoff_cap(int retry, milliseconds base, milliseconds max_delay) {

@@ -1,6 +1,6 @@
 #include "bgw/policy/traffic.hpp"
 
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -42,7 +42,7 @@ std::uint64_t estimate_tokens(std::string_view body) {
     const std::uint64_t input = (body.size() + 3) / 4;
     std::uint64_t output = 0;
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
+    bgw::util::parse_json(doc, std::string_view(body.data(), body.size()));
     if (!doc.HasParseError() && doc.IsObject()) {
         // The output cap as each model family spells it; Bedrock charges it up front as well.
         for (auto v : {number(doc, "max_tokens"), nested(doc, "inferenceConfig", "maxTokens"),
@@ -66,7 +66,7 @@ std::optional<usage> usage_from_headers(std::string_view input, std::string_view
 
 std::optional<usage> usage_from_converse_body(std::string_view body) {
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
+    bgw::util::parse_json(doc, std::string_view(body.data(), body.size()));
     if (doc.HasParseError()) return std::nullopt;
     auto in = nested(doc, "usage", "inputTokens");
     auto out = nested(doc, "usage", "outputTokens");
@@ -76,7 +76,7 @@ std::optional<usage> usage_from_converse_body(std::string_view body) {
 
 std::optional<usage> usage_from_model_output(std::string_view body) {
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
+    bgw::util::parse_json(doc, std::string_view(body.data(), body.size()));
     if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
     // Converse; Anthropic messages; Meta Llama; Amazon Titan text (its first result).
     auto in = nested(doc, "usage", "inputTokens");

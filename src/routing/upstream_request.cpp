@@ -2,7 +2,7 @@
 
 #include "bgw/aws/sign_request.hpp"
 #include "bgw/http/headers.hpp"
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
@@ -49,7 +49,7 @@ upstream_request prepare_upstream_request(boost::beast::http::verb method,
 std::optional<std::string> with_converse_service_tier(std::string_view body,
                                                       std::string_view tier) {
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(body.data(), body.size()));
+    bgw::util::parse_json(doc, std::string_view(body.data(), body.size()));
     if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
     auto& a = doc.GetAllocator();
     rapidjson::Value value(rapidjson::kObjectType);

@@ -1,6 +1,6 @@
 // Hostile JSON: deep nesting must be refused with constant stack, never crash the process.
 
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include "bgw/aws/eventstream.hpp"
 #include "bgw/http/event_relay.hpp"
@@ -13,7 +13,7 @@
 
 namespace {
 
-using bgw::http::parse_json;
+using bgw::util::parse_json;
 
 TEST(json, deep_nesting_is_refused_without_recursion) {
     rapidjson::Document doc;

@@ -4,6 +4,8 @@
 
 #include "bgw/policy/throttle.hpp"
 
+#include "bgw/http/retry_after.hpp"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -125,14 +127,14 @@ TEST(classify, agrees_with_botocore_retry_definitions) {
 }
 
 TEST(retry_after, rounds_up_to_whole_seconds_at_least_one) {
-    EXPECT_EQ(retry_after(0ms).seconds, 1u);
-    EXPECT_EQ(retry_after(0ms).milliseconds, 1u);
-    EXPECT_EQ(retry_after(1ms).seconds, 1u);
-    EXPECT_EQ(retry_after(1000ms).seconds, 1u);
-    EXPECT_EQ(retry_after(1001ms).seconds, 2u);
-    EXPECT_EQ(retry_after(1001ms).milliseconds, 1001u);
-    EXPECT_EQ(retry_after(59999ms).seconds, 60u);
-    EXPECT_EQ(retry_after(-5ms).milliseconds, 1u);
+    EXPECT_EQ(bgw::http::retry_after(0ms).seconds, 1u);
+    EXPECT_EQ(bgw::http::retry_after(0ms).milliseconds, 1u);
+    EXPECT_EQ(bgw::http::retry_after(1ms).seconds, 1u);
+    EXPECT_EQ(bgw::http::retry_after(1000ms).seconds, 1u);
+    EXPECT_EQ(bgw::http::retry_after(1001ms).seconds, 2u);
+    EXPECT_EQ(bgw::http::retry_after(1001ms).milliseconds, 1001u);
+    EXPECT_EQ(bgw::http::retry_after(59999ms).seconds, 60u);
+    EXPECT_EQ(bgw::http::retry_after(-5ms).milliseconds, 1u);
 }
 
 TEST(backoff, cap_doubles_up_to_the_maximum) {

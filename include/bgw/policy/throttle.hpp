@@ -3,7 +3,6 @@
 /// their own: every call takes `now`, so tests drive time by hand).
 ///
 /// - classify(): what an upstream answer means (throttled, transient, final);
-/// - retry_after(): the uniform 429's two headers from one wait;
 /// - backoff_cap() / full_jitter(): the AWS "full jitter" schedule;
 /// - retry_quota: the AWS SDK standard-mode retry budget (a token bucket that retries draw
 ///   from and successes refill), so a throttling storm is not multiplied by retries;
@@ -50,26 +49,6 @@ outcome classify(unsigned status, std::string_view code);
 
 /// Classifies "no response": a reset or a timeout before any response byte is transient.
 inline outcome classify_no_response() { return outcome::transient; }
-
-/// The uniform 429's wait, in the two forms SDKs read.
-struct retry_after_value {
-    std::uint64_t seconds;       ///< `Retry-After`: whole seconds, at least 1, rounded up
-    std::uint64_t milliseconds;  ///< `x-amz-retry-after`: at least 1
-};
-retry_after_value retry_after(milliseconds wait);
-
-/// Sets the three forms of one wait on a response (`Fields` has `set(name, value)`), in the
-/// order SDKs should meet them: `x-amz-retry-after` (ms; the AWS SDK for JavaScript v3 reads
-/// whichever of it and `Retry-After` comes first, so the precise one goes first),
-/// `retry-after-ms` (ms; the Anthropic and OpenAI SDKs), `Retry-After` (whole seconds, rounded
-/// up, at least 1; RFC 9110 section 10.2.3).
-template <class Fields>
-void set_retry_after(Fields& fields, milliseconds wait) {
-    const auto v = retry_after(wait);
-    fields.set("x-amz-retry-after", std::to_string(v.milliseconds));
-    fields.set("retry-after-ms", std::to_string(v.milliseconds));
-    fields.set("Retry-After", std::to_string(v.seconds));
-}
 
 /// The cap of the full-jitter schedule for retry number `retry` (1 = the first retry):
 /// min(max_delay, base * 2^(retry-1)).

@@ -3,7 +3,7 @@
 #include "bgw/aws/credentials/credentials_json.hpp"
 
 #include "bgw/aws/credentials/common.hpp"
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
 #include <utility>
 
@@ -26,7 +26,7 @@ std::optional<std::string> json_string(const rapidjson::Value& obj, const char* 
 /// container and IMDS documents have no Version.
 result<timed_credentials> credentials_json(std::string_view json, bool require_version) {
     rapidjson::Document doc;
-    bgw::http::parse_json(doc, std::string_view(json.data(), json.size()));
+    bgw::util::parse_json(doc, std::string_view(json.data(), json.size()));
     // Never quote the document: it holds the secret key.
     if (doc.HasParseError() || !doc.IsObject())
         return unavailable("the credentials document is not a JSON object");

@@ -1,6 +1,6 @@
-#include "bgw/http/json.hpp"
+#include "bgw/util/json.hpp"
 
-namespace bgw::http {
+namespace bgw::util {
 
 bool parse_json(rapidjson::Document& doc, std::string_view text, unsigned max_depth) {
     // One linear pass for the nesting depth (brackets inside strings do not count).
@@ -31,4 +31,4 @@ bool parse_json(rapidjson::Document& doc, std::string_view text, unsigned max_de
     return !doc.HasParseError();
 }
 
-}  // namespace bgw::http
+}  // namespace bgw::util

@@ -7,7 +7,7 @@
 
 #include <rapidjson/document.h>
 
-namespace bgw::http {
+namespace bgw::util {
 
 /// Deeper than this is refused before parsing: no request Bedrock takes nests so deep, and the
 /// depth also bounds the recursion of anything that later walks the document (Accept, copies).
@@ -19,4 +19,4 @@ bool parse_json(rapidjson::Document& doc,
                 std::string_view text,
                 unsigned max_depth = max_json_depth);
 
-}  // namespace bgw::http
+}  // namespace bgw::util
