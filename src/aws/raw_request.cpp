@@ -118,10 +118,12 @@ result<raw_request> parse_raw_request(std::string_view text) {
     return req;
 }
 
+bool header_named(const header& h, std::string_view name) { return iequals(h.name, name); }
+
 std::optional<std::string_view> find_header(std::span<const header> headers,
                                             std::string_view name) {
     for (const auto& h : headers) {
-        if (iequals(h.name, name)) return std::string_view(h.value);
+        if (header_named(h, name)) return std::string_view(h.value);
     }
     return std::nullopt;
 }

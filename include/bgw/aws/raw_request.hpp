@@ -48,6 +48,9 @@ struct raw_request {
 /// header.
 result<raw_request> parse_raw_request(std::string_view text);
 
+/// Whether `h` is named `name` (ASCII case-insensitive).
+bool header_named(const header& h, std::string_view name);
+
 /// The first value of header `name` (ASCII case-insensitive), or nullopt.
 std::optional<std::string_view> find_header(std::span<const header> headers, std::string_view name);
 
