@@ -31,6 +31,17 @@ std::string hmac(std::string_view key, std::string_view data) {
     return std::string(reinterpret_cast<const char*>(out.data()), n);
 }
 
+/// Every piece between separators, empty ones included ("" is one empty piece).
+std::vector<std::string_view> split(std::string_view s, char sep) {
+    std::vector<std::string_view> out;
+    for (std::size_t start = 0;;) {
+        const auto end = s.find(sep, start);
+        out.push_back(s.substr(start, end == std::string_view::npos ? s.npos : end - start));
+        if (end == std::string_view::npos) return out;
+        start = end + 1;
+    }
+}
+
 std::string lower(std::string_view s) {
     std::string out(s);
     for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -83,17 +94,12 @@ std::string decode(std::string_view s) {
 std::string remove_dot_segments(std::string_view path) {
     if (path.empty()) return "/";
     std::vector<std::string_view> kept;
-    std::size_t start = 0;
-    while (start <= path.size()) {
-        auto end = path.find('/', start);
-        if (end == std::string_view::npos) end = path.size();
-        auto seg = path.substr(start, end - start);
+    for (auto seg : split(path, '/')) {
         if (seg == "..") {
             if (!kept.empty()) kept.pop_back();
         } else if (!seg.empty() && seg != ".") {
             kept.push_back(seg);
         }
-        start = end + 1;
     }
     std::string out = path.front() == '/' ? "/" : "";
     for (std::size_t i = 0; i < kept.size(); ++i) {
@@ -111,18 +117,12 @@ std::string canonical_uri(std::string_view wire_path, bool s3) {
 
 std::string canonical_query(std::string_view query) {
     std::vector<std::pair<std::string, std::string>> pairs;
-    std::size_t start = 0;
-    while (start < query.size()) {
-        auto end = query.find('&', start);
-        if (end == std::string_view::npos) end = query.size();
-        auto item = query.substr(start, end - start);
-        if (!item.empty()) {
-            auto eq = item.find('=');
-            auto key = item.substr(0, eq);
-            auto value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
-            pairs.emplace_back(encode(decode(key), false), encode(decode(value), false));
-        }
-        start = end + 1;
+    for (auto item : split(query, '&')) {
+        if (item.empty()) continue;
+        auto eq = item.find('=');
+        auto key = item.substr(0, eq);
+        auto value = eq == std::string_view::npos ? std::string_view{} : item.substr(eq + 1);
+        pairs.emplace_back(encode(decode(key), false), encode(decode(value), false));
     }
     std::sort(pairs.begin(), pairs.end());
     std::string out;
@@ -169,15 +169,11 @@ std::optional<authorization_parts> parse_authorization(std::string_view v) {
     if (!v.starts_with(algorithm)) return std::nullopt;
     v.remove_prefix(algorithm.size());
     std::map<std::string, std::string, std::less<>> fields;
-    std::size_t start = 0;
-    while (start <= v.size()) {
-        auto end = v.find(',', start);
-        if (end == std::string_view::npos) end = v.size();
-        auto item = trim(v.substr(start, end - start));
+    for (auto item : split(v, ',')) {
+        item = trim(item);
         auto eq = item.find('=');
         if (eq != std::string_view::npos)
             fields.emplace(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
-        start = end + 1;
     }
     auto credential = fields.find("Credential");
     auto names = fields.find("SignedHeaders");
@@ -186,26 +182,13 @@ std::optional<authorization_parts> parse_authorization(std::string_view v) {
         return std::nullopt;
     authorization_parts a;
     // AKID/date/region/service/aws4_request
-    std::vector<std::string> parts;
-    std::string_view c = credential->second;
-    for (std::size_t s = 0; s <= c.size();) {
-        auto e = c.find('/', s);
-        if (e == std::string_view::npos) e = c.size();
-        parts.emplace_back(c.substr(s, e - s));
-        s = e + 1;
-    }
+    const auto parts = split(credential->second, '/');
     if (parts.size() != 5 || parts[4] != "aws4_request") return std::nullopt;
     a.date = parts[1];
     a.region = parts[2];
     a.service = parts[3];
-    a.scope = parts[1] + '/' + parts[2] + '/' + parts[3] + "/aws4_request";
-    std::string_view n = names->second;
-    for (std::size_t s = 0; s <= n.size();) {
-        auto e = n.find(';', s);
-        if (e == std::string_view::npos) e = n.size();
-        a.signed_headers.push_back(lower(n.substr(s, e - s)));
-        s = e + 1;
-    }
+    a.scope = a.date + '/' + a.region + '/' + a.service + "/aws4_request";
+    for (auto name : split(names->second, ';')) a.signed_headers.push_back(lower(name));
     a.signature = signature->second;
     return a;
 }
