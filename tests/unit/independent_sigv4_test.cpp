@@ -186,14 +186,23 @@ TEST(IndependentSigV4Suite, AnyChangeToASignedPartBreaksTheSignature) {
     EXPECT_NE(iv::recompute(base, "another secret")->signature, ok->claimed);
 }
 
-TEST(IndependentSigV4Suite, PathRules) {
+/// A request to `path` signing Host and X-Amz-Date, with an empty body: enough to read its
+/// canonical request.
+iv::received bare_request(std::string method, std::string path, std::string query = {}) {
     iv::received r;
-    r.method = "POST";
+    r.method = std::move(method);
+    r.wire_path = std::move(path);
+    r.query = std::move(query);
     r.headers = {{"Host", "h"}, {"X-Amz-Date", "20150830T123600Z"}};
     r.payload_sha256 = iv::sha256_hex("");
     r.authorization =
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/bedrock/aws4_request, "
         "SignedHeaders=host;x-amz-date, Signature=00";
+    return r;
+}
+
+TEST(IndependentSigV4Suite, PathRules) {
+    iv::received r = bare_request("POST", "/");
     auto first_line = [](const std::string& creq) {
         auto a = creq.find('\n');
         return creq.substr(a + 1, creq.find('\n', a + 1) - a - 1);
@@ -210,24 +219,13 @@ TEST(IndependentSigV4Suite, PathRules) {
 }
 
 TEST(IndependentSigV4Suite, QueryIsSortedAndEncodedStrictly) {
-    iv::received r;
-    r.method = "GET";
-    r.wire_path = "/";
-    r.query = "b=2&a=%7e&a=1&c&d=x y";
-    r.headers = {{"Host", "h"}, {"X-Amz-Date", "20150830T123600Z"}};
-    r.payload_sha256 = iv::sha256_hex("");
-    r.authorization =
-        "AWS4-HMAC-SHA256 Credential=AK/20150830/us-east-1/bedrock/aws4_request, "
-        "SignedHeaders=host;x-amz-date, Signature=00";
+    const iv::received r = bare_request("GET", "/", "b=2&a=%7e&a=1&c&d=x y");
     auto creq = iv::recompute(r, "k")->canonical_request;
     EXPECT_NE(creq.find("\na=1&a=~&b=2&c=&d=x%20y\n"), std::string::npos) << creq;
 }
 
 TEST(IndependentSigV4Suite, WhatIsNotSigV4IsRefused) {
-    iv::received r;
-    r.method = "GET";
-    r.wire_path = "/";
-    r.headers = {{"Host", "h"}, {"X-Amz-Date", "20150830T123600Z"}};
+    iv::received r = bare_request("GET", "/");
     for (std::string a : {"", "Bearer abc", "AWS4-HMAC-SHA256 Credential=AK/20150830/us-east-1",
                           "AWS4-HMAC-SHA256 Credential=AK/20150830/us-east-1/bedrock/aws4_request, "
                           "Signature=00",
