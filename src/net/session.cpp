@@ -540,13 +540,7 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
                                        const config::region_endpoint& ep,
                                        upstream_request_message& out,
                                        upstream_leg& leg) {
-    beast::tcp_stream& client = a.client;
-    gateway_context& g = a.g;
-    const config::config& cfg = a.cfg;
     client_watch& watch = a.watch;
-    request_log& log = a.log;
-    const std::size_t head_room = a.head_room;
-    const policy::hold_budget& hold = a.hold;
     std::unique_ptr<upstream_connection>& conn = leg.conn;
     std::optional<http::response_parser<http::buffer_body>>& p = leg.p;
     std::string& error_body = leg.error_body;
@@ -554,13 +548,13 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
     error_body.clear();
     for (bool stale_retry = false;;) {
         // A pooled connection found closed is resent for free: the same attempt, not another.
-        if (!stale_retry) ++log.attempts;
+        if (!stale_retry) ++a.log.attempts;
         watch.upstream = nullptr;  // the watcher must never close a connection we dropped
-        conn = g.pool.take(pool_key(ep), client.get_executor().context());
+        conn = a.g.pool.take(pool_key(ep), a.client.get_executor().context());
         if (!conn) {
             auto [cec, fresh] = co_await connect_upstream(
-                client.get_executor(), g.tls, ep,
-                hold.attempt_bound(cfg.upstream.connect_timeout, clock::now()));
+                a.client.get_executor(), a.g.tls, ep,
+                a.hold.attempt_bound(a.cfg.upstream.connect_timeout, clock::now()));
             if (cec) {
                 r.ec = cec;
                 r.during = "connect";
@@ -572,17 +566,18 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
         watch.upstream = conn.get();
         if (watch.client_gone) co_return r;  // it left while we connected
         p.emplace();
-        p->header_limit(static_cast<std::uint32_t>(cfg.upstream.max_response_header_bytes));
+        p->header_limit(static_cast<std::uint32_t>(a.cfg.upstream.max_response_header_bytes));
         p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
         // Room for the head and (usually) the whole of a small answer in one read. A pooled
         // connection keeps its room between requests, except into a stream, which may hold
         // it for minutes: that gets its own, smaller room.
-        if (conn->buffer.capacity() > head_room && head_room < head_read_bytes &&
+        if (conn->buffer.capacity() > a.head_room && a.head_room < head_read_bytes &&
             conn->buffer.size() == 0)
             conn->buffer.shrink_to_fit();
-        if (conn->buffer.capacity() < head_room) conn->buffer.reserve(head_room);
+        if (conn->buffer.capacity() < a.head_room) conn->buffer.reserve(a.head_room);
         // No wait outlives the client's deadline, this one included (issue 17).
-        conn->tcp().expires_after(hold.attempt_bound(cfg.upstream.response_timeout, clock::now()));
+        conn->tcp().expires_after(
+            a.hold.attempt_bound(a.cfg.upstream.response_timeout, clock::now()));
         const auto sent = clock::now();
         auto send = [&](auto& stream) {
             return send_and_read_header(stream, conn->buffer, out, *p);
@@ -594,8 +589,8 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
             continue;
         }
         if (!r.ec) {
-            g.metrics.upstream_latency(log.region, log.op,
-                                       std::chrono::duration<double>(clock::now() - sent).count());
+            a.g.metrics.upstream_latency(
+                a.log.region, a.log.op, std::chrono::duration<double>(clock::now() - sent).count());
         }
         break;
     }
