@@ -12,6 +12,9 @@
 #include "bgw/net/gateway.hpp"
 #include "bgw/net/write.hpp"
 #include "bgw/obs/log.hpp"
+#include "bgw/pipeline/admit.hpp"
+#include "bgw/pipeline/request_ctx.hpp"
+#include "bgw/pipeline/upstream_walk.hpp"
 #include "bgw/policy/callers.hpp"
 #include "bgw/policy/hold.hpp"
 #include "bgw/policy/traffic.hpp"
@@ -43,36 +46,13 @@ namespace {
 namespace http = beast::http;
 using clock = std::chrono::steady_clock;
 
-/// What happened to one request, for the access log line.
-struct request_log {
-    std::string id;
-    std::string_view op = "-";
-    std::string model;
-    std::string region;
-    unsigned status = 0;
-    int attempts = 0;
-    std::size_t bytes_in = 0;
-    std::size_t bytes_out = 0;
-    std::string upstream_request_id;
-    int upstream_throttles = 0;      ///< attempts upstream answered with a throttle
-    std::string_view throttle;       ///< when the gateway answered 429: which limit
-    std::string route;               ///< the route the model id named, if any
-    std::string_view tier;           ///< the tier of the target in use (set once routed)
-    std::vector<std::string> tried;  ///< targets left behind, and why
-    std::string batch_record;        ///< the record a batch-tier request became
-    std::string error;
-    clock::time_point start = clock::now();
-    std::optional<bgw::http::stream_summary> stream;  ///< set for event-stream responses
-    std::optional<policy::usage> tokens;              ///< what the answer says it used
-    std::string target_model;  ///< the model id sent upstream (a provisioned ARN...), for prices
-    std::optional<clock::time_point> first_event;  ///< when a stream's first event went out
-    std::string_view caller;  ///< the caller key's name (never the key), when keys are on
-};
+/// What happened to one request (the access log line, the metrics) and what it holds.
+using pipeline::request_ctx;
 
 /// The request's part of the metrics (issue 8); model labels are the model the client named.
 /// Called before write_log: once a request's log line is out, its metrics are too (a test, or
 /// an operator, that waits for the line and then scrapes /metrics must find it counted).
-void record_metrics(gateway_context& g, const config::config& cfg, const request_log& l) {
+void record_metrics(gateway_context& g, const config::config& cfg, const request_ctx& l) {
     g.metrics.request(l.op, l.region, l.tier, l.model, l.status);
     if (l.first_event) {
         g.metrics.first_event(l.region, l.op,
@@ -84,7 +64,7 @@ void record_metrics(gateway_context& g, const config::config& cfg, const request
     g.count_usage(cfg, l.region, t, l.model, l.target_model, *l.tokens);
 }
 
-void write_log(const request_log& l) {
+void write_log(const request_ctx& l) {
     if (!obs::enabled(obs::level::info)) return;
     obs::event e("request");
     e.str("id", l.id).str("operation", l.op).str("model", l.model).str("region", l.region);
@@ -113,7 +93,7 @@ void write_log(const request_log& l) {
 /// `X-Gateway-Region`, `X-Gateway-Tier`, `X-Gateway-Attempts`: where the request ran, once the
 /// router has chosen.
 template <class Fields>
-void add_gateway_headers(Fields& res, const request_log& log) {
+void add_gateway_headers(Fields& res, const request_ctx& log) {
     if (log.tier.empty()) return;
     res.set("X-Gateway-Region", log.region);
     res.set("X-Gateway-Tier", log.tier);
@@ -139,7 +119,7 @@ struct head_writer {
 template <class Body>
 awaitable<beast::error_code> send_response(beast::tcp_stream& client,
                                            beast::http::response<Body>& res,
-                                           request_log& log) {
+                                           request_ctx& log) {
     log.status = res.result_int();
     auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
     log.bytes_out += n;
@@ -150,7 +130,7 @@ awaitable<beast::error_code> send_response(beast::tcp_stream& client,
 /// so an SDK's retry of it does not follow at once.
 awaitable<beast::error_code> send_error(beast::tcp_stream& client,
                                         const error& e,
-                                        request_log& log,
+                                        request_ctx& log,
                                         bool keep_alive,
                                         std::optional<std::chrono::milliseconds> pause = {}) {
     auto res = bgw::http::make_error_response(e, log.id, 11, keep_alive);
@@ -456,13 +436,6 @@ private:
     asio::steady_timer timer_;
 };
 
-/// The operations that run a model: the ones local quotas and cool-downs apply to.
-bool runs_model(routing::operation op) {
-    using routing::operation;
-    return op == operation::invoke_model || op == operation::invoke_model_with_response_stream ||
-           op == operation::converse || op == operation::converse_stream;
-}
-
 std::mt19937_64& jitter_rng() {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     return rng;
@@ -471,7 +444,7 @@ std::mt19937_64& jitter_rng() {
 awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
                                            const policy::throttle_answer& a,
                                            std::string_view request_id,
-                                           request_log& log,
+                                           request_ctx& log,
                                            bool keep_alive) {
     auto res = bgw::http::make_throttle_response(a.wait, a.message, request_id, 11, keep_alive);
     add_gateway_headers(res, log);
@@ -520,7 +493,7 @@ struct attempt_context {
     gateway_context& g;
     const config::config& cfg;
     client_watch& watch;
-    request_log& log;
+    request_ctx& log;
     const policy::hold_budget& hold;
     std::size_t head_room;  ///< the first read's room: an answer's head, or a stream's
 };
@@ -547,8 +520,8 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
     attempt_result r;
     error_body.clear();
     for (bool stale_retry = false;;) {
-        // A pooled connection found closed is resent for free: the same attempt, not another.
-        if (!stale_retry) ++a.log.attempts;
+        // A pooled connection found closed is resent for free: the same attempt, not another
+        // (the walk counts attempts).
         watch.upstream = nullptr;  // the watcher must never close a connection we dropped
         conn = a.g.pool.take(pool_key(ep), a.client.get_executor().context());
         if (!conn) {
@@ -623,6 +596,46 @@ std::string describe(const attempt_result& r,
            std::to_string(p->get().result_int()) + (code.empty() ? "" : " " + code) + ")";
 }
 
+/// The client side of one request: its connection, and the answers the gateway makes itself.
+/// Each `answer` returns whether the connection may carry another request.
+struct client_side {
+    beast::tcp_stream& stream;
+    beast::flat_buffer& buf;
+    request_ctx& ctx;
+    bool keep_alive;
+
+    awaitable<bool> answer(const error& e, std::optional<std::chrono::milliseconds> pause = {}) {
+        co_return !co_await send_error(stream, e, ctx, keep_alive, pause) && keep_alive;
+    }
+    awaitable<bool> answer(const policy::throttle_answer& a, std::string_view request_id) {
+        co_return !co_await send_throttle(stream, a, request_id, ctx, keep_alive) && keep_alive;
+    }
+    awaitable<bool> answer(const pipeline::refusal& r) {
+        if (const auto* e = std::get_if<error>(&r)) co_return co_await answer(*e);
+        co_return co_await answer(std::get<policy::throttle_answer>(r), ctx.id);
+    }
+    /// The walk's last word: a 429, or a 502/504 with its Retry-After.
+    awaitable<bool> answer(const pipeline::answer& a) {
+        if (!a.throttle) co_return co_await answer(*a.failure, a.pause);
+        const std::string_view id = a.request_id.empty() ? ctx.id : a.request_id;
+        const bool keep = co_await answer(*a.throttle, id);
+        ctx.error += a.note;
+        co_return keep;
+    }
+    template <class Body>
+    awaitable<bool> respond(http::response<Body>& res) {
+        res.keep_alive(keep_alive);
+        co_return !co_await send_response(stream, res, ctx) && keep_alive;
+    }
+    /// The client hung up before its answer was complete.
+    bool gone() {
+        ctx.status = 499;  // nginx's "client closed request"
+        ctx.error = "client went away before the response was complete";
+        ctx.held.settle(0, clock::now());
+        return false;
+    }
+};
+
 /// `/healthz`: the process serves. `/readyz`: it should get traffic: not draining, and able to
 /// authorise upstream calls (a Bedrock API key, or SigV4 credentials that have not expired).
 http::response<http::string_body> health_response(http::verb method,
@@ -664,31 +677,27 @@ http::response<http::string_body> health_response(http::verb method,
 
 /// An allowed control-plane read: the region by the runtime API's intent rules and the caller
 /// key's regions, then the answer (cached, or one signed call).
-awaitable<bool> serve_control_read(beast::tcp_stream& client,
+awaitable<bool> serve_control_read(client_side& c,
                                    const http::request<http::string_body>& req,
                                    const routing::control_request& control,
                                    gateway_context& g,
                                    const config::config& cfg,
-                                   const policy::caller& who,
-                                   request_log& log) {
-    const bool keep_alive = req.keep_alive() && !g.draining;
-    log.op = control.operation;
+                                   const policy::caller& who) {
+    c.ctx.op = control.operation;
     auto region =
         routing::choose_region({req["X-Gateway-Region"], {}, req[http::field::authorization], {}},
                                control.region_prefix, cfg);
-    if (!region)
-        co_return !co_await send_error(client, region.error(), log, keep_alive) && keep_alive;
+    if (!region) co_return co_await c.answer(region.error());
     if (!policy::region_allowed(who, *region)) {
         const error elsewhere{
             http::status::forbidden, "AccessDeniedException",
             "caller key " + std::string(who.name) + " may not use region " + *region};
-        co_return !co_await send_error(client, elsewhere, log, keep_alive) && keep_alive;
+        co_return co_await c.answer(elsewhere);
     }
-    log.region = *region;
+    c.ctx.region = *region;
     auto res = co_await answer_control_read(g, cfg, control, *region,
-                                            std::string(req[http::field::user_agent]), log.id);
-    res.keep_alive(keep_alive);
-    co_return !co_await send_response(client, res, log) && keep_alive;
+                                            std::string(req[http::field::user_agent]), c.ctx.id);
+    co_return co_await c.respond(res);
 }
 
 /// `/metrics`: the Prometheus text exposition, format 0.0.4.
@@ -708,33 +717,29 @@ http::response<http::string_body> metrics_response(http::verb method,
 }
 
 /// A request for the batch tier: spooled durably, then answered 202 with where to collect it.
-awaitable<bool> accept_batch(beast::tcp_stream& client,
-                             http::request<http::string_body>& req,
+awaitable<bool> accept_batch(client_side& c,
+                             const http::request<http::string_body>& req,
                              const routing::target& t,
                              const routing::runtime_request& rt,
-                             gateway_context& g,
-                             request_log& log) {
-    const bool keep_alive = req.keep_alive();
-    log.region = t.region;
-    log.tier = config::tier_name(t.tier);
+                             gateway_context& g) {
+    c.ctx.region = t.region;
+    c.ctx.tier = config::tier_name(t.tier);
     // The record goes into a JSONL file: one compact JSON object, whatever the app's spacing.
     rapidjson::Document doc;
     bgw::util::parse_json(doc, std::string_view(req.body().data(), req.body().size()));
     if (doc.HasParseError() || !doc.IsObject()) {
-        co_return !co_await send_error(
-            client,
+        const error not_object =
             validation_error("a batch record's body must be a JSON object, nested at most " +
-                             std::to_string(bgw::util::max_json_depth) + " levels deep"),
-            log, keep_alive) &&
-            keep_alive;
+                             std::to_string(bgw::util::max_json_depth) + " levels deep");
+        co_return co_await c.answer(not_object);
     }
     rapidjson::StringBuffer compact;
     rapidjson::Writer<rapidjson::StringBuffer> cw(compact);
     doc.Accept(cw);
     auto id = g.batch->accept(t.region, t.model_id,
                               rt.op == routing::operation::converse ? "Converse" : "InvokeModel",
-                              std::string(compact.GetString(), compact.GetSize()), log.caller);
-    if (!id) co_return !co_await send_error(client, id.error(), log, keep_alive) && keep_alive;
+                              std::string(compact.GetString(), compact.GetSize()), c.ctx.caller);
+    if (!id) co_return co_await c.answer(id.error());
     rapidjson::StringBuffer body;
     rapidjson::Writer<rapidjson::StringBuffer> w(body);
     w.StartObject();
@@ -746,13 +751,12 @@ awaitable<bool> accept_batch(beast::tcp_stream& client,
     http::response<http::string_body> res{http::status::accepted, 11};
     res.set(http::field::content_type, "application/json");
     res.set(http::field::location, "/gateway/batch/records/" + *id);
-    res.set("x-amzn-RequestId", log.id);
-    add_gateway_headers(res, log);
+    res.set("x-amzn-RequestId", c.ctx.id);
+    add_gateway_headers(res, c.ctx);
     res.body().assign(body.GetString(), body.GetSize());
-    res.keep_alive(keep_alive);
     res.prepare_payload();
-    log.batch_record = *id;
-    co_return !co_await send_response(client, res, log) && keep_alive;
+    c.ctx.batch_record = *id;
+    co_return co_await c.respond(res);
 }
 
 /// The admin endpoints, served without a caller key.
@@ -785,373 +789,187 @@ std::optional<std::chrono::milliseconds> upstream_hint(
                                         head[http::field::retry_after]);
 }
 
-/// Forwards one accepted request; returns whether the client connection may be kept.
-awaitable<bool> forward(beast::tcp_stream& client,
-                        beast::flat_buffer& client_buf,
-                        http::request<http::string_body> req,
-                        gateway_context& g,
-                        const config::config& cfg,
-                        listener_role role,
-                        request_log& log) {
-    const bool keep_alive = req.keep_alive() && !g.draining;
-    log.bytes_in = req.body().size();
-    const bool admin_path = is_admin_path(req.target());
-    if (admin_path && (role == listener_role::admin || !cfg.admin_listen)) {
-        auto res = req.target() == "/metrics"
-                       ? metrics_response(req.method(), g, log.id)
-                       : health_response(req.method(), req.target(), g, log.id);
-        log.op = req.target() == "/metrics"   ? "Metrics"
-                 : req.target() == "/healthz" ? "Health"
-                                              : "Ready";
-        res.keep_alive(keep_alive);
-        co_return !co_await send_response(client, res, log) && keep_alive;
+/// What the walk tells the metrics.
+class metrics_observer final : public pipeline::walk_observer {
+public:
+    explicit metrics_observer(obs::metrics& m) : m_(m) {}
+    void throttle(const std::string& region,
+                  const std::string& model,
+                  std::string_view source) override {
+        m_.throttle(region, model, source);
     }
-    if (admin_path || role == listener_role::admin) {
-        // A named local, not a temporary inside the co_await: GCC 12 mishandles the latter.
-        const error wrong_listener{
-            http::status::not_found, "UnknownOperationException",
-            role == listener_role::admin
-                ? "the admin listener serves only /healthz, /readyz and /metrics"
-                : "/healthz, /readyz and /metrics are served on admin_listen"};
-        co_return !co_await send_error(client, wrong_listener, log, keep_alive) && keep_alive;
-    }
-    // Caller keys (when configured) guard everything below: the runtime API and batch results.
-    auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
-    if (!who) co_return !co_await send_error(client, who.error(), log, keep_alive) && keep_alive;
-    log.caller = who->name;
-    if (req.target().starts_with("/gateway/batch/")) {
-        log.op = "GatewayBatch";
-        if (!g.batch) {
-            co_return !co_await send_error(
-                client,
-                {http::status::not_implemented, "NotImplementedException",
-                 "the batch tier is not configured on this gateway (no batch section)"},
-                log, keep_alive) &&
-                keep_alive;
-        }
-        auto res = g.batch->answer(req.method(), req.target(), who->name, log.id);
-        res.keep_alive(keep_alive);
-        co_return !co_await send_response(client, res, log) && keep_alive;
-    }
-    // The read-only control plane (ListInferenceProfiles, ...); any other control-plane call is
-    // refused here and never signed.
-    auto control = routing::parse_control_target(req.method(), req.target());
-    if (!control)
-        co_return !co_await send_error(client, control.error(), log, keep_alive) && keep_alive;
-    if (*control) co_return co_await serve_control_read(client, req, **control, g, cfg, *who, log);
-    auto rt = routing::parse_runtime_target(req.method(), req.target());
-    if (!rt) co_return !co_await send_error(client, rt.error(), log, keep_alive) && keep_alive;
-    log.op = routing::operation_name(rt->op);
-    log.model = rt->model_id;
-    if (auto allowed = policy::authorize_model(*who, rt->model_id); !allowed)
-        co_return !co_await send_error(client, allowed.error(), log, keep_alive) && keep_alive;
-    // Event streams hold a connection upstream for minutes: their number is bounded.
-    struct stream_slot {
-        std::atomic<std::size_t>* count = nullptr;
-        ~stream_slot() {
-            if (count) --*count;
-        }
-    } slot;
-    if (rt->op == routing::operation::converse_stream ||
-        rt->op == routing::operation::invoke_model_with_response_stream) {
-        if (++g.streams > cfg.limits.max_streams) {
-            --g.streams;
-            const error full{http::status::service_unavailable, "ServiceUnavailableException",
-                             "the gateway already relays limits.max_streams (" +
-                                 std::to_string(cfg.limits.max_streams) +
-                                 ") event streams; retry shortly"};
-            co_return !co_await send_error(client, full, log, keep_alive) && keep_alive;
-        }
-        slot.count = &g.streams;
-    }
-    // A snapshot: a background refresh never changes the keys under a request in flight.
-    std::shared_ptr<const aws::timed_credentials> signing;
-    if (g.bearer.empty()) {
-        auto usable = g.sigv4_credentials();
-        if (!usable)
-            co_return !co_await send_error(client, usable.error(), log, keep_alive) && keep_alive;
-        signing = std::move(*usable);
-    }
-    static const aws::credentials no_credentials;
-    // Where and how: an ordered list of targets, or a refusal that never reaches upstream.
-    auto plan = routing::route(*rt,
-                               {req["X-Gateway-Region"], rt->region_prefix,
-                                req[http::field::authorization], req["X-Gateway-Tier"]},
-                               cfg);
-    if (!plan) co_return !co_await send_error(client, plan.error(), log, keep_alive) && keep_alive;
-    log.route = plan->route;
-    // A key bound to some regions only ever runs there; the route's other targets drop out.
-    std::erase_if(plan->targets, [&](const routing::target& t) {
-        return !policy::region_allowed(*who, t.region);
-    });
-    if (plan->targets.empty()) {
-        const error elsewhere{http::status::forbidden, "AccessDeniedException",
-                              "caller key " + std::string(who->name) +
-                                  " may not run requests in the regions this one would use"};
-        co_return !co_await send_error(client, elsewhere, log, keep_alive) && keep_alive;
-    }
-    // The client's own retries and patience (issue 17): the gateway's attempts for it, and
-    // the deadline no wait inside the gateway outlives.
-    auto terms = policy::read_client_terms(
-        {req["X-Gateway-Max-Attempts"], req["X-Gateway-Timeout-Ms"], req["amz-sdk-request"],
-         req["X-Stainless-Retry-Count"], req["X-Stainless-Timeout"]},
-        cfg.retry);
-    if (!terms)
-        co_return !co_await send_error(client, terms.error(), log, keep_alive) && keep_alive;
-    policy::hold_budget hold(log.start, cfg.retry.max_hold, terms->timeout);
-    // The key's own requests and tokens per minute, before any target is tried.
-    auto caller_limits = g.caller_limits.load();
-    std::uint64_t caller_estimate = 0;
-    if (who->key && (who->key->limit.rpm || who->key->limit.tpm)) {
-        if (who->key->limit.tpm && runs_model(rt->op))
-            caller_estimate = policy::estimate_tokens(req.body());
-        auto d = caller_limits->try_acquire(std::string(who->name), caller_estimate, clock::now());
-        if (!d.allowed) {
-            const policy::throttle_answer over{
-                d.wait,
-                "caller key " + std::string(who->name) +
-                    " is over its own rpm/tpm (caller_keys); not sent upstream",
-                "caller_limit"};
-            co_return !co_await send_throttle(client, over, log.id, log, keep_alive) && keep_alive;
-        }
-    }
-    // Replaces the key's token estimate with what the answer used (once).
-    auto settle_caller = [&, settled = false](std::uint64_t actual) mutable {
-        if (settled || !caller_estimate) return;
-        settled = true;
-        caller_limits->correct(std::string(who->name), caller_estimate, actual, clock::now());
-    };
-    if (plan->targets.front().tier == config::tier::batch) {
-        co_return co_await accept_batch(client, req, plan->targets.front(), *rt, g, log);
-    }
-    const bool model_op = runs_model(rt->op);
-    // The request is all parsed: a connection that holds a long stream holds no read buffer
-    // (a short answer keeps it for the connection's next request).
-    if (routing::is_streaming(rt->op) && client_buf.size() == 0) client_buf.shrink_to_fit();
-    const std::string body = std::move(req.body());
-    // Token estimates, charged per target at admission and settled against usage afterwards.
-    std::uint64_t estimate = 0;
-    if (model_op && std::any_of(plan->targets.begin(), plan->targets.end(),
-                                [&](const auto& t) { return g.traffic.limits(t.model_id); }))
-        estimate = policy::estimate_tokens(body);
-    std::string charged_model;  // the target that holds a charge, if any
-    auto settle = [&](std::uint64_t actual) {
-        if (!charged_model.empty()) g.traffic.settle(charged_model, estimate, actual, clock::now());
-        charged_model.clear();
-        settle_caller(actual);
-    };
+    void failover() override { m_.failover(); }
+    void retry() override { m_.retry(); }
 
-    // From here until the response is relayed, a client that hangs up cancels the upstream.
-    auto watch = std::make_shared<client_watch>();
-    watch_client_soon(client, watch, near_timer_period);
-    struct watch_guard {
-        beast::tcp_stream& client;
-        client_watch& w;
-        ~watch_guard() { stop_watch(client, w); }
-    } guard{client, *watch};
-    auto client_gone = [&] {
-        log.status = 499;  // nginx's "client closed request"
-        log.error = "client went away before the response was complete";
-        settle(0);
-        return false;
-    };
+private:
+    obs::metrics& m_;
+};
 
-    // Walk the targets: a throttle, a transient failure or no answer moves on at once to the
-    // next one; only the last is retried, with backoff, as the policy allows. Targets cooling
-    // down or over their local limits are skipped; if none could be tried, the shortest of
-    // their waits is the answer.
-    upstream_leg leg;
-    auto& conn = leg.conn;
-    auto& p = leg.p;
-    auto& error_body = leg.error_body;  // a failed answer's body, read to classify it
-    std::optional<std::string> tiered_body;
-    upstream_request_message out;
-    asio::steady_timer sleeper(client.get_executor());
-    const attempt_context each_attempt{
-        .client = client,
-        .g = g,
-        .cfg = cfg,
-        .watch = *watch,
-        .log = log,
-        .hold = hold,
-        .head_room = routing::is_streaming(rt->op) ? stream_read_bytes : head_read_bytes};
-    std::optional<policy::throttle_answer> held;
-    const routing::target* answered = nullptr;
-    int last_retry_cost = 0;
-    std::optional<std::chrono::milliseconds> pause;  // a relayed 5xx's Retry-After
-    auto release = [&](const attempt_result& r) {
-        // An error answer read to its end leaves the connection fit for the next request.
-        watch->upstream = nullptr;
-        if (!r.ec && p && p->is_done() && p->keep_alive()) g.pool.give_back(std::move(conn));
-        conn.reset();
-    };
-    for (std::size_t i = 0; i < plan->targets.size() && !answered; ++i) {
-        const routing::target& t = plan->targets[i];
-        const bool last = i + 1 == plan->targets.size();
-        const std::string key = t.model_id.empty() ? std::string(log.op) : t.model_id;
-        log.region = t.region;
-        log.target_model = t.model_id;
-        log.tier = config::tier_name(t.tier);
-        if (model_op) {
-            const std::uint64_t charge = g.traffic.limits(t.model_id) ? estimate : 0;
-            auto no = g.traffic.admit(t.region, key, charge, clock::now());
-            // The last target's rest (or refill) is waited out when the hold budget allows:
-            // the request goes upstream as it ends. Earlier targets are skipped at once.
-            while (no && last && no->wait <= hold.left(clock::now())) {
-                if (!co_await hold_on(sleeper, *watch, hold, no->wait)) co_return client_gone();
-                no = g.traffic.admit(t.region, key, charge, clock::now());
-            }
-            if (no) {
-                log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key +
-                                    ": skipped (" + std::string(no->source) + ")");
-                g.metrics.throttle(t.region, log.model, "local");
-                if (!held || no->wait < held->wait) held = std::move(no);
-                continue;
-            }
-            if (charge) charged_model = t.model_id;
-        }
-        // The request as this target takes it: its model id in the path, its service tier.
-        routing::runtime_request target_rt = *rt;
-        if (model_op && t.model_id != rt->model_id)
-            target_rt.wire_path = routing::model_wire_path(rt->op, t.model_id);
-        std::string_view target_body = body;
-        std::string_view tier_header;
-        if (!t.service_tier.empty()) {
-            if (rt->op == routing::operation::converse ||
-                rt->op == routing::operation::converse_stream) {
-                tiered_body = routing::with_converse_service_tier(body, t.service_tier);
-                if (tiered_body) target_body = *tiered_body;
-            } else if (model_op) {
-                tier_header = t.service_tier;
-            }
-        }
+/// What the walk needs to know about an attempt that ended.
+pipeline::attempt_report report(const attempt_result& r, const upstream_leg& leg) {
+    pipeline::attempt_report out;
+    out.outcome = r.outcome;
+    out.timed_out = r.ec == beast::error::timeout;
+    if (r.ec) out.no_answer = upstream_failure(r.ec, r.during);
+    out.upstream_hint = upstream_hint(r, leg.p);
+    if (!r.ec && leg.p) out.upstream_request_id = std::string(leg.p->get()["x-amzn-RequestId"]);
+    if (r.outcome != policy::outcome::success) out.description = describe(r, leg.p);
+    return out;
+}
+
+/// Lets an attempt's connection go: back to the pool when its error answer was read to the end
+/// and it may be kept, closed otherwise.
+void release(gateway_context& g, client_watch& watch, upstream_leg& leg, const attempt_result& r) {
+    watch.upstream = nullptr;
+    if (!r.ec && leg.p && leg.p->is_done() && leg.p->keep_alive())
+        g.pool.give_back(std::move(leg.conn));
+    leg.conn.reset();
+}
+
+/// Builds attempt `s` of the walk: the target's shape of the request, signed afresh (a new
+/// X-Amz-Date) for the target's region.
+struct attempt_builder {
+    const http::request<http::string_body>& req;
+    const pipeline::admitted& a;
+    std::string_view body;
+    gateway_context& g;
+    const config::config& cfg;
+    std::optional<std::string> rewritten;
+    pipeline::shaped_request shaped{};
+
+    const config::region_endpoint& build(const pipeline::send& s, upstream_request_message& out) {
+        static const aws::credentials no_credentials;
+        const routing::target& t = a.plan.targets[s.target];
+        if (s.attempt == 1) shaped = pipeline::shape_for_target(a.rt, t, body, rewritten);
         const config::region_endpoint& ep = cfg.regions.at(t.region);
-        for (int attempt = 1;; ++attempt) {
-            // Every attempt is signed afresh (a new X-Amz-Date) for its target's region.
-            auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-            auto prepared = routing::prepare_upstream_request(
-                req.method(), target_rt, req, target_body,
-                {.endpoint = ep, .region = t.region, .service_tier = tier_header},
-                {.creds = signing ? signing->creds : no_credentials,
-                 .now = now,
-                 .cache = &g.keys,
-                 .bearer_token = g.bearer});
-            out.head = routing::wire_head(prepared, target_body.size());
-            out.body = target_body;
-
-            auto r = co_await attempt_once(each_attempt, ep, out, leg);
-            if (watch->client_gone) co_return client_gone();
-            if (r.outcome == policy::outcome::success) {
-                answered = &t;  // relay this answer, whatever it says
-                break;
-            }
-            const bool throttled = r.outcome == policy::outcome::throttled;
-            if (throttled) {
-                ++log.upstream_throttles;
-                g.metrics.throttle(t.region, log.model, "upstream");
-            }
-            if (!last) {
-                if (throttled) {
-                    // If nothing after it can be tried, its rest is a candidate answer.
-                    auto rest =
-                        g.traffic.throttled(t.region, key, clock::now(), upstream_hint(r, p));
-                    if (!held || rest < held->wait)
-                        held = policy::throttle_answer{
-                            rest, "upstream (Bedrock) throttled " + key + " in " + t.region,
-                            "upstream"};
-                }
-                log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
-                                    describe(r, p));
-                settle(0);
-                release(r);
-                g.metrics.failover();
-                break;  // on to the next target, at once
-            }
-            const auto now_failed = clock::now();
-            auto step = g.traffic.after_failure(attempt, r.outcome, r.ec == beast::error::timeout,
-                                                t.region, key, now_failed, jitter_rng(),
-                                                {terms->max_attempts, hold.left(now_failed),
-                                                 upstream_hint(r, p), hold.expired(now_failed)});
-            if (!step.retry) {
-                log.tried.push_back(t.region + " " + std::string(log.tier) + " " + key + ": " +
-                                    describe(r, p));
-                settle(0);
-                if (throttled) {
-                    auto answer = g.traffic.final_throttle(attempt, t.region, key, clock::now());
-                    // Another target may be free sooner.
-                    if (held && held->wait < answer.wait) answer.wait = held->wait;
-                    std::string upstream_id(p->get()["x-amzn-RequestId"]);
-                    log.upstream_request_id = upstream_id;
-                    auto wec = co_await send_throttle(client, answer,
-                                                      upstream_id.empty() ? log.id : upstream_id,
-                                                      log, keep_alive);
-                    log.error += " (" + step.why + ")";
-                    co_return !wec && keep_alive;
-                }
-                // Out of attempts here: the client's own retry should not follow at once.
-                pause = policy::transient_pause(attempt, cfg.retry);
-                if (r.ec) {
-                    auto failure = upstream_failure(r.ec, r.during);
-                    if (r.ec == beast::error::timeout && hold.expired(clock::now())) {
-                        failure.message =
-                            "upstream did not answer within the client's deadline "
-                            "(X-Gateway-Timeout-Ms, X-Stainless-Timeout or "
-                            "retry.default_timeout_ms)";
-                    }
-                    co_return !co_await send_error(client, failure, log, keep_alive, pause) &&
-                        keep_alive;
-                }
-                answered = &t;  // a transient error answer, out of retries: relayed as it came
-                break;
-            }
-            last_retry_cost = step.cost;
-            release(r);
-            g.metrics.retry();
-            if (!co_await hold_on(sleeper, *watch, hold, step.wait)) co_return client_gone();
-        }
+        auto now = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+        auto prepared = routing::prepare_upstream_request(
+            req.method(), shaped.rt, req, shaped.body,
+            {.endpoint = ep, .region = t.region, .service_tier = shaped.tier_header},
+            {.creds = a.signing ? a.signing->creds : no_credentials,
+             .now = now,
+             .cache = &g.keys,
+             .bearer_token = g.bearer});
+        out.head = routing::wire_head(prepared, shaped.body.size());
+        out.body = shaped.body;
+        return ep;
     }
-    if (!answered) {
-        // Every target left was cooling down or over its local limits (the last one always is:
-        // any other way out of the last target answers or returns above).
-        if (!held)
-            held =
-                policy::throttle_answer{std::chrono::seconds{1}, "no target available", "cooldown"};
-        co_return !co_await send_throttle(client, *held, log.id, log, keep_alive) && keep_alive;
-    }
-    const std::string key = answered->model_id.empty() ? std::string(log.op) : answered->model_id;
-    auto& head = p->get();
-    log.status = head.result_int();
-    log.upstream_request_id = std::string(head["x-amzn-RequestId"]);
-    if (log.status < 400) g.traffic.succeeded(log.region, key, last_retry_cost);
+};
 
-    // The status line and headers go out as soon as upstream sent them; the body follows piece
-    // by piece (chunked unless upstream gave a length).
-    // The head is written straight into its bytes: the upstream's fields that cross (in their
-    // order), the gateway's own, and the framing.
-    const auto len = p->content_length();
-    const bool chunked = !len;
-    std::string head_bytes;
-    head_bytes.reserve(1024);
-    bgw::http::append_status_line(head_bytes, head.result_int(), head.reason());
+/// The response head the client gets for a relayed answer, as wire bytes: the upstream's fields
+/// that cross (in their order), the gateway's own, and the framing (chunked unless upstream gave
+/// a length).
+std::string relayed_head(const http::response_parser<http::buffer_body>& p,
+                         const request_ctx& ctx,
+                         std::optional<std::chrono::milliseconds> pause,
+                         bool keep_alive) {
+    const auto& head = p.get();
+    std::string out;
+    out.reserve(1024);
+    bgw::http::append_status_line(out, head.result_int(), head.reason());
     for (const auto& f : head) {
         const auto name = f.name_string();
         if (bgw::http::forward_response_header(name) && !is_gateway_header(name))
-            bgw::http::append_field(head_bytes, name, f.value());
+            bgw::http::append_field(out, name, f.value());
     }
-    head_writer fields{head_bytes};
-    add_gateway_headers(fields, log);
+    head_writer fields{out};
+    add_gateway_headers(fields, ctx);
     // Upstream's own wait, in any form, stands; otherwise the gateway's pause.
     if (pause && head.find(http::field::retry_after) == head.end() &&
         head.find("x-amz-retry-after") == head.end() && head.find("retry-after-ms") == head.end())
         bgw::http::set_retry_after(fields, *pause);
-    if (len) {
-        bgw::http::append_field(head_bytes, "Content-Length", std::to_string(*len));
+    if (const auto len = p.content_length()) {
+        bgw::http::append_field(out, "Content-Length", std::to_string(*len));
     } else {
-        bgw::http::append_field(head_bytes, "Transfer-Encoding", "chunked");
+        bgw::http::append_field(out, "Transfer-Encoding", "chunked");
     }
-    if (!keep_alive) bgw::http::append_field(head_bytes, "Connection", "close");
-    head_bytes.append("\r\n");
-    // Event streams are relayed frame by frame and read on the side (usage, exceptions).
+    if (!keep_alive) bgw::http::append_field(out, "Connection", "close");
+    out.append("\r\n");
+    return out;
+}
+
+/// What the relayed answer says it used, for the log, the metrics and the local TPM limits,
+/// which replace their estimates with it (once, as soon as it is known).
+struct usage_settler {
+    request_ctx& ctx;
+    const http::response_parser<http::buffer_body>& p;
+    const bgw::http::event_relay* events;
+    const body_capture* capture;
+    bool model_op;
+    bool done = false;
+
+    void operator()() {
+        if (std::exchange(done, true)) return;
+        std::optional<policy::usage> used;
+        if (ctx.status >= 400) {
+            used = policy::usage{};
+        } else if (events && events->summary().input_tokens && events->summary().output_tokens) {
+            used = policy::usage{*events->summary().input_tokens, *events->summary().output_tokens};
+        } else if (capture && !capture->overflow) {
+            used = policy::usage_from_converse_body(capture->data);
+        }
+        if (!used) {
+            const auto& head = p.get();
+            used = policy::usage_from_headers(head["X-Amzn-Bedrock-Input-Token-Count"],
+                                              head["X-Amzn-Bedrock-Output-Token-Count"]);
+        }
+        if (used && ctx.status < 400 && model_op) ctx.tokens = used;
+        if (used) ctx.held.settle(used->total(), clock::now());
+    }
+};
+
+/// Whether the client connection may be kept after a relay that ended `how`, with what the log
+/// says about it.
+bool after_relay(client_side& c,
+                 const client_watch& watch,
+                 std::pair<relay_end, beast::error_code> how,
+                 bool chunked) {
+    switch (how.first) {
+        case relay_end::done:
+            return c.keep_alive;
+        case relay_end::corrupt:
+            // The upstream connection has lost its framing; the client's stream ended properly.
+            c.ctx.error = "upstream event stream corrupt: " + c.ctx.stream->corrupt;
+            return c.keep_alive && chunked;
+        case relay_end::idle_timeout:
+            c.ctx.error = "event stream idle for longer than upstream.stream_idle_timeout_ms";
+            return c.keep_alive;
+        case relay_end::upstream_truncated:
+            c.ctx.error = "upstream ended the body inside an event-stream frame";
+            return false;
+        case relay_end::client_failed:
+        case relay_end::upstream_failed:
+            // The status line is out: the only honest signal left is to cut the client's stream.
+            if (watch.client_gone) return c.gone();
+            c.ctx.error =
+                std::string(how.first == relay_end::client_failed ? "client" : "upstream") +
+                " failed mid-body: " + how.second.message();
+            return false;
+    }
+    return false;
+}
+
+/// What relaying an answer needs beside the client.
+struct relay_inputs {
+    gateway_context& g;
+    const config::config& cfg;
+    pipeline::upstream_walk& walk;
+    upstream_leg& leg;
+    client_watch& watch;
+    routing::operation op;
+};
+
+/// Relays the answer the walk settled on: its head as soon as upstream sent it, its body piece
+/// by piece (event streams frame by frame, read on the side for usage and exceptions).
+awaitable<bool> relay_answer(client_side& c, const relay_inputs& in) {
+    auto& p = *in.leg.p;
+    auto& conn = in.leg.conn;
+    const auto& head = p.get();
+    c.ctx.status = head.result_int();
+    c.ctx.upstream_request_id = std::string(head["x-amzn-RequestId"]);
+    in.walk.relayed(c.ctx.status);
+    std::string head_bytes = relayed_head(p, c.ctx, in.walk.pause(), c.keep_alive);
+    const bool chunked = !p.content_length();
     std::optional<bgw::http::event_relay> events;
     const auto content_type = head[http::field::content_type];
     if (head.result() == http::status::ok &&
@@ -1161,97 +979,196 @@ awaitable<bool> forward(beast::tcp_stream& client,
     // A stream's head goes out at once (its first event may be a while), as does any head whose
     // body has not started arriving; otherwise the head goes with the first piece of the body,
     // in one write.
-    client.expires_after(cfg.limits.client_idle_timeout);
-    if (events || (error_body.empty() && conn->buffer.size() == 0 && !p->is_done())) {
-        auto [hec, hn] = co_await write_all(client, asio::buffer(head_bytes));
-        log.bytes_out += hn;
+    c.stream.expires_after(in.cfg.limits.client_idle_timeout);
+    if (events || (in.leg.error_body.empty() && conn->buffer.size() == 0 && !p.is_done())) {
+        auto [hec, hn] = co_await write_all(c.stream, asio::buffer(head_bytes));
+        c.ctx.bytes_out += hn;
         if (hec) {
-            log.error = "client went away: " + hec.message();
-            settle(0);
+            c.ctx.error = "client went away: " + hec.message();
+            c.ctx.held.settle(0, clock::now());
             co_return false;
         }
         head_bytes.clear();
     }
     // A Converse answer carries its usage in the body: keep a bounded copy to read it.
     std::optional<body_capture> capture;
-    if (!events && log.status < 400 && rt->op == routing::operation::converse)
+    if (!events && c.ctx.status < 400 && in.op == routing::operation::converse)
         capture.emplace(body_capture{256 * 1024, {}});
-    // What the answer says it used, for the log, the metrics and the local TPM limit, which
-    // replaces its estimate with it (once, as soon as it is known).
-    bool usage_read = false;
-    auto settle_usage = [&] {
-        if (usage_read) return;
-        usage_read = true;
-        std::optional<policy::usage> used;
-        if (log.status >= 400) {
-            used = policy::usage{};
-        } else if (events && events->summary().input_tokens && events->summary().output_tokens) {
-            used = policy::usage{*events->summary().input_tokens, *events->summary().output_tokens};
-        } else if (capture && !capture->overflow) {
-            used = policy::usage_from_converse_body(capture->data);
-        }
-        if (!used) {
-            used = policy::usage_from_headers(head["X-Amzn-Bedrock-Input-Token-Count"],
-                                              head["X-Amzn-Bedrock-Output-Token-Count"]);
-        }
-        if (used && log.status < 400 && model_op) log.tokens = used;
-        if (used) settle(used->total());
-    };
-    const auto read_timeout =
-        events ? cfg.upstream.stream_idle_timeout : cfg.upstream.response_timeout;
-    std::pair<relay_end, beast::error_code> relayed;
-    bgw::http::event_relay* ev = events ? &*events : nullptr;
-    body_capture* cap = capture ? &*capture : nullptr;
-    // A named local, not a std::function made from the lambda inside the co_await: GCC 12
-    // mishandles temporaries with destructors there.
-    const std::function<void()> before_end = settle_usage;
+    usage_settler settle_usage{c.ctx, p, events ? &*events : nullptr, capture ? &*capture : nullptr,
+                               pipeline::runs_model(in.op)};
+    // A named local, not a std::function made inside the co_await: GCC 12 mishandles
+    // temporaries with destructors there.
+    const std::function<void()> before_end = [&settle_usage] { settle_usage(); };
     const relay_job job{.upbuf = conn->buffer,
-                        .p = *p,
+                        .p = p,
                         .head = head_bytes,
                         .chunked = chunked,
-                        .read_timeout = read_timeout,
-                        .write_timeout = cfg.limits.client_idle_timeout,
-                        .events = ev,
-                        .prefix = error_body,
-                        .capture = cap,
+                        .read_timeout = events ? in.cfg.upstream.stream_idle_timeout
+                                               : in.cfg.upstream.response_timeout,
+                        .write_timeout = in.cfg.limits.client_idle_timeout,
+                        .events = events ? &*events : nullptr,
+                        .prefix = in.leg.error_body,
+                        .capture = capture ? &*capture : nullptr,
                         .before_end = before_end,
-                        .bytes_out = log.bytes_out,
-                        .first_event = log.first_event};
-    auto relay = [&](auto& stream) { return relay_body(stream, client, job); };
-    relayed = co_await with_stream(*conn, relay);
+                        .bytes_out = c.ctx.bytes_out,
+                        .first_event = c.ctx.first_event};
+    auto relay = [&](auto& stream) { return relay_body(stream, c.stream, job); };
+    const auto relayed = co_await with_stream(*conn, relay);
     if (events) {
-        log.stream = events->summary();
+        c.ctx.stream = events->summary();
         // A throttle inside a stream cannot change the status, but it does teach the policy.
-        if (policy::is_throttling_code(log.stream->exception))
-            g.traffic.throttled(log.region, key, clock::now());
+        if (policy::is_throttling_code(c.ctx.stream->exception))
+            in.walk.stream_throttled(clock::now());
     }
     settle_usage();  // when the relay ended before its last piece
-    switch (relayed.first) {
-        case relay_end::done:
-            break;
-        case relay_end::corrupt:
-            // The upstream connection has lost its framing; the client's stream ended properly.
-            log.error = "upstream event stream corrupt: " + events->summary().corrupt;
-            co_return keep_alive&& chunked;
-        case relay_end::idle_timeout:
-            log.error = "event stream idle for longer than upstream.stream_idle_timeout_ms";
-            co_return keep_alive;
-        case relay_end::upstream_truncated:
-            log.error = "upstream ended the body inside an event-stream frame";
-            co_return false;
-        case relay_end::client_failed:
-        case relay_end::upstream_failed:
-            // The status line is out: the only honest signal left is to cut the client's stream.
-            if (watch->client_gone) co_return client_gone();
-            log.error =
-                std::string(relayed.first == relay_end::client_failed ? "client" : "upstream") +
-                " failed mid-body: " + relayed.second.message();
-            co_return false;
-    }
+    const bool keep = after_relay(c, in.watch, relayed, chunked);
     // The client may have hung up just after the last byte, and its watcher closed this
     // connection before we got here: a closed connection must never reach the pool.
-    if (p->keep_alive() && !watch->client_gone) g.pool.give_back(std::move(conn));
-    co_return keep_alive;
+    if (relayed.first == relay_end::done && p.keep_alive() && !in.watch.client_gone)
+        in.g.pool.give_back(std::move(conn));
+    co_return keep;
+}
+
+/// Runs an admitted request upstream: the walk over its targets (each attempt signed afresh),
+/// then the relay of the answer it settles on. From the first attempt until the answer is
+/// relayed, a client that hangs up cancels the upstream.
+awaitable<bool> run_upstream(client_side& c,
+                             const http::request<http::string_body>& req,
+                             std::string_view body,
+                             const pipeline::admitted& a,
+                             gateway_context& g,
+                             const config::config& cfg) {
+    policy::hold_budget hold(c.ctx.start, cfg.retry.max_hold, a.terms.timeout);
+    metrics_observer seen{g.metrics};
+    pipeline::upstream_walk walk({.rt = a.rt,
+                                  .plan = a.plan,
+                                  .body = body,
+                                  .traffic = g.traffic,
+                                  .hold = hold,
+                                  .retry = cfg.retry,
+                                  .max_attempts = a.terms.max_attempts,
+                                  .rng = jitter_rng(),
+                                  .observer = seen},
+                                 c.ctx);
+    auto watch = std::make_shared<client_watch>();
+    watch_client_soon(c.stream, watch, near_timer_period);
+    struct watch_guard {
+        beast::tcp_stream& client;
+        client_watch& w;
+        ~watch_guard() { stop_watch(client, w); }
+    } guard{c.stream, *watch};
+    upstream_leg leg;
+    upstream_request_message out;
+    attempt_builder attempts{req, a, body, g, cfg, {}, {}};
+    asio::steady_timer sleeper(c.stream.get_executor());
+    const attempt_context each_attempt{
+        .client = c.stream,
+        .g = g,
+        .cfg = cfg,
+        .watch = *watch,
+        .log = c.ctx,
+        .hold = hold,
+        .head_room = routing::is_streaming(a.rt.op) ? stream_read_bytes : head_read_bytes};
+    for (auto s = walk.next(clock::now());; s = walk.next(clock::now())) {
+        if (const auto* w = std::get_if<pipeline::wait>(&s)) {
+            if (!co_await hold_on(sleeper, *watch, hold, w->ms)) co_return c.gone();
+            continue;
+        }
+        if (const auto* done = std::get_if<pipeline::answer>(&s))
+            co_return co_await c.answer(*done);
+        const auto& ep = attempts.build(std::get<pipeline::send>(s), out);
+        auto r = co_await attempt_once(each_attempt, ep, out, leg);
+        if (watch->client_gone) co_return c.gone();
+        if (walk.record(report(r, leg), clock::now()) == pipeline::verdict::relay) break;
+        release(g, *watch, leg, r);
+    }
+    const relay_inputs relaying{g, cfg, walk, leg, *watch, a.rt.op};
+    co_return co_await relay_answer(c, relaying);
+}
+
+/// A runtime API request, after its caller key: admitted (or refused), then queued for the batch
+/// tier or run upstream.
+awaitable<bool> forward_runtime(client_side& c,
+                                http::request<http::string_body>& req,
+                                const policy::caller& who,
+                                gateway_context& g,
+                                const config::config& cfg) {
+    const bool bearer = !g.bearer.empty();
+    const auto signing = bearer ? result<std::shared_ptr<const aws::timed_credentials>>{nullptr}
+                                : g.sigv4_credentials();
+    pipeline::admission_state state{.cfg = cfg,
+                                    .streams = g.streams,
+                                    .caller_limits = g.caller_limits.load(),
+                                    .signing = &signing,
+                                    .bearer = bearer};
+    auto admission = pipeline::admit(req, who, state, c.ctx);
+    if (const auto* no = std::get_if<pipeline::refusal>(&admission))
+        co_return co_await c.answer(*no);
+    const auto& a = std::get<pipeline::admitted>(admission);
+    if (a.plan.targets.front().tier == config::tier::batch)
+        co_return co_await accept_batch(c, req, a.plan.targets.front(), a.rt, g);
+    // The request is all parsed: a connection that holds a long stream holds no read buffer
+    // (a short answer keeps it for the connection's next request).
+    if (routing::is_streaming(a.rt.op) && c.buf.size() == 0) c.buf.shrink_to_fit();
+    const std::string body = std::move(req.body());
+    co_return co_await run_upstream(c, req, body, a, g, cfg);
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, on the listener that serves them; on the other, 404.
+awaitable<bool> serve_admin(client_side& c,
+                            const http::request<http::string_body>& req,
+                            gateway_context& g,
+                            bool here) {
+    if (!here) {
+        // A named local, not a temporary inside the co_await: GCC 12 mishandles the latter.
+        const error wrong_listener{http::status::not_found, "UnknownOperationException",
+                                   is_admin_path(req.target())
+                                       ? "/healthz, /readyz and /metrics are served on admin_listen"
+                                       : "the admin listener serves only /healthz, /readyz and "
+                                         "/metrics"};
+        co_return co_await c.answer(wrong_listener);
+    }
+    auto res = req.target() == "/metrics"
+                   ? metrics_response(req.method(), g, c.ctx.id)
+                   : health_response(req.method(), req.target(), g, c.ctx.id);
+    c.ctx.op = req.target() == "/metrics"   ? "Metrics"
+               : req.target() == "/healthz" ? "Health"
+                                            : "Ready";
+    co_return co_await c.respond(res);
+}
+
+/// Forwards one accepted request; returns whether the client connection may be kept.
+awaitable<bool> forward(client_side& c,
+                        http::request<http::string_body>& req,
+                        gateway_context& g,
+                        const config::config& cfg,
+                        listener_role role) {
+    c.ctx.bytes_in = req.body().size();
+    const bool admin_path = is_admin_path(req.target());
+    if (admin_path || role == listener_role::admin) {
+        const bool here = admin_path && (role == listener_role::admin || !cfg.admin_listen);
+        co_return co_await serve_admin(c, req, g, here);
+    }
+    // Caller keys (when configured) guard everything below: the runtime API and batch results.
+    auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
+    if (!who) co_return co_await c.answer(who.error());
+    c.ctx.caller = who->name;
+    if (req.target().starts_with("/gateway/batch/")) {
+        c.ctx.op = "GatewayBatch";
+        if (!g.batch) {
+            const error off{http::status::not_implemented, "NotImplementedException",
+                            "the batch tier is not configured on this gateway (no batch section)"};
+            co_return co_await c.answer(off);
+        }
+        auto res = g.batch->answer(req.method(), req.target(), who->name, c.ctx.id);
+        co_return co_await c.respond(res);
+    }
+    // The read-only control plane (ListInferenceProfiles, ...); any other control-plane call is
+    // refused here and never signed.
+    auto control = routing::parse_control_target(req.method(), req.target());
+    if (!control) co_return co_await c.answer(control.error());
+    if (*control) co_return co_await serve_control_read(c, req, **control, g, cfg, *who);
+    co_return co_await forward_runtime(c, req, *who, g, cfg);
 }
 
 /// Waits for the first bytes of a connection's next request and puts them in `buf`. An idle
@@ -1317,7 +1234,7 @@ namespace {
 
 /// Full: one 503 that says so, then close, before reading anything.
 awaitable<void> refuse_connection(beast::tcp_stream& client, gateway_context& g) {
-    request_log log;
+    request_ctx log;
     log.id = new_request_id();
     const error full{http::status::service_unavailable, "ServiceUnavailableException",
                      "the gateway already holds limits.max_connections (" +
@@ -1412,7 +1329,7 @@ awaitable<beast::error_code> read_body(beast::tcp_stream& client,
 std::optional<error> refuse_head(const http::request<http::string_body>& req,
                                  const config::config& cfg,
                                  listener_role role,
-                                 request_log& log) {
+                                 request_ctx& log) {
     if (is_admin_path(req.target()) || role == listener_role::admin) return std::nullopt;
     auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
     if (!who) return who.error();
@@ -1436,7 +1353,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
                               beast::flat_buffer& buf,
                               const std::shared_ptr<gateway_context>& g,
                               listener_role role,
-                              request_log& log) {
+                              request_ctx& log) {
     std::shared_ptr<const config::config> cfg = g->snapshot();
     const auto& limits = cfg->limits;
     bgw::http::front_parser parser({limits.max_header_bytes, limits.max_header_count,
@@ -1537,7 +1454,9 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
         std::atomic<int>& n;
         ~inflight_slot() { --n; }
     } slot{g->inflight};
-    bool keep = co_await forward(client, buf, parser.release(), *g, *cfg, role, log);
+    auto req = parser.release();
+    client_side c{client, buf, log, req.keep_alive() && !g->draining};
+    bool keep = co_await forward(c, req, *g, *cfg, role);
     record_metrics(*g, *cfg, log);
     write_log(log);
     // Draining: this connection's last answer has gone; no new request starts on it.
@@ -1550,7 +1469,7 @@ awaitable<bool> serve_guarded(beast::tcp_stream& client,
                               beast::flat_buffer& buf,
                               const std::shared_ptr<gateway_context>& g,
                               listener_role role) {
-    request_log log;
+    request_ctx log;
     log.id = new_request_id();
     std::string failure;
     try {
