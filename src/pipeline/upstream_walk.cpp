@@ -138,6 +138,12 @@ verdict upstream_walk::stop_here(const attempt_report& r,
                         .note = " (" + s.why + ")"};
         return verdict::next;
     }
+    if (held_) {
+        // An earlier target was throttled (or skipped on a limit) and the last one is failing:
+        // the client's best next try is when that target frees, so the answer is its 429.
+        final_ = answer{.throttle = *held_, .note = " (then " + r.description + ")"};
+        return verdict::next;
+    }
     // Out of attempts here: the client's own retry should not follow at once.
     pause_ = policy::transient_pause(attempt_, in_.retry);
     if (r.no_answer) {

@@ -12,7 +12,10 @@
 /// target; only the last is retried, with backoff, as the traffic policy and the request's hold
 /// budget allow. Targets cooling down or over their local limits are skipped (the last one's
 /// wait is waited out when the budget allows); if none could be tried, the shortest of their
-/// waits is the answer. No sockets, no clock: every call takes `now`.
+/// waits is the answer. When the last target fails for good and an earlier one was throttled or
+/// skipped, the answer is a 429 with the shortest wait too (the client's best next try);
+/// otherwise the last failure (relayed as upstream sent it, or a 502/504). No sockets, no
+/// clock: every call takes `now`.
 
 #include "bgw/config/config.hpp"
 #include "bgw/error.hpp"
