@@ -243,6 +243,120 @@ struct relay_job {
     std::optional<clock::time_point>& first_event;  ///< set when the first event goes out
 };
 
+/// Fills the parser's body buffer with the next bytes of the body: what `upbuf` already holds
+/// first (read with the head, typically), then one socket read. Needing more is not an error.
+template <class Stream>
+awaitable<beast::error_code> read_piece(Stream& up,
+                                        beast::flat_buffer& upbuf,
+                                        http::response_parser<http::buffer_body>& p,
+                                        std::size_t room,
+                                        std::chrono::milliseconds read_timeout) {
+    const std::size_t empty = p.get().body().size;
+    beast::error_code ec = parse_buffered(p, upbuf);
+    if (ec || p.get().body().size != empty || p.is_done()) co_return ec;
+    // Room for the read (freed when the connection goes back to the pool); what was buffered
+    // has been parsed, so this rarely moves bytes.
+    if (upbuf.capacity() - upbuf.size() < room) upbuf.reserve(upbuf.size() + room);
+    beast::get_lowest_layer(up).expires_after(read_timeout);
+    auto [rec, n] = co_await http::async_read_some(up, upbuf, p, use_nothrow);
+    co_return rec == http::error::need_buffer ? beast::error_code{} : rec;
+}
+
+/// What an event stream's new bytes make: whole frames to send (in `frames`), and whether the
+/// relay ends after sending them (`ending`) or at once, sending nothing more (`stop`).
+struct framed {
+    std::optional<relay_end> ending;
+    std::optional<relay_end> stop;
+};
+framed frame_events(bgw::http::event_relay& events,
+                    std::string_view bytes,
+                    bool chunked,
+                    bool body_done,
+                    std::string& frames) {
+    frames.clear();
+    if (!events.feed(bytes, frames)) {
+        // Not a byte of the bad frame goes out. A chunked body can still end properly, with one
+        // error frame; a fixed-length one can only be cut.
+        if (!chunked) return {.ending = std::nullopt, .stop = relay_end::corrupt};
+        frames += bgw::http::stream_failure_frame(
+            "bedrock-gateway: the upstream event stream is corrupt (" + events.summary().corrupt +
+            "); the stream was ended");
+        return {.ending = relay_end::corrupt, .stop = std::nullopt};
+    }
+    if (body_done && events.pending() != 0)
+        return {.ending = std::nullopt, .stop = relay_end::upstream_truncated};
+    return {};
+}
+
+/// Writes one piece to the client in one write: the head if it has not gone yet (then cleared),
+/// the piece (framed as a chunk for a chunked body), and the last chunk at the end. Empty
+/// buffers write nothing.
+awaitable<beast::error_code> write_piece(beast::tcp_stream& client,
+                                         const relay_job& job,
+                                         std::string_view out,
+                                         bool last) {
+    char size_line[20];
+    std::array<asio::const_buffer, 5> wire{};
+    wire[0] = asio::buffer(job.head);
+    if (job.chunked && !out.empty()) {
+        wire[1] = asio::buffer(size_line, bgw::http::chunk_size_line(out.size(), size_line));
+        wire[3] = asio::buffer("\r\n", 2);
+    }
+    wire[2] = asio::buffer(out);
+    if (job.chunked && last) wire[4] = asio::buffer(bgw::http::last_chunk);
+    client.expires_after(job.write_timeout);
+    auto [wec, wn] = co_await write_all(client, wire);
+    job.bytes_out += wn;
+    if (!wec) job.head.clear();
+    co_return wec;
+}
+
+/// The next piece of the body to send, or how the relay ends.
+struct next_piece {
+    std::string_view out;             ///< bytes (or whole event frames) to send
+    std::optional<relay_end> ending;  ///< the relay ends once `out` is sent
+    std::optional<std::pair<relay_end, beast::error_code>> stop;  ///< ends now, sending nothing
+};
+
+/// Reads the next piece of the body into `piece` (`room` bytes); an event stream's bytes become
+/// the whole frames they complete, in `frames`.
+template <class Stream>
+awaitable<next_piece> read_next_piece(
+    Stream& up, const relay_job& job, char* piece, std::size_t room, std::string& frames) {
+    http::response_parser<http::buffer_body>& p = job.p;
+    bgw::http::event_relay* const events = job.events;
+    p.get().body().data = piece;
+    p.get().body().size = room;
+    const beast::error_code ec = co_await read_piece(up, job.upbuf, p, room, job.read_timeout);
+    const std::string_view got(piece, room - p.get().body().size);
+    next_piece n;
+    if (ec == beast::error::timeout && events && job.chunked && events->pending() == 0) {
+        // A silent stream, cut between frames: say so in a frame of its own.
+        frames = bgw::http::stream_failure_frame(
+            "bedrock-gateway: no event from upstream for " +
+            std::to_string(job.read_timeout.count()) +
+            " ms (upstream.stream_idle_timeout_ms); the stream was ended");
+        n.ending = relay_end::idle_timeout;
+    } else if (ec) {
+        n.stop = std::pair{relay_end::upstream_failed, ec};
+    } else if (events) {
+        const framed f = frame_events(*events, got, job.chunked, p.is_done(), frames);
+        if (f.stop) n.stop = std::pair{*f.stop, beast::error_code{}};
+        n.ending = f.ending;
+    }
+    n.out = events ? std::string_view(frames) : got;
+    co_return n;
+}
+
+/// The relay's read size: `stream_read_bytes` for an event stream, else `body_read_bytes`, or
+/// what is left of a body of known length when that is less (at least 1 KiB).
+std::size_t relay_room(const relay_job& job) {
+    if (job.events) return stream_read_bytes;
+    if (auto left = job.p.content_length_remaining())
+        return std::clamp<std::size_t>(static_cast<std::size_t>(*left), 1024, body_read_bytes);
+    return body_read_bytes;
+}
+
 /// Relays the response body piece by piece: each piece read from upstream is written to the
 /// client before the next read, so memory per stream is one fixed buffer (plus, for an event
 /// stream, the one frame in progress) and a slow client slows the upstream read
@@ -252,96 +366,30 @@ template <class Stream>
 awaitable<std::pair<relay_end, beast::error_code>> relay_body(Stream& up,
                                                               beast::tcp_stream& client,
                                                               const relay_job& job) {
-    // Named references, not a structured binding: GCC 12 coroutines and bindings do not mix.
-    beast::flat_buffer& upbuf = job.upbuf;
     http::response_parser<http::buffer_body>& p = job.p;
-    std::string& head = job.head;
-    const bool chunked = job.chunked;
-    const auto read_timeout = job.read_timeout;
     bgw::http::event_relay* const events = job.events;
-    std::string_view prefix = job.prefix;
-    std::size_t room = stream_read_bytes;
-    if (!events) {
-        room = body_read_bytes;
-        if (auto left = p.content_length_remaining())
-            room = std::clamp<std::size_t>(static_cast<std::size_t>(*left), 1024, room);
-    }
+    const std::size_t room = relay_room(job);
     std::unique_ptr<char[]> storage(new char[room]);
-    char* const piece = storage.get();
-    const std::size_t piece_size = room;
     std::string frames;
+    // Body bytes read already (an error body, to classify it) go first.
+    next_piece n{.out = job.prefix, .ending = std::nullopt, .stop = std::nullopt};
     for (;;) {
-        std::string_view out;
-        // Set when the gateway ends an event stream itself, with one error frame that says why.
-        std::optional<relay_end> ending;
-        if (!prefix.empty()) {
-            out = std::exchange(prefix, {});  // already read (an error body, to classify it)
-        } else if (!p.is_done()) {
-            p.get().body().data = piece;
-            p.get().body().size = piece_size;
-            // Bytes already read (with the head, typically) are parsed without a socket read.
-            beast::error_code ec = parse_buffered(p, upbuf);
-            if (!ec && p.get().body().size == piece_size && !p.is_done()) {
-                // Room for the read (freed when the connection goes back to the pool); what
-                // was buffered has been parsed, so this rarely moves bytes.
-                if (upbuf.capacity() - upbuf.size() < room) upbuf.reserve(upbuf.size() + room);
-                beast::get_lowest_layer(up).expires_after(read_timeout);
-                std::size_t n = 0;
-                std::tie(ec, n) = co_await http::async_read_some(up, upbuf, p, use_nothrow);
-                if (ec == http::error::need_buffer) ec = {};
-            }
-            if (ec == beast::error::timeout && events && chunked && events->pending() == 0) {
-                // A silent stream, cut between frames: say so in a frame of its own.
-                frames = bgw::http::stream_failure_frame(
-                    "bedrock-gateway: no event from upstream for " +
-                    std::to_string(read_timeout.count()) +
-                    " ms (upstream.stream_idle_timeout_ms); the stream was ended");
-                ending = relay_end::idle_timeout;
-            } else if (ec) {
-                co_return std::pair{relay_end::upstream_failed, ec};
-            } else if (events) {
-                frames.clear();
-                if (!events->feed({piece, piece_size - p.get().body().size}, frames)) {
-                    // Not a byte of the bad frame goes out. A chunked body can still end
-                    // properly, with one error frame; a fixed-length one can only be cut.
-                    if (!chunked) co_return std::pair{relay_end::corrupt, beast::error_code{}};
-                    frames += bgw::http::stream_failure_frame(
-                        "bedrock-gateway: the upstream event stream is corrupt (" +
-                        events->summary().corrupt + "); the stream was ended");
-                    ending = relay_end::corrupt;
-                } else if (p.is_done() && events->pending() != 0) {
-                    co_return std::pair{relay_end::upstream_truncated, beast::error_code{}};
-                }
-            }
-            out = events ? std::string_view(frames)
-                         : std::string_view(piece, piece_size - p.get().body().size);
-        }
-        const bool last = p.is_done() || ending.has_value();
-        if (out.empty() && !last) continue;
-        if (job.capture) job.capture->add(out);
+        if (n.out.empty() && !p.is_done())
+            n = co_await read_next_piece(up, job, storage.get(), room, frames);
+        if (n.stop) co_return *n.stop;
+        const bool last = p.is_done() || n.ending.has_value();
+        if (n.out.empty() && !last) continue;
+        if (job.capture) job.capture->add(n.out);
         // What the answer used is known now: settle it before the client can send its next
         // request (which may need the tokens this one gives back).
         if (last) job.before_end();
-        // One write: the head if it has not gone yet, the piece (framed as a chunk for a chunked
-        // body), and the last chunk at the end. Empty buffers write nothing.
-        char size_line[20];
-        std::array<asio::const_buffer, 5> wire{};
-        wire[0] = asio::buffer(head);
-        if (chunked && !out.empty()) {
-            wire[1] = asio::buffer(size_line, bgw::http::chunk_size_line(out.size(), size_line));
-            wire[3] = asio::buffer("\r\n", 2);
-        }
-        wire[2] = asio::buffer(out);
-        if (chunked && last) wire[4] = asio::buffer(bgw::http::last_chunk);
-        client.expires_after(job.write_timeout);
-        auto [wec, wn] = co_await write_all(client, wire);
-        job.bytes_out += wn;
-        if (wec) co_return std::pair{relay_end::client_failed, wec};
-        head.clear();
+        if (auto wec = co_await write_piece(client, job, n.out, last))
+            co_return std::pair{relay_end::client_failed, wec};
         if (events && !job.first_event && events->summary().events > 0)
             job.first_event = clock::now();
-        if (ending) co_return std::pair{*ending, beast::error_code{}};
+        if (n.ending) co_return std::pair{*n.ending, beast::error_code{}};
         if (last) co_return std::pair{relay_end::done, beast::error_code{}};
+        n.out = {};
     }
 }
 
@@ -505,6 +553,58 @@ struct attempt_result {
     policy::outcome outcome = policy::outcome::success;
 };
 
+/// A connection to `ep` for the next attempt: a pooled one, or a fresh one (the connect error
+/// if that fails). The client's watcher may close it from then on.
+awaitable<beast::error_code> take_connection(const attempt_context& a,
+                                             const config::region_endpoint& ep,
+                                             upstream_leg& leg) {
+    a.watch.upstream = nullptr;  // the watcher must never close a connection we dropped
+    leg.conn = a.g.pool.take(pool_key(ep), a.client.get_executor().context());
+    if (!leg.conn) {
+        auto [cec, fresh] = co_await connect_upstream(
+            a.client.get_executor(), a.g.tls, ep,
+            a.hold.attempt_bound(a.cfg.upstream.connect_timeout, clock::now()));
+        if (cec) co_return cec;
+        leg.conn = std::move(fresh);
+    }
+    a.watch.upstream = leg.conn.get();
+    co_return beast::error_code{};
+}
+
+/// A new parser for the answer, room in the connection's buffer for its head, and the deadline.
+void prepare_read(const attempt_context& a, upstream_leg& leg) {
+    auto& p = leg.p.emplace();
+    p.header_limit(static_cast<std::uint32_t>(a.cfg.upstream.max_response_header_bytes));
+    p.body_limit(boost::none);  // streams run for minutes; nothing is buffered
+    // Room for the head and (usually) the whole of a small answer in one read. A pooled
+    // connection keeps its room between requests, except into a stream, which may hold it for
+    // minutes: that gets its own, smaller room.
+    auto& buffer = leg.conn->buffer;
+    if (buffer.capacity() > a.head_room && a.head_room < head_read_bytes && buffer.size() == 0)
+        buffer.shrink_to_fit();
+    if (buffer.capacity() < a.head_room) buffer.reserve(a.head_room);
+    // No wait outlives the client's deadline, this one included (issue 17).
+    leg.conn->tcp().expires_after(
+        a.hold.attempt_bound(a.cfg.upstream.response_timeout, clock::now()));
+}
+
+/// Reads an error answer's (small) body and classifies the answer: a throttle or a transient
+/// failure sets `r.outcome`; anything else stays a success to relay. The read's error, if any.
+awaitable<beast::error_code> judge_error_answer(upstream_leg& leg, attempt_result& r) {
+    constexpr std::size_t error_body_cap = 64 * 1024;
+    auto read = [&](auto& stream) {
+        return read_error_body(stream, leg.conn->buffer, *leg.p, leg.error_body, error_body_cap);
+    };
+    const beast::error_code ec = co_await with_stream(*leg.conn, read);
+    if (ec) co_return ec;
+    const auto& head = leg.p->get();
+    auto code = policy::error_code(head["x-amzn-ErrorType"],
+                                   leg.p->is_done() ? leg.error_body : std::string_view{});
+    auto o = policy::classify(head.result_int(), code);
+    if (o == policy::outcome::throttled || o == policy::outcome::transient) r.outcome = o;
+    co_return ec;
+}
+
 /// Sends `out` once on a pooled or fresh connection to `ep` and reads the answer's head, and for
 /// an error answer its (small) body, so the answer can be classified before anything goes to
 /// the client. A pooled connection the upstream closed while idle fails before any response
@@ -513,51 +613,25 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
                                        const config::region_endpoint& ep,
                                        upstream_request_message& out,
                                        upstream_leg& leg) {
-    client_watch& watch = a.watch;
-    std::unique_ptr<upstream_connection>& conn = leg.conn;
-    std::optional<http::response_parser<http::buffer_body>>& p = leg.p;
-    std::string& error_body = leg.error_body;
     attempt_result r;
-    error_body.clear();
+    leg.error_body.clear();
     for (bool stale_retry = false;;) {
-        // A pooled connection found closed is resent for free: the same attempt, not another
-        // (the walk counts attempts).
-        watch.upstream = nullptr;  // the watcher must never close a connection we dropped
-        conn = a.g.pool.take(pool_key(ep), a.client.get_executor().context());
-        if (!conn) {
-            auto [cec, fresh] = co_await connect_upstream(
-                a.client.get_executor(), a.g.tls, ep,
-                a.hold.attempt_bound(a.cfg.upstream.connect_timeout, clock::now()));
-            if (cec) {
-                r.ec = cec;
-                r.during = "connect";
-                r.outcome = policy::classify_no_response();
-                co_return r;
-            }
-            conn = std::move(fresh);
+        if (auto cec = co_await take_connection(a, ep, leg)) {
+            r.ec = cec;
+            r.during = "connect";
+            r.outcome = policy::classify_no_response();
+            co_return r;
         }
-        watch.upstream = conn.get();
-        if (watch.client_gone) co_return r;  // it left while we connected
-        p.emplace();
-        p->header_limit(static_cast<std::uint32_t>(a.cfg.upstream.max_response_header_bytes));
-        p->body_limit(boost::none);  // streams run for minutes; nothing is buffered
-        // Room for the head and (usually) the whole of a small answer in one read. A pooled
-        // connection keeps its room between requests, except into a stream, which may hold
-        // it for minutes: that gets its own, smaller room.
-        if (conn->buffer.capacity() > a.head_room && a.head_room < head_read_bytes &&
-            conn->buffer.size() == 0)
-            conn->buffer.shrink_to_fit();
-        if (conn->buffer.capacity() < a.head_room) conn->buffer.reserve(a.head_room);
-        // No wait outlives the client's deadline, this one included (issue 17).
-        conn->tcp().expires_after(
-            a.hold.attempt_bound(a.cfg.upstream.response_timeout, clock::now()));
+        if (a.watch.client_gone) co_return r;  // it left while we connected
+        prepare_read(a, leg);
         const auto sent = clock::now();
         auto send = [&](auto& stream) {
-            return send_and_read_header(stream, conn->buffer, out, *p);
+            return send_and_read_header(stream, leg.conn->buffer, out, *leg.p);
         };
-        r.ec = co_await with_stream(*conn, send);
-        if (r.ec && conn->reused && !stale_retry && is_benign(r.ec) && !p->got_some() &&
-            !watch.client_gone) {
+        r.ec = co_await with_stream(*leg.conn, send);
+        // A pooled connection found closed is resent for free: the same attempt, not another.
+        if (r.ec && leg.conn->reused && !stale_retry && is_benign(r.ec) && !leg.p->got_some() &&
+            !a.watch.client_gone) {
             stale_retry = true;
             continue;
         }
@@ -567,21 +641,8 @@ awaitable<attempt_result> attempt_once(const attempt_context& a,
         }
         break;
     }
-    if (watch.client_gone) co_return r;
-    if (!r.ec && p->get().result_int() >= 400) {
-        constexpr std::size_t error_body_cap = 64 * 1024;
-        auto read = [&](auto& stream) {
-            return read_error_body(stream, conn->buffer, *p, error_body, error_body_cap);
-        };
-        r.ec = co_await with_stream(*conn, read);
-        if (!r.ec) {
-            const auto& head = p->get();
-            auto code = policy::error_code(head["x-amzn-ErrorType"],
-                                           p->is_done() ? error_body : std::string_view{});
-            auto o = policy::classify(head.result_int(), code);
-            if (o == policy::outcome::throttled || o == policy::outcome::transient) r.outcome = o;
-        }
-    }
+    if (a.watch.client_gone) co_return r;
+    if (!r.ec && leg.p->get().result_int() >= 400) r.ec = co_await judge_error_answer(leg, r);
     if (r.ec) r.outcome = policy::classify_no_response();
     co_return r;
 }
@@ -1346,6 +1407,61 @@ std::optional<error> refuse_head(const http::request<http::string_body>& req,
     return std::nullopt;
 }
 
+/// How reading a request failed.
+struct read_outcome {
+    beast::error_code ec;
+    const bgw::http::front_parser& parser;
+    bool budget_spent;  ///< limits.max_inflight_body_bytes was reached
+    bool timed_out;     ///< a read deadline fired
+};
+
+/// The answer to a request that could not be read whole; nullopt for a client that simply went
+/// away (nothing to answer).
+std::optional<error> read_failure(const read_outcome& r, const config::limits_config& limits) {
+    if (r.parser.refusal()) return *r.parser.refusal();  // a rule of the gateway's own
+    if (r.budget_spent) {
+        return error{http::status::service_unavailable, "ServiceUnavailableException",
+                     "the gateway already holds limits.max_inflight_body_bytes (" +
+                         std::to_string(limits.max_inflight_body_bytes) +
+                         " bytes) of request bodies; retry shortly"};
+    }
+    if (r.ec == http::error::buffer_overflow) {
+        return error{http::status::request_header_fields_too_large, "ValidationException",
+                     "chunk extensions and trailers exceed limits.max_header_bytes (" +
+                         std::to_string(limits.max_header_bytes) + " bytes)"};
+    }
+    if (r.ec == http::error::body_limit) {
+        return error{http::status::payload_too_large, "ValidationException",
+                     "request body exceeds limits.max_body_bytes (" +
+                         std::to_string(limits.max_body_bytes) + " bytes)"};
+    }
+    if (r.ec == http::error::header_limit) {
+        return error{http::status::request_header_fields_too_large, "ValidationException",
+                     "request headers exceed limits.max_header_bytes (" +
+                         std::to_string(limits.max_header_bytes) + " bytes)"};
+    }
+    if (r.timed_out) {
+        return error{http::status::request_timeout, "RequestTimeoutException",
+                     r.parser.is_header_done()
+                         ? "request body not received within limits.client_idle_timeout_ms"
+                         : "request head not received within limits.header_timeout_ms"};
+    }
+    if (is_benign(r.ec)) return std::nullopt;
+    return validation_error("malformed HTTP request: " + r.ec.message());
+}
+
+/// A client that opened with the HTTP/2 preface (h2c) gets HTTP/2's own refusal, which its
+/// library understands, rather than an HTTP/1.1 answer it cannot read.
+awaitable<void> refuse_h2(beast::tcp_stream& client, request_ctx& log) {
+    const std::string refusal = bgw::http::h2_http11_required(
+        "bedrock-gateway speaks HTTP/1.1; with the AWS SDK for JavaScript pass "
+        "requestHandler: new NodeHttpHandler()");
+    co_await asio::async_write(client, asio::buffer(refusal), use_nothrow);
+    log.status = 505;
+    log.error = "client opened with HTTP/2 (h2c); refused with HTTP_1_1_REQUIRED";
+    write_log(log);
+}
+
 /// Reads one request whose first bytes are in `buf`, answers it, and says whether the connection
 /// may carry another. Its state lives in its own coroutine frame, allocated for the request only:
 /// an idle connection holds none of it.
@@ -1405,46 +1521,14 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
     client.expires_after(cfg->limits.client_idle_timeout);
     if (ec || budget_spent) {
         // Nothing after a framing error can be trusted: answer once, then close.
-        error e = validation_error("malformed HTTP request: " + ec.message());
-        if (parser.refusal()) {
-            e = *parser.refusal();  // a rule of the gateway's own (front_parser)
-        } else if (budget_spent) {
-            e = {http::status::service_unavailable, "ServiceUnavailableException",
-                 "the gateway already holds limits.max_inflight_body_bytes (" +
-                     std::to_string(limits.max_inflight_body_bytes) +
-                     " bytes) of request bodies; retry shortly"};
-        } else if (ec == http::error::buffer_overflow) {
-            e = {http::status::request_header_fields_too_large, "ValidationException",
-                 "chunk extensions and trailers exceed limits.max_header_bytes (" +
-                     std::to_string(limits.max_header_bytes) + " bytes)"};
-        } else if (ec == http::error::body_limit) {
-            e = {http::status::payload_too_large, "ValidationException",
-                 "request body exceeds limits.max_body_bytes (" +
-                     std::to_string(cfg->limits.max_body_bytes) + " bytes)"};
-        } else if (ec == http::error::header_limit) {
-            e = {http::status::request_header_fields_too_large, "ValidationException",
-                 "request headers exceed limits.max_header_bytes (" +
-                     std::to_string(cfg->limits.max_header_bytes) + " bytes)"};
-        } else if (read_timed_out) {
-            e = {http::status::request_timeout, "RequestTimeoutException",
-                 parser.is_header_done()
-                     ? "request body not received within limits.client_idle_timeout_ms"
-                     : "request head not received within limits.header_timeout_ms"};
-        } else if (is_benign(ec)) {
-            co_return false;
-        }
+        auto e = read_failure({ec, parser, budget_spent, read_timed_out}, limits);
+        if (!e) co_return false;
         std::string_view received(static_cast<const char*>(buf.data().data()), buf.data().size());
         if (bgw::http::looks_like_h2_preface(received)) {
-            std::string refusal = bgw::http::h2_http11_required(
-                "bedrock-gateway speaks HTTP/1.1; with the AWS SDK for JavaScript pass "
-                "requestHandler: new NodeHttpHandler()");
-            co_await asio::async_write(client, asio::buffer(refusal), use_nothrow);
-            log.status = 505;
-            log.error = "client opened with HTTP/2 (h2c); refused with HTTP_1_1_REQUIRED";
-            write_log(log);
+            co_await refuse_h2(client, log);
             co_return false;
         }
-        co_await send_error(client, e, log, false);
+        co_await send_error(client, *e, log, false);
         record_metrics(*g, *cfg, log);
         write_log(log);
         co_return false;
