@@ -92,7 +92,7 @@ verdict upstream_walk::record(const attempt_report& r, clock::time_point now) {
     }
     if (index_ + 1 < in_.plan.targets.size()) return leave_target(r, throttled, now);
     auto s = in_.traffic.after_failure(
-        attempt_, r.outcome, r.timed_out, t.region, key_, now, in_.rng,
+        {attempt_, r.outcome, r.timed_out, t.region, key_}, now, in_.rng,
         {in_.max_attempts, in_.hold.left(now), r.upstream_hint, in_.hold.expired(now)});
     if (!s.retry) return stop_here(r, throttled, s, now);
     last_retry_cost_ = s.cost;

@@ -177,16 +177,13 @@ milliseconds traffic_policy::cool_down(const std::string& region,
     return rests_.remaining(region, model, now);
 }
 
-traffic_policy::step traffic_policy::after_failure(int attempt,
-                                                   outcome o,
-                                                   bool timed_out,
-                                                   const std::string& region,
-                                                   const std::string& model,
+traffic_policy::step traffic_policy::after_failure(const failed_attempt& f,
                                                    clock::time_point now,
                                                    std::mt19937_64& rng,
                                                    const request_bounds& bounds) {
+    const int attempt = f.attempt;
     milliseconds rest{0};
-    if (o == outcome::throttled) rest = cool_down(region, model, now, bounds.upstream_hint);
+    if (f.o == outcome::throttled) rest = cool_down(f.region, f.model, now, bounds.upstream_hint);
     const auto retry = settings_.load()->retry;
     const int max_attempts = bounds.max_attempts.value_or(retry.max_attempts);
     const auto hold_left = bounds.hold_left.value_or(milliseconds::max());
@@ -207,9 +204,9 @@ traffic_policy::step traffic_policy::after_failure(int attempt,
                     " ms is beyond the hold budget left (" + std::to_string(hold_left.count()) +
                     " ms)"};
     }
-    if (!quota_.try_acquire(timed_out))
+    if (!quota_.try_acquire(f.timed_out))
         return {false, milliseconds{0}, 0, "retry budget spent (too many failures recently)"};
-    return {true, d.wait, timed_out ? retry_quota::timeout_cost : retry_quota::retry_cost, {}};
+    return {true, d.wait, f.timed_out ? retry_quota::timeout_cost : retry_quota::retry_cost, {}};
 }
 
 throttle_answer traffic_policy::final_throttle(int attempts,

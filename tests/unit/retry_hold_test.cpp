@@ -266,7 +266,7 @@ TEST_P(combined_table, decides_and_advertises_the_truth) {
     hold_budget hold(t0, c.max_hold, c.timeout);
     hold.waited(t0, t0 + c.held);
     const auto now = t0 + c.at;
-    auto s = t.after_failure(c.attempt, outcome::throttled, false, region, model, now, rng,
+    auto s = t.after_failure({c.attempt, outcome::throttled, false, region, model}, now, rng,
                              {c.max_attempts, hold.left(now), c.hint, hold.expired(now)});
     EXPECT_EQ(s.retry, c.retry) << c.name << ": " << s.why;
     if (c.retry) {
@@ -317,7 +317,7 @@ TEST(combined, a_budget_spent_by_the_hold_check_is_not_charged) {
     traffic_policy t(cfg, {}, 10);
     std::mt19937_64 rng(7);
     for (int i = 0; i < 20; ++i) {
-        auto s = t.after_failure(1, outcome::throttled, false, "r", "m" + std::to_string(i), t0,
+        auto s = t.after_failure({1, outcome::throttled, false, "r", "m" + std::to_string(i)}, t0,
                                  rng, {std::nullopt, 0ms, std::nullopt, false});
         EXPECT_FALSE(s.retry);
     }

@@ -75,27 +75,28 @@ TEST(traffic_policy, retries_until_max_attempts_counting_the_first_try) {
     traffic_policy t(retry(3, 100, 20000), {});
     std::mt19937_64 rng(7);
     const auto now = clock::time_point{} + 1h;
-    auto s1 = t.after_failure(1, outcome::transient, false, region, claude, now, rng);
+    auto s1 = t.after_failure({1, outcome::transient, false, region, claude}, now, rng);
     EXPECT_TRUE(s1.retry);
     EXPECT_LE(s1.wait, 100ms);
     EXPECT_EQ(s1.cost, retry_quota::retry_cost);
-    auto s2 = t.after_failure(2, outcome::transient, true, region, claude, now, rng);
+    auto s2 = t.after_failure({2, outcome::transient, true, region, claude}, now, rng);
     EXPECT_TRUE(s2.retry);
     EXPECT_LE(s2.wait, 200ms);
     EXPECT_EQ(s2.cost, retry_quota::timeout_cost);
-    auto s3 = t.after_failure(3, outcome::transient, false, region, claude, now, rng);
+    auto s3 = t.after_failure({3, outcome::transient, false, region, claude}, now, rng);
     EXPECT_FALSE(s3.retry);
     EXPECT_NE(s3.why.find("max_attempts"), std::string::npos) << s3.why;
 
     traffic_policy once(retry(1, 100, 20000), {});
-    EXPECT_FALSE(once.after_failure(1, outcome::throttled, false, region, claude, now, rng).retry);
+    EXPECT_FALSE(
+        once.after_failure({1, outcome::throttled, false, region, claude}, now, rng).retry);
 }
 
 TEST(traffic_policy, transient_failures_do_not_cool_a_model_down) {
     traffic_policy t(retry(3, 100, 20000), {});
     std::mt19937_64 rng(7);
     const auto now = clock::time_point{} + 1h;
-    t.after_failure(1, outcome::transient, false, region, claude, now, rng);
+    t.after_failure({1, outcome::transient, false, region, claude}, now, rng);
     EXPECT_FALSE(t.admit(region, claude, 1, now));
 }
 
@@ -105,7 +106,7 @@ TEST(traffic_policy, throttles_cool_the_model_down_escalating_until_a_success) {
     traffic_policy t(cfg, {});
     std::mt19937_64 rng(7);
     const auto now = clock::time_point{} + 1h;
-    auto s = t.after_failure(1, outcome::throttled, false, region, claude, now, rng);
+    auto s = t.after_failure({1, outcome::throttled, false, region, claude}, now, rng);
     ASSERT_TRUE(s.retry);
     EXPECT_EQ(s.wait, 100ms);  // never sooner than the rest it just started
     auto no = t.admit(region, claude, 1, now + 40ms);
@@ -118,19 +119,19 @@ TEST(traffic_policy, throttles_cool_the_model_down_escalating_until_a_success) {
 
     // Consecutive throttles double the rest (100, 200, 400, ...) up to max_cooldown_ms.
     auto t2 = now + 100ms;
-    EXPECT_EQ(t.after_failure(2, outcome::throttled, false, region, claude, t2, rng).wait, 200ms);
+    EXPECT_EQ(t.after_failure({2, outcome::throttled, false, region, claude}, t2, rng).wait, 200ms);
     auto t3 = t2 + 200ms;
-    EXPECT_EQ(t.after_failure(3, outcome::throttled, false, region, claude, t3, rng).wait, 400ms);
+    EXPECT_EQ(t.after_failure({3, outcome::throttled, false, region, claude}, t3, rng).wait, 400ms);
     auto t4 = t3 + 400ms;
-    t.after_failure(4, outcome::throttled, false, region, claude, t4, rng);  // 800 ms
+    t.after_failure({4, outcome::throttled, false, region, claude}, t4, rng);  // 800 ms
     auto t5 = t4 + 800ms;
-    t.after_failure(1, outcome::throttled, false, region, claude, t5, rng);
+    t.after_failure({1, outcome::throttled, false, region, claude}, t5, rng);
     EXPECT_EQ(t.admit(region, claude, 1, t5)->wait, 1000ms);  // capped
 
     // A success ends the streak: the next throttle rests only base_delay again.
     t.succeeded(region, claude, 0);
     auto t6 = t5 + 1000ms;
-    EXPECT_EQ(t.after_failure(1, outcome::throttled, false, region, claude, t6, rng).wait, 100ms);
+    EXPECT_EQ(t.after_failure({1, outcome::throttled, false, region, claude}, t6, rng).wait, 100ms);
 }
 
 TEST(traffic_policy, final_throttle_is_exactly_the_rest_and_a_burst_does_not_escalate_it) {
@@ -140,7 +141,7 @@ TEST(traffic_policy, final_throttle_is_exactly_the_rest_and_a_burst_does_not_esc
     // Three requests throttled at once (all sent before the rest began): one rest of 100 ms,
     // not 400 ms; the 429 the first of them advertised stays true.
     for (int i = 0; i < 3; ++i)
-        t.after_failure(1, outcome::throttled, false, region, claude, now + 10ms * i, rng);
+        t.after_failure({1, outcome::throttled, false, region, claude}, now + 10ms * i, rng);
     auto a = t.final_throttle(1, region, claude, now + 50ms);
     EXPECT_EQ(a.wait, 50ms);  // what remains of the rest, whatever the backoff cap
     EXPECT_EQ(a.source, "upstream");
@@ -159,7 +160,7 @@ TEST(traffic_policy, retry_budget_stops_a_storm_and_successes_refill_it) {
     for (int request = 0; request < 10; ++request) {
         const std::string model = "m" + std::to_string(request);
         for (int attempt = 1;; ++attempt) {
-            auto s = t.after_failure(attempt, outcome::transient, false, region, model, now, rng);
+            auto s = t.after_failure({attempt, outcome::transient, false, region, model}, now, rng);
             if (!s.retry) {
                 if (attempt < 3) {
                     EXPECT_NE(s.why.find("budget"), std::string::npos) << s.why;
@@ -269,11 +270,11 @@ TEST(traffic_policy, reconfigure_changes_retries_and_limits_and_keeps_cool_downs
     std::mt19937_64 rng(7);
     const auto now = clock::time_point{} + 1h;
     EXPECT_FALSE(t.admit(region, claude, 10, now));
-    t.after_failure(1, outcome::throttled, false, region, claude, now, rng);  // cools it down
+    t.after_failure({1, outcome::throttled, false, region, claude}, now, rng);  // cools it down
 
     // Same limits, fewer attempts: the bucket keeps its one request and the cool-down stays.
     t.reconfigure(retry(1, 100, 20000), limits_map{{claude, {2, 0}}});
-    EXPECT_FALSE(t.after_failure(1, outcome::transient, false, region, "x", now, rng).retry);
+    EXPECT_FALSE(t.after_failure({1, outcome::transient, false, region, "x"}, now, rng).retry);
     auto cooling = t.admit(region, claude, 10, now + 50ms);
     ASSERT_TRUE(cooling);
     EXPECT_EQ(cooling->source, "cooldown");

@@ -87,6 +87,14 @@ public:
         int cost;           ///< retry budget this retry took (for succeeded())
         std::string why;    ///< when not retrying: why not (for the log)
     };
+    /// An attempt that failed: which, how, and where.
+    struct failed_attempt {
+        int attempt;  ///< 1 = the first
+        outcome o;    ///< throttled or transient
+        bool timed_out;
+        const std::string& region;
+        const std::string& model;
+    };
     /// What this one request brings to the decision (nullopt: no bound of its own).
     struct request_bounds {
         std::optional<int> max_attempts;            ///< client_terms::max_attempts
@@ -94,15 +102,11 @@ public:
         std::optional<milliseconds> upstream_hint;  ///< upstream_retry_after() of the answer
         bool deadline_passed;                       ///< hold_budget::expired(now)
     };
-    /// Attempt number `attempt` (1 = the first) ended `throttled` or `transient` (a `timed_out`
-    /// one costs more retry budget) with nothing relayed yet. A throttle starts or extends the
-    /// (region, model) cool-down before the decision; then decide_retry() over the request's
-    /// attempts and hold budget; only a retry takes from the retry budget.
-    step after_failure(int attempt,
-                       outcome o,
-                       bool timed_out,
-                       const std::string& region,
-                       const std::string& model,
+    /// Attempt number `f.attempt` (1 = the first) at `f.region`/`f.model` ended `throttled` or
+    /// `transient` (a `timed_out` one costs more retry budget) with nothing relayed yet. A throttle
+    /// starts or extends the (region, model) cool-down before the decision; then decide_retry()
+    /// over the request's attempts and hold budget; only a retry takes from the retry budget.
+    step after_failure(const failed_attempt& f,
                        clock::time_point now,
                        std::mt19937_64& rng,
                        const request_bounds& bounds = {});
