@@ -1,6 +1,6 @@
 // Event-stream micro-benchmarks: decoding a Bedrock stream (both CRCs, header block) and the
 // gateway's relay core on top of it, per byte. Input comes in 16 KiB pieces, the size of the
-// gateway's relay read buffer (src/net/session.cpp).
+// gateway's relay read buffer (src/net/relay.cpp).
 
 #include "bgw/aws/eventstream.hpp"
 #include "bgw/http/event_relay.hpp"

@@ -1,5 +1,5 @@
 // Router micro-benchmarks: the per-request routing decision (recognise the runtime operation in
-// the target, then plan the targets from the config), as src/net/session.cpp makes it.
+// the target, then plan the targets from the config), as src/net/forward.cpp makes it.
 
 #include "bgw/config/config.hpp"
 #include "bgw/routing/router.hpp"

@@ -152,7 +152,7 @@ std::unique_ptr<upstream_connection> upstream_pool::take(const std::string& key,
 void upstream_pool::give_back(std::unique_ptr<upstream_connection> conn) {
     // Pooling off (max_idle_per_host 0): the connection closes here.
     if (max_idle_per_host_ == 0 || !conn->tcp().socket().is_open()) return;
-    // An idle connection keeps at most the head room of a plain answer (session.cpp), not
+    // An idle connection keeps at most the head room of a plain answer (attempt.cpp), not
     // the larger room of a big body.
     if (conn->buffer.size() == 0 && conn->buffer.capacity() > 16 * 1024)
         conn->buffer.shrink_to_fit();

@@ -2,7 +2,7 @@
 /// The pure core of relaying a Bedrock event stream (`application/vnd.amazon.eventstream`):
 /// bytes from upstream go in, whole validated frames come out unchanged, and on the side the
 /// relay learns what the stream said (token usage, mid-stream exceptions) without altering a
-/// byte. The I/O shell (src/net/session.cpp) writes what comes out as soon as it comes out.
+/// byte. The I/O shell (src/net/relay.cpp) writes what comes out as soon as it comes out.
 ///
 /// Forwarding whole frames, not raw pieces, is what lets a corrupt upstream frame end the
 /// client's stream cleanly: the client never receives the corrupt bytes, and gets instead one
