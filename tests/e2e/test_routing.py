@@ -51,6 +51,11 @@ def gateway_config(us, eu):
                 {"region": "us-east-1", "tier": "on-demand",
                  "model_id": "fake-error-503-ServiceUnavailableException"},
                 {"region": "eu-west-1", "tier": "on-demand", "model_id": CLAUDE}]},
+            "busy-then-down": {"targets": [
+                {"region": "us-east-1", "tier": "on-demand",
+                 "model_id": "fake-error-429-ThrottlingException"},
+                {"region": "eu-west-1", "tier": "on-demand",
+                 "model_id": "fake-error-503-ServiceUnavailableException"}]},
         },
         "log_level": "info",
     }
@@ -246,6 +251,17 @@ class RoutingEndToEnd(unittest.TestCase):
         self.assertGreaterEqual(int(resp.headers["retry-after"]), 1)
         self.assert_ran(resp, "us-east-1", "on-demand", 2)  # retried: the last target
         self.saw(2, 0)
+
+    def test_throttled_then_failing_everywhere_is_the_uniform_429(self):
+        # The throttled region frees first: the client's best next try is a 429 that says when,
+        # not the last region's 503.
+        resp = self.invoke("busy-then-down")
+        self.assertEqual(resp.status, 429, resp)
+        self.assertEqual(resp.error_code(), "ThrottlingException")
+        self.assertGreaterEqual(int(resp.headers["retry-after"]), 1)
+        self.assertIn("us-east-1", resp.json()["message"])
+        self.assert_ran(resp, "eu-west-1", "on-demand", 3)  # 1 + the last target's 2 attempts
+        self.saw(1, 2)
 
     def test_final_errors_stop_the_walk(self):
         # ValidationException is the app's fault: no other target would answer differently.
