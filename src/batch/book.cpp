@@ -38,6 +38,14 @@ std::string get(const rapidjson::Value& v, const char* key) {
     return {it->value.GetString(), it->value.GetStringLength()};
 }
 
+/// What an `accept` and a `job` line share: the (region, model, operation) group.
+template <class RecordOrJob>
+void read_group(const rapidjson::Value& d, RecordOrJob& into) {
+    into.region = get(d, "region");
+    into.model = get(d, "model");
+    into.operation = get(d, "op");
+}
+
 std::string job_id_of(std::string_view arn) {
     auto slash = arn.rfind('/');
     return std::string(slash == std::string_view::npos ? arn : arn.substr(slash + 1));
@@ -203,9 +211,7 @@ bool book::apply(std::string_view line) {
 bool book::apply_accept(const rapidjson::Value& d) {
     record r;
     r.id = get(d, "id");
-    r.region = get(d, "region");
-    r.model = get(d, "model");
-    r.operation = get(d, "op");
+    read_group(d, r);
     r.owner = get(d, "owner");  // absent in lines from before owners: owned by nobody
     auto t = d.FindMember("t");
     auto in = d.FindMember("input");
@@ -230,9 +236,7 @@ bool book::apply_cancel(const rapidjson::Value& d) {
 bool book::apply_job(const rapidjson::Value& d) {
     job j;
     j.id = get(d, "job");
-    j.region = get(d, "region");
-    j.model = get(d, "model");
-    j.operation = get(d, "op");
+    read_group(d, j);
     auto t = d.FindMember("t");
     auto recs = d.FindMember("records");
     auto od = d.FindMember("on_demand");
