@@ -38,6 +38,14 @@ std::string get(const rapidjson::Value& v, const char* key) {
     return {it->value.GetString(), it->value.GetStringLength()};
 }
 
+/// What an `accept` and a `job` line share: the (region, model, operation) group.
+template <class RecordOrJob>
+void read_group(const rapidjson::Value& d, RecordOrJob& into) {
+    into.region = get(d, "region");
+    into.model = get(d, "model");
+    into.operation = get(d, "op");
+}
+
 std::string job_id_of(std::string_view arn) {
     auto slash = arn.rfind('/');
     return std::string(slash == std::string_view::npos ? arn : arn.substr(slash + 1));
@@ -192,88 +200,95 @@ bool book::apply(std::string_view line) {
     bgw::util::parse_json(d, std::string_view(line.data(), line.size()));
     if (d.HasParseError() || !d.IsObject()) return false;
     const std::string e = get(d, "e");
-    if (e == "accept") {
-        record r;
-        r.id = get(d, "id");
-        r.region = get(d, "region");
-        r.model = get(d, "model");
-        r.operation = get(d, "op");
-        r.owner = get(d, "owner");  // absent in lines from before owners: owned by nobody
-        auto t = d.FindMember("t");
-        auto in = d.FindMember("input");
-        if (r.id.empty() || t == d.MemberEnd() || !t->value.IsInt64() || in == d.MemberEnd() ||
-            records_.contains(r.id))
-            return false;
-        r.accepted_ms = t->value.GetInt64();
-        r.input = serialize(in->value);
-        queue_.push_back(r.id);
-        records_.emplace(r.id, std::move(r));
-        return true;
-    }
-    if (e == "cancel") {
-        auto it = records_.find(get(d, "id"));
-        if (it == records_.end() || it->second.state != record_state::queued) return false;
-        it->second.state = record_state::cancelled;
-        std::erase(queue_, it->first);
-        return true;
-    }
-    if (e == "job") {
-        job j;
-        j.id = get(d, "job");
-        j.region = get(d, "region");
-        j.model = get(d, "model");
-        j.operation = get(d, "op");
-        auto t = d.FindMember("t");
-        auto recs = d.FindMember("records");
-        auto od = d.FindMember("on_demand");
-        if (j.id.empty() || jobs_.contains(j.id) || t == d.MemberEnd() || !t->value.IsInt64() ||
-            recs == d.MemberEnd() || !recs->value.IsArray())
-            return false;
-        j.created_ms = t->value.GetInt64();
-        j.on_demand = od != d.MemberEnd() && od->value.IsBool() && od->value.GetBool();
-        for (const auto& v : recs->value.GetArray()) {
-            if (!v.IsString()) return false;
-            auto it = records_.find(std::string_view(v.GetString(), v.GetStringLength()));
-            // Only queued records can join a job: none is ever in two.
-            if (it == records_.end() || it->second.state != record_state::queued) return false;
-            j.records.emplace_back(v.GetString(), v.GetStringLength());
-        }
-        for (const auto& id : j.records) {
-            auto& r = records_.find(id)->second;
-            r.state = record_state::in_job;
-            r.job = j.id;
-            std::erase(queue_, id);
-        }
-        jobs_.emplace(j.id, std::move(j));
-        return true;
-    }
-    if (e == "submitted" || e == "status" || e == "finished") {
-        auto it = jobs_.find(get(d, "job"));
-        if (it == jobs_.end()) return false;
-        if (e == "submitted") {
-            it->second.arn = get(d, "arn");
-            if (it->second.state == job_state::submitting) it->second.state = job_state::running;
-        } else {
-            it->second.status = get(d, "status");
-            if (e == "finished") it->second.state = job_state::finished;
-        }
-        return true;
-    }
-    if (e == "result") {
-        auto it = records_.find(get(d, "id"));
-        if (it == records_.end() || it->second.state != record_state::in_job) return false;
-        if (auto err = d.FindMember("error"); err != d.MemberEnd()) {
-            it->second.state = record_state::failed;
-            it->second.error = serialize(err->value);
-        } else if (auto out = d.FindMember("output"); out != d.MemberEnd()) {
-            it->second.state = record_state::done;
-            it->second.output = serialize(out->value);
-        } else {
-            return false;
-        }
-        return true;
-    }
+    if (e == "accept") return apply_accept(d);
+    if (e == "cancel") return apply_cancel(d);
+    if (e == "job") return apply_job(d);
+    if (e == "submitted" || e == "status" || e == "finished") return apply_job_update(d, e);
+    if (e == "result") return apply_result(d);
     return false;
+}
+
+bool book::apply_accept(const rapidjson::Value& d) {
+    record r;
+    r.id = get(d, "id");
+    read_group(d, r);
+    r.owner = get(d, "owner");  // absent in lines from before owners: owned by nobody
+    auto t = d.FindMember("t");
+    auto in = d.FindMember("input");
+    if (r.id.empty() || t == d.MemberEnd() || !t->value.IsInt64() || in == d.MemberEnd() ||
+        records_.contains(r.id))
+        return false;
+    r.accepted_ms = t->value.GetInt64();
+    r.input = serialize(in->value);
+    queue_.push_back(r.id);
+    records_.emplace(r.id, std::move(r));
+    return true;
+}
+
+bool book::apply_cancel(const rapidjson::Value& d) {
+    auto it = records_.find(get(d, "id"));
+    if (it == records_.end() || it->second.state != record_state::queued) return false;
+    it->second.state = record_state::cancelled;
+    std::erase(queue_, it->first);
+    return true;
+}
+
+bool book::apply_job(const rapidjson::Value& d) {
+    job j;
+    j.id = get(d, "job");
+    read_group(d, j);
+    auto t = d.FindMember("t");
+    auto recs = d.FindMember("records");
+    auto od = d.FindMember("on_demand");
+    if (j.id.empty() || jobs_.contains(j.id) || t == d.MemberEnd() || !t->value.IsInt64() ||
+        recs == d.MemberEnd() || !recs->value.IsArray())
+        return false;
+    j.created_ms = t->value.GetInt64();
+    j.on_demand = od != d.MemberEnd() && od->value.IsBool() && od->value.GetBool();
+    for (const auto& v : recs->value.GetArray()) {
+        if (!v.IsString()) return false;
+        auto it = records_.find(std::string_view(v.GetString(), v.GetStringLength()));
+        // Only queued records can join a job: none is ever in two.
+        if (it == records_.end() || it->second.state != record_state::queued) return false;
+        j.records.emplace_back(v.GetString(), v.GetStringLength());
+    }
+    for (const auto& id : j.records) {
+        auto& r = records_.find(id)->second;
+        r.state = record_state::in_job;
+        r.job = j.id;
+        std::erase(queue_, id);
+    }
+    jobs_.emplace(j.id, std::move(j));
+    return true;
+}
+
+/// `submitted`, `status` and `finished`: what Bedrock said about a job.
+bool book::apply_job_update(const rapidjson::Value& d, std::string_view event) {
+    auto it = jobs_.find(get(d, "job"));
+    if (it == jobs_.end()) return false;
+    if (event == "submitted") {
+        it->second.arn = get(d, "arn");
+        if (it->second.state == job_state::submitting) it->second.state = job_state::running;
+    } else {
+        it->second.status = get(d, "status");
+        if (event == "finished") it->second.state = job_state::finished;
+    }
+    return true;
+}
+
+bool book::apply_result(const rapidjson::Value& d) {
+    auto it = records_.find(get(d, "id"));
+    if (it == records_.end() || it->second.state != record_state::in_job) return false;
+    if (auto err = d.FindMember("error"); err != d.MemberEnd()) {
+        it->second.state = record_state::failed;
+        it->second.error = serialize(err->value);
+    } else if (auto out = d.FindMember("output"); out != d.MemberEnd()) {
+        it->second.state = record_state::done;
+        it->second.output = serialize(out->value);
+    } else {
+        return false;
+    }
+    return true;
 }
 
 const record* book::find_record(std::string_view id) const {

@@ -601,6 +601,130 @@ result<void> parse_auth(const json& v, config& out) {
     return {};
 }
 
+/// A top-level key whose value apply_override checks (the same rules as a command-line
+/// override, so a file and a flag can never disagree).
+template <const char* Key>
+result<void> parse_override(const json& v, config& out) {
+    auto s = get_string(v, Key);
+    if (!s) return s.error();
+    return apply_override(out, Key, *s, Key);
+}
+
+constexpr char listen_key[] = "listen";
+constexpr char admin_listen_key[] = "admin_listen";
+constexpr char log_level_key[] = "log_level";
+constexpr char log_format_key[] = "log_format";
+
+/// Without a `regions` key, every commercial region with its standard endpoints.
+result<void> use_default_regions(config& out) {
+    for (auto name : default_regions()) {
+        out.regions.emplace(name, standard_endpoint(name));
+        out.control_endpoints.emplace(name, standard_control_endpoint(name));
+        out.s3_endpoints.emplace(name, standard_s3_endpoint(name));
+    }
+    return {};
+}
+
+/// Checked whether or not the key is given: the built-in default must be allowed too.
+result<void> check_default_region(config& out) {
+    if (!out.regions.contains(out.default_region))
+        return bad("default_region", "\"" + out.default_region + "\" is not in regions");
+    return {};
+}
+
+result<void> parse_default_region(const json& v, config& out) {
+    auto s = get_string(v, "default_region");
+    if (!s) return s.error();
+    out.default_region = *s;
+    return check_default_region(out);
+}
+
+result<void> parse_control_plane(const json& v, config& out) {
+    if (!v.IsObject()) return bad("control_plane", "must be an object");
+    if (auto r = only_known(v, "control_plane", {"cache_s"}); !r) return r.error();
+    if (auto c = v.FindMember("cache_s"); c != v.MemberEnd()) {
+        auto n = get_int(c->value, "control_plane.cache_s", 0, 3600);
+        if (!n) return n.error();
+        out.control_plane_cache = std::chrono::seconds(*n);
+    }
+    return {};
+}
+
+result<void> parse_allow_unauthenticated(const json& v, config& out) {
+    if (!v.IsBool()) return bad("allow_unauthenticated", "must be true or false");
+    out.allow_unauthenticated = v.GetBool();
+    return {};
+}
+
+result<void> parse_shutdown_grace(const json& v, config& out) {
+    auto n = get_seconds(v, "shutdown_grace_s", 0, 3600);
+    if (!n) return n.error();
+    out.shutdown_grace = to_ms(*n);
+    return {};
+}
+
+result<void> parse_threads(const json& v, config& out) {
+    auto n = get_int(v, "threads", 0, 256);
+    if (!n) return n.error();
+    out.threads = static_cast<unsigned>(*n);  // 0 to 256
+    return {};
+}
+
+/// The top-level keys as listed in an "unknown key" error.
+const std::initializer_list<std::string_view> top_level_keys = {
+    "listen",
+    "default_region",
+    "regions",
+    "upstream",
+    "limits",
+    "retry",
+    "rate_limits",
+    "routes",
+    "batch",
+    "credentials",
+    "auth",
+    "log_level",
+    "log_format",
+    "threads",
+    "shutdown_grace_s",
+    "admin_listen",
+    "prices",
+    "caller_keys",
+    "allow_unauthenticated",
+    "control_plane",
+};
+
+struct top_level_parser {
+    const char* name;
+    result<void> (*parse)(const json& value, config& out);
+    result<void> (*absent)(config& out);  ///< when the key is not given; may be null
+};
+
+/// In the order they are read: a key may depend on one before it (default_region, routes and
+/// caller_keys on regions; routes on batch), and the first error found is the one reported.
+constexpr top_level_parser top_level_parsers[] = {
+    {"listen", parse_override<listen_key>, nullptr},
+    {"admin_listen", parse_override<admin_listen_key>, nullptr},
+    {"regions", parse_regions, use_default_regions},
+    {"default_region", parse_default_region, check_default_region},
+    {"upstream", parse_upstream, nullptr},
+    {"control_plane", parse_control_plane, nullptr},
+    {"limits", parse_limits, nullptr},
+    {"retry", parse_retry, nullptr},
+    {"rate_limits", parse_rate_limits, nullptr},
+    {"credentials", parse_credentials, nullptr},
+    {"auth", parse_auth, nullptr},
+    {"batch", parse_batch, nullptr},
+    {"routes", parse_routes, nullptr},
+    {"log_level", parse_override<log_level_key>, nullptr},
+    {"log_format", parse_override<log_format_key>, nullptr},
+    {"prices", parse_prices, nullptr},
+    {"caller_keys", parse_caller_keys, nullptr},
+    {"allow_unauthenticated", parse_allow_unauthenticated, nullptr},
+    {"shutdown_grace_s", parse_shutdown_grace, nullptr},
+    {"threads", parse_threads, nullptr},
+};
+
 }  // namespace
 
 result<void> apply_endpoint_env(config& cfg,
@@ -855,120 +979,15 @@ result<config> parse_config(std::string_view text) {
                                 rapidjson::GetParseError_En(doc.GetParseError()));
     }
     if (!doc.IsObject()) return validation_error("config must be a JSON object");
-    if (auto r = only_known(doc, "",
-                            {"listen",
-                             "default_region",
-                             "regions",
-                             "upstream",
-                             "limits",
-                             "retry",
-                             "rate_limits",
-                             "routes",
-                             "batch",
-                             "credentials",
-                             "auth",
-                             "log_level",
-                             "log_format",
-                             "threads",
-                             "shutdown_grace_s",
-                             "admin_listen",
-                             "prices",
-                             "caller_keys",
-                             "allow_unauthenticated",
-                             "control_plane"});
-        !r) {
-        return r.error();
-    }
+    if (auto r = only_known(doc, "", top_level_keys); !r) return r.error();
     config out;
-    if (auto m = doc.FindMember("listen"); m != doc.MemberEnd()) {
-        auto s = get_string(m->value, "listen");
-        if (!s) return s.error();
-        if (auto r = apply_override(out, "listen", *s, "listen"); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("admin_listen"); m != doc.MemberEnd()) {
-        auto s = get_string(m->value, "admin_listen");
-        if (!s) return s.error();
-        if (auto r = apply_override(out, "admin_listen", *s, "admin_listen"); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("regions"); m != doc.MemberEnd()) {
-        if (auto r = parse_regions(m->value, out); !r) return r.error();
-    } else {
-        for (auto name : default_regions()) {
-            out.regions.emplace(name, standard_endpoint(name));
-            out.control_endpoints.emplace(name, standard_control_endpoint(name));
-            out.s3_endpoints.emplace(name, standard_s3_endpoint(name));
-        }
-    }
-    if (auto m = doc.FindMember("default_region"); m != doc.MemberEnd()) {
-        auto s = get_string(m->value, "default_region");
-        if (!s) return s.error();
-        out.default_region = *s;
-    }
-    if (!out.regions.contains(out.default_region)) {
-        return bad("default_region", "\"" + out.default_region + "\" is not in regions");
-    }
-    if (auto m = doc.FindMember("upstream"); m != doc.MemberEnd()) {
-        if (auto r = parse_upstream(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("control_plane"); m != doc.MemberEnd()) {
-        if (!m->value.IsObject()) return bad("control_plane", "must be an object");
-        if (auto r = only_known(m->value, "control_plane", {"cache_s"}); !r) return r.error();
-        if (auto c = m->value.FindMember("cache_s"); c != m->value.MemberEnd()) {
-            auto n = get_int(c->value, "control_plane.cache_s", 0, 3600);
-            if (!n) return n.error();
-            out.control_plane_cache = std::chrono::seconds(*n);
-        }
-    }
-    if (auto m = doc.FindMember("limits"); m != doc.MemberEnd()) {
-        if (auto r = parse_limits(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("retry"); m != doc.MemberEnd()) {
-        if (auto r = parse_retry(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("rate_limits"); m != doc.MemberEnd()) {
-        if (auto r = parse_rate_limits(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("credentials"); m != doc.MemberEnd()) {
-        if (auto r = parse_credentials(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("auth"); m != doc.MemberEnd()) {
-        if (auto r = parse_auth(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("batch"); m != doc.MemberEnd()) {
-        if (auto r = parse_batch(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("routes"); m != doc.MemberEnd()) {
-        if (auto r = parse_routes(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("log_level"); m != doc.MemberEnd()) {
-        auto s = get_string(m->value, "log_level");
-        if (!s) return s.error();
-        if (auto r = apply_override(out, "log_level", *s, "log_level"); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("log_format"); m != doc.MemberEnd()) {
-        auto s = get_string(m->value, "log_format");
-        if (!s) return s.error();
-        if (auto r = apply_override(out, "log_format", *s, "log_format"); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("prices"); m != doc.MemberEnd()) {
-        if (auto r = parse_prices(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("caller_keys"); m != doc.MemberEnd()) {
-        if (auto r = parse_caller_keys(m->value, out); !r) return r.error();
-    }
-    if (auto m = doc.FindMember("allow_unauthenticated"); m != doc.MemberEnd()) {
-        if (!m->value.IsBool()) return bad("allow_unauthenticated", "must be true or false");
-        out.allow_unauthenticated = m->value.GetBool();
-    }
-    if (auto m = doc.FindMember("shutdown_grace_s"); m != doc.MemberEnd()) {
-        auto n = get_seconds(m->value, "shutdown_grace_s", 0, 3600);
-        if (!n) return n.error();
-        out.shutdown_grace = to_ms(*n);
-    }
-    if (auto m = doc.FindMember("threads"); m != doc.MemberEnd()) {
-        auto n = get_int(m->value, "threads", 0, 256);
-        if (!n) return n.error();
-        out.threads = static_cast<unsigned>(*n);
+    for (const auto& k : top_level_parsers) {
+        result<void> r;
+        if (auto m = doc.FindMember(k.name); m != doc.MemberEnd())
+            r = k.parse(m->value, out);
+        else if (k.absent)
+            r = k.absent(out);
+        if (!r) return r.error();
     }
     return out;
 }

@@ -139,6 +139,25 @@ TEST(batch_book, only_queued_records_can_be_cancelled_or_given_results_once) {
     EXPECT_FALSE(b.apply(result_event("r1", "{}", "")));  // a result is stored once
 }
 
+TEST(batch_book, lines_that_are_not_known_events_change_nothing) {
+    book b;
+    EXPECT_FALSE(b.apply(R"({"e":"frobnicate","id":"r1"})"));
+    EXPECT_FALSE(b.apply(R"(["accept"])"));
+    EXPECT_FALSE(b.apply(R"({"id":"r1"})"));  // no event name
+    // Updates about a job the book never saw.
+    EXPECT_FALSE(b.apply(submitted_event("nojob", "arn:aws:bedrock:us-east-1:1:x/abc")));
+    EXPECT_FALSE(b.apply(status_event("nojob", "InProgress")));
+    EXPECT_FALSE(b.apply(finished_event("nojob", "Completed")));
+    // A result with neither output nor error.
+    ASSERT_TRUE(b.apply(accept_event(rec("r1", "a", 1))));
+    job_plan p{"us-east-1", "a", "InvokeModel", {"r1"}, false};
+    ASSERT_TRUE(b.apply(job_event(make_job("j", p, 2))));
+    EXPECT_FALSE(b.apply(R"({"e":"result","id":"r1"})"));
+    EXPECT_EQ(b.find_record("r1")->state, record_state::in_job);
+    EXPECT_TRUE(b.jobs().contains("j"));
+    EXPECT_EQ(b.jobs().size(), 1u);
+}
+
 TEST(batch_book, a_record_keeps_its_owner_through_the_journal_and_old_lines_have_none) {
     book b;
     auto owned = rec("r1", "a", 1);

@@ -172,7 +172,14 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{R"({"credentials":{"sorce":"imds"}})", "credentials.sorce: unknown key"},
         bad_case{R"({"auth":{"mode":"basic"}})", "auth.mode"},
         bad_case{R"({"auth":{"token_file":"/k"}})", "auth.token_file"},
-        bad_case{R"({"shutdown_grace_s":-1})", "shutdown_grace_s"}));
+        bad_case{R"({"shutdown_grace_s":-1})", "shutdown_grace_s"},
+        // Without default_region, the built-in one must still be among the allowed regions.
+        bad_case{R"({"regions":{"eu-west-1":{}}})",
+                 "default_region: \"us-east-1\" is not in regions"},
+        bad_case{R"({"threads":257})", "threads: must be an integer between 0 and 256"},
+        bad_case{R"({"control_plane":{"cache_s":3601}})", "control_plane.cache_s"},
+        // Keys are read in a fixed order, not the document's: the first one read is reported.
+        bad_case{R"({"threads":-1,"upstream":[]})", "upstream: must be an object"}));
 
 TEST(config, retry_and_rate_limits_as_in_issue_4) {
     auto d = parse_config("{}");

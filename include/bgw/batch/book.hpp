@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include <rapidjson/fwd.h>
+
 namespace bgw::batch {
 
 enum class record_state { queued, in_job, done, failed, cancelled };
@@ -115,6 +117,13 @@ public:
     std::optional<std::int64_t> next_deadline(const config::batch_config& cfg) const;
 
 private:
+    // One per journal event; each checks the whole line before changing anything.
+    bool apply_accept(const rapidjson::Value& line);
+    bool apply_cancel(const rapidjson::Value& line);
+    bool apply_job(const rapidjson::Value& line);
+    bool apply_job_update(const rapidjson::Value& line, std::string_view event);
+    bool apply_result(const rapidjson::Value& line);
+
     std::map<std::string, record, std::less<>> records_;
     std::map<std::string, job, std::less<>> jobs_;
     std::vector<std::string> queue_;  ///< queued record ids, in acceptance order
