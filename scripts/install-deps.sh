@@ -10,12 +10,12 @@ export DEBIAN_FRONTEND=noninteractive
 BUILD_PACKAGES="g++ cmake make ccache pkg-config git ca-certificates
   libboost1.81-dev libssl-dev rapidjson-dev libspdlog-dev"
 # Tests: GoogleTest, real SDK clients (and the README recipes' AWS CLI and curl), nginx as a real
-# TLS peer, format check; the bench (bench/run, its smoke run is a test): wrk as the load
-# generator, nginx as the reference proxy, Google Benchmark for the micro-benchmarks; clang with
-# its libFuzzer runtime for the fuzz targets (scripts/fuzz.sh); valgrind and strace for the
-# hot-path profile (bench/profile).
-TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 awscli curl clang-format nginx-light
-  openssl wrk libbenchmark-dev clang libclang-rt-14-dev valgrind strace"
+# TLS peer, format check, clang-tidy (scripts/tidy.sh); the bench (bench/run, its smoke run is a
+# test): wrk as the load generator, nginx as the reference proxy, Google Benchmark for the
+# micro-benchmarks; clang with its libFuzzer runtime for the fuzz targets (scripts/fuzz.sh);
+# valgrind and strace for the hot-path profile (bench/profile).
+TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 awscli curl clang-format clang-tidy
+  nginx-light openssl wrk libbenchmark-dev clang libclang-rt-14-dev valgrind strace"
 
 # The container test (scripts/container-test.sh): builds docker/Dockerfile with buildah on a
 # base made by debootstrap, runs it with podman (runc: crun fails on this kind of VM).

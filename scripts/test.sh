@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fresh machine → every test passed: install, format check, build, run the suite; build the
-# container image and run it against the fake Bedrock; then the same suite again under
+# Fresh machine → every test passed: install, format check, build, run the suite, clang-tidy;
+# build the container image and run it against the fake Bedrock; then the same suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer; then a short run of
 # every fuzz target. Needs nothing beside the clone (the test data is in tests/reference). Each
 # stage prints how long it took, and the total at the end (CI's budget is 60 minutes).
@@ -62,6 +62,8 @@ tsan() {
 stage "install dependencies" deps
 stage "clang-format check" format_check
 stage "build and test (RelWithDebInfo, -Werror)" build_and_test
+# Both libraries against .clang-tidy, compiled as the build above did (its compile_commands.json).
+stage "clang-tidy" bash scripts/tidy.sh build
 # The image from docker/Dockerfile, built with buildah and run with podman against the fake
 # Bedrock of the build above (scripts/container-test.sh says what it checks).
 stage "container image: build and run" bash scripts/container-test.sh

@@ -45,6 +45,26 @@ bool next_line(std::string_view& rest, std::string_view& line) {
 
 std::string_view field_name(std::string_view field) { return field.substr(0, field.find(':')); }
 
+/// METHOD SP target SP version, into `req`.
+result<void> parse_request_line(std::string_view line, raw_request& req) {
+    const auto first_sp = line.find(' ');
+    const auto last_sp = line.rfind(' ');
+    if (first_sp == std::string_view::npos || first_sp == last_sp) {
+        return validation_error("malformed request line (expected METHOD SP target SP version)");
+    }
+    req.method = line.substr(0, first_sp);
+    req.target = line.substr(first_sp + 1, last_sp - first_sp - 1);
+    req.version = line.substr(last_sp + 1);
+    if (!is_token(req.method)) return validation_error("malformed request method");
+    if (req.target.empty() || req.target.front() != '/') {
+        return validation_error("request target must be a path starting with '/'");
+    }
+    if (!req.version.starts_with("HTTP/")) {
+        return validation_error("malformed HTTP version in the request line");
+    }
+    return {};
+}
+
 }  // namespace
 
 std::string_view raw_request::path() const {
@@ -68,21 +88,7 @@ result<raw_request> parse_raw_request(std::string_view text) {
         req.eol = "\r\n";
     }
 
-    const auto first_sp = line.find(' ');
-    const auto last_sp = line.rfind(' ');
-    if (first_sp == std::string_view::npos || first_sp == last_sp) {
-        return validation_error("malformed request line (expected METHOD SP target SP version)");
-    }
-    req.method = line.substr(0, first_sp);
-    req.target = line.substr(first_sp + 1, last_sp - first_sp - 1);
-    req.version = line.substr(last_sp + 1);
-    if (!is_token(req.method)) return validation_error("malformed request method");
-    if (req.target.empty() || req.target.front() != '/') {
-        return validation_error("request target must be a path starting with '/'");
-    }
-    if (!req.version.starts_with("HTTP/")) {
-        return validation_error("malformed HTTP version in the request line");
-    }
+    if (auto r = parse_request_line(line, req); !r) return r.error();
 
     while (next_line(rest, line)) {
         if (line.empty()) {

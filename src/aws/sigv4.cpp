@@ -617,23 +617,27 @@ signature sign_v4(const signing_input& in, const credentials& creds, signing_key
     return sig;
 }
 
-std::optional<parsed_authorization> parse_authorization(std::string_view value) {
-    auto trim = [](std::string_view s) {
-        while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-        while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-        return s;
-    };
-    value = trim(value);
-    if (!value.starts_with(algorithm)) return std::nullopt;
-    value.remove_prefix(algorithm.size());
-    // The scheme must be followed by whitespace ("AWS4-HMAC-SHA256X" is another scheme).
-    if (value.empty() || (value.front() != ' ' && value.front() != '\t')) return std::nullopt;
+namespace {
 
+std::string_view trim_blanks(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+/// The three comma-separated fields after the scheme, each present exactly once.
+struct authorization_fields {
+    std::string_view credential;
+    std::string_view signed_headers;
+    std::string_view signature;
+};
+
+std::optional<authorization_fields> split_authorization_fields(std::string_view fields) {
     std::optional<std::string_view> credential;
     std::optional<std::string_view> signed_headers;
     std::optional<std::string_view> sig;
-    for (std::string_view part : split_all(trim(value), ',')) {
-        part = trim(part);
+    for (std::string_view part : split_all(trim_blanks(fields), ',')) {
+        part = trim_blanks(part);
         const auto eq = part.find('=');
         if (eq == std::string_view::npos) return std::nullopt;
         const std::string_view key = part.substr(0, eq);
@@ -645,29 +649,43 @@ std::optional<parsed_authorization> parse_authorization(std::string_view value) 
         *slot = part.substr(eq + 1);
     }
     if (!credential || !signed_headers || !sig) return std::nullopt;
+    return authorization_fields{*credential, *signed_headers, *sig};
+}
 
-    // Credential = AKID/YYYYMMDD/region/service/aws4_request
-    const auto scope = split_all(*credential, '/');
-    if (scope.size() != 5 || scope[4] != "aws4_request" || scope[1].size() != 8 ||
-        !std::all_of(scope[1].begin(), scope[1].end(), is_digit)) {
-        return std::nullopt;
-    }
-    if (std::any_of(scope.begin(), scope.end(), [](auto p) { return p.empty(); })) {
-        return std::nullopt;
-    }
-    if (sig->size() != 64 || !std::all_of(sig->begin(), sig->end(), [](char c) {
-            return is_digit(c) || (c >= 'a' && c <= 'f');
-        })) {
-        return std::nullopt;
-    }
+/// Credential = AKID/YYYYMMDD/region/service/aws4_request, no part empty.
+bool is_credential_scope(const std::vector<std::string_view>& scope) {
+    return scope.size() == 5 && scope[4] == "aws4_request" && scope[1].size() == 8 &&
+           std::all_of(scope[1].begin(), scope[1].end(), is_digit) &&
+           std::none_of(scope.begin(), scope.end(), [](auto p) { return p.empty(); });
+}
+
+/// 64 lowercase hex digits.
+bool is_signature_hex(std::string_view sig) {
+    return sig.size() == 64 && std::all_of(sig.begin(), sig.end(), [](char c) {
+               return is_digit(c) || (c >= 'a' && c <= 'f');
+           });
+}
+
+}  // namespace
+
+std::optional<parsed_authorization> parse_authorization(std::string_view value) {
+    value = trim_blanks(value);
+    if (!value.starts_with(algorithm)) return std::nullopt;
+    value.remove_prefix(algorithm.size());
+    // The scheme must be followed by whitespace ("AWS4-HMAC-SHA256X" is another scheme).
+    if (value.empty() || (value.front() != ' ' && value.front() != '\t')) return std::nullopt;
+    const auto fields = split_authorization_fields(value);
+    if (!fields) return std::nullopt;
+    const auto scope = split_all(fields->credential, '/');
+    if (!is_credential_scope(scope) || !is_signature_hex(fields->signature)) return std::nullopt;
 
     parsed_authorization out;
     out.access_key_id = scope[0];
     out.date = scope[1];
     out.region = scope[2];
     out.service = scope[3];
-    out.signature_hex = *sig;
-    for (std::string_view name : split_all(*signed_headers, ';')) {
+    out.signature_hex = fields->signature;
+    for (std::string_view name : split_all(fields->signed_headers, ';')) {
         if (name.empty()) return std::nullopt;
         out.signed_headers.emplace_back(name);
     }

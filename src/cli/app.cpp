@@ -146,74 +146,106 @@ std::optional<std::string> load_bearer(const config::config& cfg, std::string& w
     return token;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    std::vector<std::string_view> args(argv + 1, argv + argc);
-    if (!args.empty() && args[0] == "sign") {
-        std::vector<std::string_view> rest(args.begin() + 1, args.end());
-        return run_sign_command(rest, std::cin, std::cout, std::cerr, load_credentials());
-    }
-    // The file, then the environment, then the flags: the last word wins.
-    std::string config_path =
-        getenv_string("BEDROCK_GATEWAY_CONFIG").value_or("config/gateway.json");
+/// What the command line and the environment ask for, once every flag is read.
+struct command_line {
+    std::string config_path;
     std::vector<override_value> overrides;
+    std::optional<std::string> check;       ///< --check-config FILE
+    std::optional<std::string> probe_path;  ///< --probe /PATH (a URL is probed while parsing)
+    std::optional<int> exit_code;           ///< set when parsing already finished the run
+};
+
+/// The file, then the environment, then the flags: the last word wins.
+command_line parse_command_line(const std::vector<std::string_view>& args) {
+    command_line cl;
+    cl.config_path = getenv_string("BEDROCK_GATEWAY_CONFIG").value_or("config/gateway.json");
     for (auto [key, var] : {std::pair{"listen", "BEDROCK_GATEWAY_LISTEN"},
                             std::pair{"admin_listen", "BEDROCK_GATEWAY_ADMIN_LISTEN"},
                             std::pair{"log_level", "BEDROCK_GATEWAY_LOG_LEVEL"},
                             std::pair{"log_format", "BEDROCK_GATEWAY_LOG_FORMAT"}}) {
-        if (auto v = getenv_string(var); v && !v->empty()) overrides.push_back({key, *v, var});
+        if (auto v = getenv_string(var); v && !v->empty()) cl.overrides.push_back({key, *v, var});
     }
-    std::optional<std::string> check;
-    std::optional<std::string> probe_path;
     for (std::size_t i = 0; i < args.size(); ++i) {
         auto a = args[i];
         bool has_value = i + 1 < args.size();
         if (a == "--help" || a == "-h") {
             std::cout << usage;
-            return 0;
+            cl.exit_code = 0;
+            return cl;
         } else if (a == "--version") {
             std::cout << "bedrock-gateway " << BGW_VERSION << "\n";
-            return 0;
+            cl.exit_code = 0;
+            return cl;
         } else if (a == "--probe" && has_value) {
             // A URL is probed as given; a path once every flag is read (it needs the config).
             const auto target = args[++i];
-            if (!target.starts_with('/')) return net::probe(target, std::cerr);
-            probe_path = std::string(target);
+            if (!target.starts_with('/')) {
+                cl.exit_code = net::probe(target, std::cerr);
+                return cl;
+            }
+            cl.probe_path = std::string(target);
         } else if (a == "--check-config" && has_value) {
-            check = std::string(args[++i]);
+            cl.check = std::string(args[++i]);
         } else if (a == "--config" && has_value) {
-            config_path = args[++i];
+            cl.config_path = args[++i];
         } else if ((a == "--listen" || a == "--admin-listen" || a == "--log-level" ||
                     a == "--log-format") &&
                    has_value) {
             std::string key(a.substr(2));
             std::replace(key.begin(), key.end(), '-', '_');
-            overrides.push_back({key, std::string(args[++i]), std::string(a)});
+            cl.overrides.push_back({key, std::string(args[++i]), std::string(a)});
         } else {
             std::cerr << "bedrock-gateway: unknown or incomplete argument '" << a << "'\n" << usage;
-            return 2;
+            cl.exit_code = 2;
+            return cl;
         }
     }
-    if (probe_path) {
-        auto cfg = read_config(config_path, overrides);
-        auto url = cfg ? health_url(**cfg, *probe_path) : result<std::string>(cfg.error());
-        if (!url) {
-            std::cerr << "probe: " << url.error().message << "\n";
-            return 1;
-        }
-        return net::probe(*url, std::cerr);
+    return cl;
+}
+
+/// `--probe /PATH`: GET it where the config serves the health endpoints.
+int probe_health(const command_line& cl) {
+    auto cfg = read_config(cl.config_path, cl.overrides);
+    auto url = cfg ? health_url(**cfg, *cl.probe_path) : result<std::string>(cfg.error());
+    if (!url) {
+        std::cerr << "probe: " << url.error().message << "\n";
+        return 1;
     }
-    if (check) {
-        auto cfg = read_config(*check, overrides);
-        if (!cfg) {
-            std::cerr << "bedrock-gateway: " << cfg.error().message << "\n";
-            return 2;
-        }
-        std::cout << "config ok: " << *check << "\n";
-        return 0;
+    return net::probe(*url, std::cerr);
+}
+
+/// `--check-config FILE`: 0 if it is valid with the overrides, 2 and why otherwise.
+int check_config(const command_line& cl) {
+    auto cfg = read_config(*cl.check, cl.overrides);
+    if (!cfg) {
+        std::cerr << "bedrock-gateway: " << cfg.error().message << "\n";
+        return 2;
     }
-    auto first = read_config(config_path, overrides);
+    std::cout << "config ok: " << *cl.check << "\n";
+    return 0;
+}
+
+/// SigV4 credentials from the SDKs' chain (or the pinned source), refreshed in the background.
+/// Without any, the gateway still starts: requests get a 503 that says why, and the refresher
+/// keeps looking (a metadata endpoint may come up later). With only a Bedrock API key and
+/// nothing that needs SigV4 (no batch tier, no pinned source), none is sought: null.
+std::shared_ptr<net::credential_source> start_credentials(const config::config& cfg,
+                                                          const std::string& bearer) {
+    if (!bearer.empty() && !cfg.batch.enabled && cfg.credentials.source.empty()) return nullptr;
+    auto creds = std::make_shared<net::credential_source>(
+        net::make_resolver(net::system_provider_io(cfg.upstream.ca_file), cfg.default_region,
+                           cfg.credentials),
+        [] { return std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()); });
+    if (auto loaded = creds->load(); !loaded) {
+        obs::event("no_credentials").str("error", loaded.error().message).warn();
+    }
+    creds->run_in_background();
+    return creds;
+}
+
+/// Serves until SIGTERM/SIGINT: the config, logging, the credentials, then the listeners.
+int serve(const command_line& cl) {
+    auto first = read_config(cl.config_path, cl.overrides);
     if (!first) {
         std::cerr << "bedrock-gateway: " << first.error().message << "\n";
         return 2;
@@ -228,26 +260,27 @@ int main(int argc, char** argv) {
         std::cerr << "bedrock-gateway: " << why << "\n";
         return 2;
     }
-    // SigV4 credentials from the SDKs' chain (or the pinned source), refreshed in the
-    // background. Without any, the gateway still starts: requests get a 503 that says why, and
-    // the refresher keeps looking (a metadata endpoint may come up later). With only a Bedrock
-    // API key and nothing that needs SigV4 (no batch tier, no pinned source), none is sought.
-    std::shared_ptr<net::credential_source> creds;
-    if (bearer->empty() || cfg->batch.enabled || !cfg->credentials.source.empty()) {
-        creds = std::make_shared<net::credential_source>(
-            net::make_resolver(net::system_provider_io(cfg->upstream.ca_file), cfg->default_region,
-                               cfg->credentials),
-            [] {
-                return std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
-            });
-        if (auto loaded = creds->load(); !loaded) {
-            obs::event("no_credentials").str("error", loaded.error().message).warn();
-        }
-        creds->run_in_background();
-    }
+    auto creds = start_credentials(*cfg, *bearer);
     // SIGHUP reads the same file with the same overrides.
-    auto reload = [config_path, overrides] { return read_config(config_path, overrides); };
+    auto reload = [config_path = cl.config_path, overrides = cl.overrides] {
+        return read_config(config_path, overrides);
+    };
     return net::run_server(cfg, std::move(creds), std::move(*bearer), reload);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string_view> args(argv + 1, argv + argc);
+    if (!args.empty() && args[0] == "sign") {
+        std::vector<std::string_view> rest(args.begin() + 1, args.end());
+        return run_sign_command(rest, std::cin, std::cout, std::cerr, load_credentials());
+    }
+    const auto cl = parse_command_line(args);
+    if (cl.exit_code) return *cl.exit_code;
+    if (cl.probe_path) return probe_health(cl);
+    if (cl.check) return check_config(cl);
+    return serve(cl);
 }
 
 }  // namespace bgw::cli

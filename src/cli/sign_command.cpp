@@ -34,6 +34,17 @@ struct options {
     bool help = false;
 };
 
+/// Where the flag `name` (`--region`...) goes in `opts`; null for an unknown flag.
+std::optional<std::string_view>* option_slot(options& opts, std::string_view name) {
+    if (name == "--region") return &opts.region;
+    if (name == "--service") return &opts.service;
+    if (name == "--time") return &opts.time;
+    if (name == "--access-key") return &opts.access_key;
+    if (name == "--secret-key") return &opts.secret_key;
+    if (name == "--session-token") return &opts.session_token;
+    return nullptr;
+}
+
 /// Parses the flags into `opts`; on failure returns the message for stderr. The message names
 /// flags and positions only, never argument values: a mistyped `--secret-key` must not echo
 /// the secret that follows it.
@@ -53,13 +64,7 @@ std::optional<std::string> parse_options(std::span<const std::string_view> args,
             name = arg.substr(0, eq);
             value = arg.substr(eq + 1);
         }
-        std::optional<std::string_view>* slot = name == "--region"          ? &opts.region
-                                                : name == "--service"       ? &opts.service
-                                                : name == "--time"          ? &opts.time
-                                                : name == "--access-key"    ? &opts.access_key
-                                                : name == "--secret-key"    ? &opts.secret_key
-                                                : name == "--session-token" ? &opts.session_token
-                                                                            : nullptr;
+        std::optional<std::string_view>* slot = option_slot(opts, name);
         if (slot == nullptr) {
             // Only the part before '=' is echoed, for the same reason as above.
             return "unknown option " + std::string(name);

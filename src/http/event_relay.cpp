@@ -29,6 +29,45 @@ bool parse(rapidjson::Document& doc, std::string_view json) {
     return !doc.HasParseError() && doc.IsObject();
 }
 
+/// An exception frame's `:exception-type` and payload message, or an error frame's
+/// `:error-code` and `:error-message`.
+void note_failure(stream_summary& summary, std::string_view type, const es::frame_view& frame) {
+    if (type == "exception") {
+        summary.exception = std::string(frame.string_header(":exception-type").value_or(""));
+        rapidjson::Document doc;
+        if (parse(doc, frame.payload())) summary.exception_message = string_member(doc, "message");
+    } else {
+        summary.exception = std::string(frame.string_header(":error-code").value_or(""));
+        summary.exception_message = std::string(frame.string_header(":error-message").value_or(""));
+    }
+}
+
+/// ConverseStream's metadata event: {"usage":{"inputTokens":N,"outputTokens":M,...},...}
+void note_converse_usage(stream_summary& summary, const es::frame_view& frame) {
+    rapidjson::Document doc;
+    if (!parse(doc, frame.payload())) return;
+    auto usage = doc.FindMember("usage");
+    if (usage == doc.MemberEnd()) return;
+    if (auto n = uint_member(usage->value, "inputTokens")) summary.input_tokens = n;
+    if (auto n = uint_member(usage->value, "outputTokens")) summary.output_tokens = n;
+}
+
+/// InvokeModelWithResponseStream's chunk event: {"bytes":"<base64 of the model's JSON>"}; the
+/// last chunk's model JSON carries amazon-bedrock-invocationMetrics.
+void note_invoke_usage(stream_summary& summary, const es::frame_view& frame) {
+    constexpr std::string_view metrics_key = "amazon-bedrock-invocationMetrics";
+    rapidjson::Document doc;
+    if (!parse(doc, frame.payload())) return;
+    auto bytes = base64_decode(string_member(doc, "bytes"));
+    if (!bytes || bytes->find(metrics_key) == std::string::npos) return;
+    rapidjson::Document inner;
+    if (!parse(inner, *bytes)) return;
+    auto metrics = inner.FindMember(metrics_key.data());
+    if (metrics == inner.MemberEnd()) return;
+    if (auto n = uint_member(metrics->value, "inputTokenCount")) summary.input_tokens = n;
+    if (auto n = uint_member(metrics->value, "outputTokenCount")) summary.output_tokens = n;
+}
+
 }  // namespace
 
 std::optional<std::string> base64_decode(std::string_view in) {
@@ -72,43 +111,17 @@ void event_relay::observe(const es::frame_view& frame) {
     ++summary_.frames;
     const auto type = frame.string_header(":message-type").value_or("");
     if (type == "exception" || type == "error") {
-        if (!summary_.exception.empty()) return;  // the first one is the one that matters
-        if (type == "exception") {
-            summary_.exception = std::string(frame.string_header(":exception-type").value_or(""));
-            rapidjson::Document doc;
-            if (parse(doc, frame.payload()))
-                summary_.exception_message = string_member(doc, "message");
-        } else {
-            summary_.exception = std::string(frame.string_header(":error-code").value_or(""));
-            summary_.exception_message =
-                std::string(frame.string_header(":error-message").value_or(""));
-        }
+        // The first one is the one that matters.
+        if (summary_.exception.empty()) note_failure(summary_, type, frame);
         return;
     }
     if (type != "event") return;
     ++summary_.events;
     const auto event = frame.string_header(":event-type").value_or("");
-    rapidjson::Document doc;
     if (event == "metadata") {
-        // ConverseStream: {"usage":{"inputTokens":N,"outputTokens":M,...},"metrics":{...}}
-        if (!parse(doc, frame.payload())) return;
-        auto usage = doc.FindMember("usage");
-        if (usage == doc.MemberEnd()) return;
-        if (auto n = uint_member(usage->value, "inputTokens")) summary_.input_tokens = n;
-        if (auto n = uint_member(usage->value, "outputTokens")) summary_.output_tokens = n;
+        note_converse_usage(summary_, frame);
     } else if (event == "chunk") {
-        // InvokeModelWithResponseStream: {"bytes":"<base64 of the model's JSON>"}; the last
-        // chunk's model JSON carries amazon-bedrock-invocationMetrics.
-        constexpr std::string_view metrics_key = "amazon-bedrock-invocationMetrics";
-        if (!parse(doc, frame.payload())) return;
-        auto bytes = base64_decode(string_member(doc, "bytes"));
-        if (!bytes || bytes->find(metrics_key) == std::string::npos) return;
-        rapidjson::Document inner;
-        if (!parse(inner, *bytes)) return;
-        auto metrics = inner.FindMember(metrics_key.data());
-        if (metrics == inner.MemberEnd()) return;
-        if (auto n = uint_member(metrics->value, "inputTokenCount")) summary_.input_tokens = n;
-        if (auto n = uint_member(metrics->value, "outputTokenCount")) summary_.output_tokens = n;
+        note_invoke_usage(summary_, frame);
     }
 }
 

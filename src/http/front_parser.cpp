@@ -2,6 +2,7 @@
 
 #include "bgw/http/headers.hpp"
 
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -31,6 +32,30 @@ void split_list(std::string_view value, std::vector<std::string_view>& out) {
 
 error too_large(std::string message) {
     return {bh::status::request_header_fields_too_large, "ValidationException", std::move(message)};
+}
+
+/// What is wrong with a request's Transfer-Encoding `codings` (RFC 9112 §6.1), if anything.
+std::optional<error> transfer_coding_error(unsigned version,
+                                           bool has_content_length,
+                                           const std::vector<std::string_view>& codings) {
+    std::size_t chunked = 0;
+    for (auto c : codings) chunked += iequals(c, "chunked") ? 1 : 0;
+    if (version < 11)
+        return validation_error("Transfer-Encoding is not allowed in an HTTP/1.0 request");
+    if (has_content_length) {
+        return validation_error(
+            "a request must not have both Transfer-Encoding and Content-Length");
+    }
+    if (codings.empty() || !iequals(codings.back(), "chunked")) {
+        return validation_error("a request's Transfer-Encoding must end with chunked");
+    }
+    if (chunked > 1)
+        return validation_error("a request's Transfer-Encoding must apply chunked once");
+    if (codings.size() > 1) {
+        return error{bh::status::not_implemented, "NotImplementedException",
+                     "the gateway decodes no transfer coding but chunked"};
+    }
+    return std::nullopt;
 }
 
 }  // namespace
@@ -119,23 +144,9 @@ void front_parser::on_header_impl(error_code& ec) {
         }
     }
     if (has_te) {
-        std::size_t chunked = 0;
-        for (auto c : codings) chunked += iequals(c, "chunked") ? 1 : 0;
-        const char* bad = nullptr;
-        if (msg_.version() < 11) {
-            bad = "Transfer-Encoding is not allowed in an HTTP/1.0 request";
-        } else if (msg_.find(bh::field::content_length) != msg_.end()) {
-            bad = "a request must not have both Transfer-Encoding and Content-Length";
-        } else if (codings.empty() || !iequals(codings.back(), "chunked")) {
-            bad = "a request's Transfer-Encoding must end with chunked";
-        } else if (chunked > 1) {
-            bad = "a request's Transfer-Encoding must apply chunked once";
-        } else if (codings.size() > 1) {
-            return refuse({bh::status::not_implemented, "NotImplementedException",
-                           "the gateway decodes no transfer coding but chunked"},
-                          ec);
-        }
-        if (bad) return refuse(validation_error(bad), ec);
+        auto bad = transfer_coding_error(
+            msg_.version(), msg_.find(bh::field::content_length) != msg_.end(), codings);
+        if (bad) return refuse(std::move(*bad), ec);
     }
     // Hop-by-hop by name (RFC 9110 §7.6.1); the framing fields stay for the parser's sake.
     for (const auto& n : named) {

@@ -92,6 +92,20 @@ std::string message_of(std::string_view body) {
     return {};
 }
 
+/// The status and message of a GetModelInvocationJob answer (empty where it has none).
+batch_runner::job_status job_status_of(std::string_view body) {
+    rapidjson::Document d;
+    bgw::util::parse_json(d, body);
+    batch_runner::job_status out;
+    if (!d.HasParseError() && d.IsObject()) {
+        if (auto s = d.FindMember("status"); s != d.MemberEnd() && s->value.IsString())
+            out.status = s->value.GetString();
+        if (auto m = d.FindMember("message"); m != d.MemberEnd() && m->value.IsString())
+            out.message = m->value.GetString();
+    }
+    return out;
+}
+
 }  // namespace
 
 std::int64_t batch_now_ms() {
@@ -159,6 +173,14 @@ awaitable<void> batch_runner::submit(gateway_context& g, const batch::job& j) {
     spool_.append(batch::finished_event(j.id, "Failed"));
 }
 
+void batch_runner::poll_later(const batch::job& j) {
+    std::lock_guard lock(spool_.mutex());
+    auto& [at, interval] = next_poll_[j.id];
+    if (interval.count() == 0) interval = cfg_.batch.poll_interval;
+    interval = std::min(interval * 2, cfg_.batch.poll_interval * 32);  // backoff
+    at = steady::now() + interval;
+}
+
 awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
     aws_request describe_job{.endpoint = cfg_.control_endpoints.at(j.region),
                              .region = j.region,
@@ -166,37 +188,22 @@ awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
                              .method = http::verb::get,
                              .path = "/model-invocation-job/" + routing::encode_label(j.arn)};
     auto got = co_await aws_call(g, std::move(describe_job));
-    auto later = [&] {
-        std::lock_guard lock(spool_.mutex());
-        auto& [at, interval] = next_poll_[j.id];
-        if (interval.count() == 0) interval = cfg_.batch.poll_interval;
-        interval = std::min(interval * 2, cfg_.batch.poll_interval * 32);  // backoff
-        at = steady::now() + interval;
-    };
     if (got.ec || got.status != 200) {
         obs::event("batch_job_poll_failed").str("job", j.id).str("error", describe(got)).warn();
-        later();
+        poll_later(j);
         co_return;
     }
-    rapidjson::Document d;
-    bgw::util::parse_json(d, got.body);
-    std::string status, message;
-    if (!d.HasParseError() && d.IsObject()) {
-        if (auto s = d.FindMember("status"); s != d.MemberEnd() && s->value.IsString())
-            status = s->value.GetString();
-        if (auto m = d.FindMember("message"); m != d.MemberEnd() && m->value.IsString())
-            message = m->value.GetString();
-    }
-    if (status != j.status && !status.empty()) {
+    const auto status = job_status_of(got.body);
+    if (status.status != j.status && !status.status.empty()) {
         std::lock_guard lock(spool_.mutex());
-        spool_.append(batch::status_event(j.id, status));
+        spool_.append(batch::status_event(j.id, status.status));
     }
-    if (!batch::is_terminal_status(status)) {
-        later();
+    if (!batch::is_terminal_status(status.status)) {
+        poll_later(j);
         co_return;
     }
     std::vector<batch::output_line> lines;
-    if (batch::has_output(status)) {
+    if (batch::has_output(status.status)) {
         aws_request output{
             .endpoint = cfg_.s3_endpoints.at(j.region),
             .region = j.region,
@@ -209,11 +216,18 @@ awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
                 .str("job", j.id)
                 .str("error", describe(out))
                 .warn();
-            later();
+            poll_later(j);
             co_return;
         }
         lines = batch::parse_output(out.body);
     }
+    store_results(g, j, status, lines);
+}
+
+void batch_runner::store_results(gateway_context& g,
+                                 const batch::job& j,
+                                 const job_status& status,
+                                 const std::vector<batch::output_line>& lines) {
     std::lock_guard lock(spool_.mutex());
     std::size_t failed = 0;
     for (const auto& id : j.records) {
@@ -225,7 +239,8 @@ awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
             ++failed;
             spool_.append(batch::result_event(
                 id, "",
-                error_json(500, "batch job " + status + (message.empty() ? "" : ": " + message) +
+                error_json(500, "batch job " + status.status +
+                                    (status.message.empty() ? "" : ": " + status.message) +
                                     "; no output for this record")));
         } else {
             failed += line->error.empty() ? 0 : 1;
@@ -233,11 +248,11 @@ awaitable<void> batch_runner::poll(gateway_context& g, const batch::job& j) {
             spool_.append(batch::result_event(id, line->output, line->error));
         }
     }
-    spool_.append(batch::finished_event(j.id, status));
+    spool_.append(batch::finished_event(j.id, status.status));
     next_poll_.erase(j.id);
     obs::event("batch_job_finished")
         .str("job", j.id)
-        .str("status", status)
+        .str("status", status.status)
         .unum("records", j.records.size())
         .unum("failed", failed)
         .info();
@@ -299,6 +314,39 @@ void batch_runner::count_usage(gateway_context& g,
         g.count_usage(*g.snapshot(), r.region, t, r.model, r.model, *used);
 }
 
+void batch_runner::plan_jobs_locked() {
+    for (auto& plan : spool_.book().due(cfg_.batch, batch_now_ms())) {
+        batch::job j;
+        j.id = new_job_id();
+        j.region = std::move(plan.region);
+        j.model = std::move(plan.model);
+        j.operation = std::move(plan.operation);
+        j.records = std::move(plan.records);
+        j.on_demand = plan.on_demand;
+        j.created_ms = batch_now_ms();
+        if (!spool_.append(batch::job_event(j))) break;
+        obs::event("batch_job_planned")
+            .str("job", j.id)
+            .unum("records", j.records.size())
+            .boolean("on_demand", j.on_demand)
+            .info();
+    }
+}
+
+std::vector<batch::job> batch_runner::due_jobs_locked(std::chrono::steady_clock::time_point now) {
+    std::vector<batch::job> work;
+    for (const auto& [id, j] : spool_.book().jobs()) {
+        if (j.state == batch::job_state::finished) continue;
+        if (auto r = retry_at_.find(id); r != retry_at_.end() && r->second > now) continue;
+        if (j.state == batch::job_state::running && !j.on_demand) {
+            auto p = next_poll_.find(id);
+            if (p != next_poll_.end() && p->second.first > now) continue;
+        }
+        work.push_back(j);
+    }
+    return work;
+}
+
 awaitable<void> batch_runner::run(gateway_context& g) {
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer timer(ex);
@@ -308,33 +356,8 @@ awaitable<void> batch_runner::run(gateway_context& g) {
         std::vector<batch::job> work;
         {
             std::lock_guard lock(spool_.mutex());
-            // New jobs: each one's line is durable before anything is sent for it.
-            for (auto& plan : spool_.book().due(cfg_.batch, batch_now_ms())) {
-                batch::job j;
-                j.id = new_job_id();
-                j.region = std::move(plan.region);
-                j.model = std::move(plan.model);
-                j.operation = std::move(plan.operation);
-                j.records = std::move(plan.records);
-                j.on_demand = plan.on_demand;
-                j.created_ms = batch_now_ms();
-                if (!spool_.append(batch::job_event(j))) break;
-                obs::event("batch_job_planned")
-                    .str("job", j.id)
-                    .unum("records", j.records.size())
-                    .boolean("on_demand", j.on_demand)
-                    .info();
-            }
-            const auto now = steady::now();
-            for (const auto& [id, j] : spool_.book().jobs()) {
-                if (j.state == batch::job_state::finished) continue;
-                if (auto r = retry_at_.find(id); r != retry_at_.end() && r->second > now) continue;
-                if (j.state == batch::job_state::running && !j.on_demand) {
-                    auto p = next_poll_.find(id);
-                    if (p != next_poll_.end() && p->second.first > now) continue;
-                }
-                work.push_back(j);
-            }
+            plan_jobs_locked();
+            work = due_jobs_locked(steady::now());
         }
         for (const auto& j : work) {
             if (j.on_demand) {

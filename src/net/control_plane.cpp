@@ -40,7 +40,7 @@ void control_plane_cache::put(const std::string& key,
 }
 
 std::string upstream_user_agent(std::string_view app_user_agent) {
-    const std::string own = "bedrock-gateway/" BGW_VERSION;
+    std::string own = "bedrock-gateway/" BGW_VERSION;  // not const: returned by move
     if (app_user_agent.empty()) return own;
     return std::string(app_user_agent) + " " + own;
 }

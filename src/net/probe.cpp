@@ -68,9 +68,10 @@ int probe(std::string_view url, std::ostream& err) {
     const std::string target(resource.empty() ? std::string_view("/") : resource);
     asio::io_context ioc;
     int code = 1;
-    asio::co_spawn(ioc, get_once(host, port, target, err), [&](std::exception_ptr e, int rc) {
-        if (!e) code = rc;
-    });
+    asio::co_spawn(ioc, get_once(host, port, target, err),
+                   [&](const std::exception_ptr& e, int rc) {
+                       if (!e) code = rc;
+                   });
     ioc.run();
     return code;
 }

@@ -26,7 +26,7 @@ using tcp = asio::ip::tcp;
 
 /// Every co_spawn ends here: an exception that escaped a task (a session's requests catch their
 /// own: serve_guarded) is logged as session_failed, and ends that task only.
-void log_exception(std::exception_ptr e) {
+void log_exception(const std::exception_ptr& e) {
     if (!e) return;
     try {
         std::rethrow_exception(e);
@@ -152,9 +152,9 @@ void reload(gateway_context& g, const config_loader& load) {
 }
 
 /// Waits for SIGHUP until the io_context stops.
-void watch_hangup(std::shared_ptr<asio::signal_set> hup,
-                  std::shared_ptr<gateway_context> g,
-                  std::shared_ptr<const config_loader> load) {
+void watch_hangup(const std::shared_ptr<asio::signal_set>& hup,
+                  const std::shared_ptr<gateway_context>& g,
+                  const std::shared_ptr<const config_loader>& load) {
     hup->async_wait([hup, g, load](const beast::error_code& ec, int) {
         if (ec) return;
         reload(*g, *load);
@@ -209,6 +209,90 @@ std::string credentials_summary(const gateway_context& g) {
     return (*usable)->source + " " + aws::redacted_key_id((*usable)->creds.access_key_id);
 }
 
+/// The state every session shares, the batch tier's included; null, the reason logged, when
+/// it cannot be set up (upstream TLS, the batch spool).
+std::shared_ptr<gateway_context> start_context(const std::shared_ptr<const config::config>& cfg,
+                                               std::shared_ptr<credential_source> creds,
+                                               std::string bearer_token) {
+    std::shared_ptr<gateway_context> g;
+    try {
+        g = std::make_shared<gateway_context>(cfg, std::move(creds), std::move(bearer_token));
+    } catch (const std::exception& e) {
+        obs::event("cannot_start")
+            .str("error", "cannot set up upstream TLS (upstream.ca_file \"" +
+                              cfg->upstream.ca_file + "\"): " + e.what())
+            .critical();
+        return nullptr;
+    }
+    if (cfg->batch.enabled) {
+        try {
+            g->batch = std::make_unique<batch_service>(*cfg);
+        } catch (const std::exception& e) {
+            obs::event("cannot_start")
+                .str("error", std::string("cannot use the batch spool: ") + e.what())
+                .critical();
+            return nullptr;
+        }
+    }
+    return g;
+}
+
+/// The listening sockets of `listen` and, when the config has one, `admin_listen`.
+struct listeners {
+    std::shared_ptr<tcp::acceptor> main;
+    std::shared_ptr<tcp::acceptor> admin;  ///< null without admin_listen
+};
+
+result<listeners> open_listeners(asio::io_context& ioc, const config::config& cfg) {
+    auto main = open_acceptor(ioc, cfg.listen_host, cfg.listen_port, "listen");
+    if (!main) return main.error();
+    listeners l{.main = std::move(*main), .admin = nullptr};
+    if (cfg.admin_listen) {
+        auto a = open_acceptor(ioc, cfg.admin_listen->host, cfg.admin_listen->port, "admin_listen");
+        if (!a) return a.error();
+        l.admin = std::move(*a);
+    }
+    return l;
+}
+
+/// The start-up line. Its message reads as it did before the structured form, for people and
+/// for scripts that wait for "listening on HOST:PORT".
+void log_listening(const listeners& l,
+                   unsigned threads,
+                   const config::config& cfg,
+                   const gateway_context& g) {
+    obs::event started("listening");
+    started.str("message", "listening on " + bound_address(*l.main));
+    started.str("address", bound_address(*l.main));
+    if (l.admin) started.str("admin_address", bound_address(*l.admin));
+    started.unum("threads", threads)
+        .str("default_region", cfg.default_region)
+        .unum("regions", cfg.regions.size())
+        .unum("routes", cfg.routes.size())
+        .str("credentials", credentials_summary(g))
+        .str("version", BGW_VERSION)
+        .info();
+}
+
+/// Runs every io_context, the first on this thread and each other on its own, until drain
+/// stops them (or the first runs out of work).
+void run_workers(workers& w, gateway_context& g) {
+    // The other contexts have no work until a connection arrives: keep them running until
+    // drain stops them.
+    for (auto& c : w.contexts)
+        asio::co_spawn(*c, keep_a_near_timer(near_timer_period), log_exception);
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
+    std::vector<std::thread> pool;
+    for (std::size_t i = 1; i < w.contexts.size(); ++i) {
+        auto& c = *w.contexts[i];
+        keep.push_back(asio::make_work_guard(c));
+        pool.emplace_back([&c, &g] { run_guarded(c, g); });  // joined below, before g can go
+    }
+    run_guarded(w.first(), g);
+    w.stop();  // the first context can also end by running out of work
+    for (auto& t : pool) t.join();
+}
+
 }  // namespace
 
 void run_guarded(asio::io_context& ioc, gateway_context& g) {
@@ -228,7 +312,7 @@ void run_guarded(asio::io_context& ioc, gateway_context& g) {
     }
 }
 
-int run_server(std::shared_ptr<const config::config> cfg,
+int run_server(const std::shared_ptr<const config::config>& cfg,
                std::shared_ptr<credential_source> creds,
                std::string bearer_token,
                config_loader load) {
@@ -237,88 +321,32 @@ int run_server(std::shared_ptr<const config::config> cfg,
     workers w(threads);
     auto& ioc = w.first();
 
-    std::shared_ptr<gateway_context> g;
-    try {
-        g = std::make_shared<gateway_context>(cfg, std::move(creds), std::move(bearer_token));
-    } catch (const std::exception& e) {
-        obs::event("cannot_start")
-            .str("error", "cannot set up upstream TLS (upstream.ca_file \"" +
-                              cfg->upstream.ca_file + "\"): " + e.what())
-            .critical();
+    auto g = start_context(cfg, std::move(creds), std::move(bearer_token));
+    if (!g) return 2;
+    auto l = open_listeners(ioc, *cfg);
+    if (!l) {
+        obs::event("cannot_listen").str("error", l.error().message).critical();
         return 2;
     }
+    log_listening(*l, threads, *cfg, *g);
 
-    if (cfg->batch.enabled) {
-        try {
-            g->batch = std::make_unique<batch_service>(*cfg);
-        } catch (const std::exception& e) {
-            obs::event("cannot_start")
-                .str("error", std::string("cannot use the batch spool: ") + e.what())
-                .critical();
-            return 2;
-        }
-    }
-
-    auto main_acceptor = open_acceptor(ioc, cfg->listen_host, cfg->listen_port, "listen");
-    if (!main_acceptor) {
-        obs::event("cannot_listen").str("error", main_acceptor.error().message).critical();
-        return 2;
-    }
-    std::shared_ptr<tcp::acceptor> admin_acceptor;
-    if (cfg->admin_listen) {
-        auto a =
-            open_acceptor(ioc, cfg->admin_listen->host, cfg->admin_listen->port, "admin_listen");
-        if (!a) {
-            obs::event("cannot_listen").str("error", a.error().message).critical();
-            return 2;
-        }
-        admin_acceptor = std::move(*a);
-    }
-    // The message reads as it did before the structured form, for people and for scripts that
-    // wait for "listening on HOST:PORT".
-    obs::event started("listening");
-    started.str("message", "listening on " + bound_address(**main_acceptor));
-    started.str("address", bound_address(**main_acceptor));
-    if (admin_acceptor) started.str("admin_address", bound_address(*admin_acceptor));
-    started.unum("threads", threads)
-        .str("default_region", cfg->default_region)
-        .unum("regions", cfg->regions.size())
-        .unum("routes", cfg->routes.size())
-        .str("credentials", credentials_summary(*g))
-        .str("version", BGW_VERSION)
-        .info();
-
-    asio::co_spawn((*main_acceptor)->get_executor(),
-                   accept_loop(*main_acceptor, g, listener_role::main, w), log_exception);
-    if (admin_acceptor) {
-        asio::co_spawn(admin_acceptor->get_executor(),
-                       accept_loop(admin_acceptor, g, listener_role::admin, w), log_exception);
+    asio::co_spawn(l->main->get_executor(), accept_loop(l->main, g, listener_role::main, w),
+                   log_exception);
+    if (l->admin) {
+        asio::co_spawn(l->admin->get_executor(), accept_loop(l->admin, g, listener_role::admin, w),
+                       log_exception);
     }
     if (g->batch) asio::co_spawn(ioc, g->batch->run(*g), log_exception);
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait(
-        [&ioc, &w, acceptor = *main_acceptor, g](const beast::error_code& sec, int sig) {
-            if (sec) return;
-            asio::co_spawn(ioc, drain(acceptor, g, w, sig), log_exception);
-        });
+    signals.async_wait([&ioc, &w, acceptor = l->main, g](const beast::error_code& sec, int sig) {
+        if (sec) return;
+        asio::co_spawn(ioc, drain(acceptor, g, w, sig), log_exception);
+    });
     watch_hangup(std::make_shared<asio::signal_set>(ioc, SIGHUP), g,
                  std::make_shared<const config_loader>(std::move(load)));
 
-    // The other contexts have no work until a connection arrives: keep them running until
-    // drain stops them.
-    for (auto& c : w.contexts)
-        asio::co_spawn(*c, keep_a_near_timer(near_timer_period), log_exception);
-    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
-    std::vector<std::thread> pool;
-    for (unsigned i = 1; i < threads; ++i) {
-        auto& c = *w.contexts[i];
-        keep.push_back(asio::make_work_guard(c));
-        pool.emplace_back([&c, g] { run_guarded(c, *g); });
-    }
-    run_guarded(ioc, *g);
-    w.stop();  // the first context can also end by running out of work
-    for (auto& t : pool) t.join();
+    run_workers(w, *g);
     g->pool.clear();  // idle upstream sockets go before the io_contexts they belong to
     obs::event("stopped").info();
     return 0;

@@ -92,6 +92,44 @@ void append_text_value(std::string& out, std::string_view v) {
     out.push_back('"');
 }
 
+using json_writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void put_json_string(json_writer& w, std::string_view s) {
+    w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+/// A field's value in the JSON line, by its type.
+void put_json_value(json_writer& w, const std::string& s) { put_json_string(w, s); }
+void put_json_value(json_writer& w, std::int64_t i) { w.Int64(i); }
+void put_json_value(json_writer& w, std::uint64_t u) { w.Uint64(u); }
+void put_json_value(json_writer& w, double d) { w.Double(d); }
+void put_json_value(json_writer& w, bool b) { w.Bool(b); }
+void put_json_value(json_writer& w, const std::vector<std::string>& items) {
+    w.StartArray();
+    for (const auto& item : items) put_json_string(w, item);
+    w.EndArray();
+}
+
+/// A field's value in the text line, by its type: numbers as they are (doubles to the
+/// millisecond), text quoted when it needs to be, a list joined with "; ".
+void append_text_field(std::string& out, const std::string& s) { append_text_value(out, s); }
+void append_text_field(std::string& out, std::int64_t i) { out.append(std::to_string(i)); }
+void append_text_field(std::string& out, std::uint64_t u) { out.append(std::to_string(u)); }
+void append_text_field(std::string& out, double d) {
+    char num[32];
+    std::snprintf(num, sizeof num, "%.3f", d);
+    out.append(num);
+}
+void append_text_field(std::string& out, bool b) { out.append(b ? "true" : "false"); }
+void append_text_field(std::string& out, const std::vector<std::string>& items) {
+    std::string joined;
+    for (const auto& item : items) {
+        if (!joined.empty()) joined.append("; ");
+        joined.append(item);
+    }
+    append_text_value(out, joined);
+}
+
 }  // namespace
 
 std::string valid_utf8(std::string_view s) {
@@ -208,33 +246,16 @@ std::string event::render(log_format format,
     if (format == log_format::json) {
         rapidjson::StringBuffer buf;
         rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-        auto put = [&](std::string_view s) {
-            w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-        };
         w.StartObject();
-        put("time");
-        put(when);
-        put("level");
-        put(level_name(lvl, false));
-        put("event");
-        put(name_);
+        put_json_string(w, "time");
+        put_json_string(w, when);
+        put_json_string(w, "level");
+        put_json_string(w, level_name(lvl, false));
+        put_json_string(w, "event");
+        put_json_string(w, name_);
         for (const auto& [key, v] : fields_) {
-            put(key);
-            if (auto* s = std::get_if<std::string>(&v)) {
-                put(*s);
-            } else if (auto* i = std::get_if<std::int64_t>(&v)) {
-                w.Int64(*i);
-            } else if (auto* u = std::get_if<std::uint64_t>(&v)) {
-                w.Uint64(*u);
-            } else if (auto* d = std::get_if<double>(&v)) {
-                w.Double(*d);
-            } else if (auto* b = std::get_if<bool>(&v)) {
-                w.Bool(*b);
-            } else {
-                w.StartArray();
-                for (const auto& item : std::get<std::vector<std::string>>(v)) put(item);
-                w.EndArray();
-            }
+            put_json_string(w, key);
+            std::visit([&](const auto& x) { put_json_value(w, x); }, v);
         }
         w.EndObject();
         return std::string(buf.GetString(), buf.GetSize());
@@ -249,26 +270,7 @@ std::string event::render(log_format format,
         out.push_back(' ');
         out.append(key);
         out.push_back('=');
-        if (auto* s = std::get_if<std::string>(&v)) {
-            append_text_value(out, *s);
-        } else if (auto* i = std::get_if<std::int64_t>(&v)) {
-            out.append(std::to_string(*i));
-        } else if (auto* u = std::get_if<std::uint64_t>(&v)) {
-            out.append(std::to_string(*u));
-        } else if (auto* d = std::get_if<double>(&v)) {
-            char num[32];
-            std::snprintf(num, sizeof num, "%.3f", *d);
-            out.append(num);
-        } else if (auto* b = std::get_if<bool>(&v)) {
-            out.append(*b ? "true" : "false");
-        } else {
-            std::string joined;
-            for (const auto& item : std::get<std::vector<std::string>>(v)) {
-                if (!joined.empty()) joined.append("; ");
-                joined.append(item);
-            }
-            append_text_value(out, joined);
-        }
+        std::visit([&](const auto& x) { append_text_field(out, x); }, v);
     }
     return out;
 }

@@ -96,6 +96,77 @@ void samples(std::string& out,
     }
 }
 
+/// A histogram's series (labelled by region and operation): cumulative buckets up to +Inf,
+/// then _sum and _count.
+template <class Map>
+void histogram_samples(std::string& out,
+                       std::string_view name,
+                       std::string_view help,
+                       const Map& m) {
+    head(out, name, "histogram", help);
+    const std::string bucket = std::string(name) + "_bucket";
+    for (const auto& [values, h] : m) {
+        std::uint64_t cumulative = 0;
+        for (std::size_t i = 0; i < metrics::latency_buckets.size(); ++i) {
+            cumulative += h.buckets[i];
+            out += bucket;
+            append_labels(out, {"region", "operation"}, values, "le",
+                          number(metrics::latency_buckets[i]));
+            out += ' ' + std::to_string(cumulative) + '\n';
+        }
+        out += bucket;
+        append_labels(out, {"region", "operation"}, values, "le", "+Inf");
+        out += ' ' + std::to_string(h.count) + '\n';
+        out += name;
+        out += "_sum";
+        append_labels(out, {"region", "operation"}, values);
+        out += ' ' + number(h.sum) + '\n';
+        out += name;
+        out += "_count";
+        append_labels(out, {"region", "operation"}, values);
+        out += ' ' + std::to_string(h.count) + '\n';
+    }
+}
+
+/// A metric without labels: its head and its one sample.
+void unlabelled(std::string& out,
+                std::string_view name,
+                std::string_view type,
+                std::string_view help,
+                const std::string& value) {
+    head(out, name, type, help);
+    out += name;
+    out += ' ' + value + '\n';
+}
+
+/// The values read at scrape time (`gauges`), in the order the exposition has always had.
+void render_gauges(std::string& out, const gauges& g) {
+    unlabelled(out, "bedrock_gateway_inflight_requests", "gauge", "Requests being answered now.",
+               std::to_string(g.inflight_requests));
+    unlabelled(out, "bedrock_gateway_open_connections", "gauge", "Client connections open now.",
+               std::to_string(g.open_connections));
+    unlabelled(out, "bedrock_gateway_open_streams", "gauge", "Event streams being relayed now.",
+               std::to_string(g.open_streams));
+    unlabelled(out, "bedrock_gateway_inflight_body_bytes", "gauge",
+               "Request body bytes held in memory now (limits.max_inflight_body_bytes).",
+               std::to_string(g.inflight_body_bytes));
+
+    head(out, "bedrock_gateway_credentials_expiry_seconds", "gauge",
+         "Seconds until the signing credentials expire (absent for keys that do not).");
+    if (g.credentials_expiry_seconds)
+        out += "bedrock_gateway_credentials_expiry_seconds " +
+               number(*g.credentials_expiry_seconds) + '\n';
+
+    if (!g.batch_records.empty()) {
+        head(out, "bedrock_gateway_batch_records", "gauge", "Batch-tier records by state.");
+        for (const auto& [state, n] : g.batch_records) {
+            out += "bedrock_gateway_batch_records";
+            append_labels(out, {"state"}, {state});
+            out += ' ' + std::to_string(n) + '\n';
+        }
+    }
+}
+
 }  // namespace
 
 void metrics::histogram::observe(double v) {
@@ -217,57 +288,30 @@ std::string metrics::render(const gauges& g) const {
          "Requests answered, by operation, region, tier, model and HTTP status.");
     samples(out, "bedrock_gateway_requests_total",
             {"operation", "region", "tier", "model", "status"}, requests_);
-
-    auto histograms = [&](std::string_view name, std::string_view help,
-                          const std::map<label_values, histogram>& m) {
-        head(out, name, "histogram", help);
-        const std::string bucket = std::string(name) + "_bucket";
-        for (const auto& [values, h] : m) {
-            std::uint64_t cumulative = 0;
-            for (std::size_t i = 0; i < latency_buckets.size(); ++i) {
-                cumulative += h.buckets[i];
-                out += bucket;
-                append_labels(out, {"region", "operation"}, values, "le",
-                              number(latency_buckets[i]));
-                out += ' ' + std::to_string(cumulative) + '\n';
-            }
-            out += bucket;
-            append_labels(out, {"region", "operation"}, values, "le", "+Inf");
-            out += ' ' + std::to_string(h.count) + '\n';
-            out += name;
-            out += "_sum";
-            append_labels(out, {"region", "operation"}, values);
-            out += ' ' + number(h.sum) + '\n';
-            out += name;
-            out += "_count";
-            append_labels(out, {"region", "operation"}, values);
-            out += ' ' + std::to_string(h.count) + '\n';
-        }
-    };
-    histograms("bedrock_gateway_upstream_latency_seconds",
-               "Time from sending a request upstream to its response head, per attempt.",
-               upstream_latency_);
-    histograms("bedrock_gateway_time_to_first_event_seconds",
-               "Time from a streaming request's arrival to its first event sent to the client.",
-               first_event_);
+    histogram_samples(out, "bedrock_gateway_upstream_latency_seconds",
+                      "Time from sending a request upstream to its response head, per attempt.",
+                      upstream_latency_);
+    histogram_samples(
+        out, "bedrock_gateway_time_to_first_event_seconds",
+        "Time from a streaming request's arrival to its first event sent to the client.",
+        first_event_);
 
     head(out, "bedrock_gateway_throttles_total", "counter",
          "Throttles: from Bedrock (upstream), or the gateway's cool-downs and limits (local).");
     samples(out, "bedrock_gateway_throttles_total", {"region", "model", "source"}, throttles_);
 
-    head(out, "bedrock_gateway_retries_total", "counter",
-         "Attempts repeated on the same target after a backoff.");
-    out += "bedrock_gateway_retries_total " + std::to_string(retries_) + '\n';
-    head(out, "bedrock_gateway_failovers_total", "counter",
-         "Moves to the route's next target after a throttle or a failure.");
-    out += "bedrock_gateway_failovers_total " + std::to_string(failovers_) + '\n';
-    head(out, "bedrock_gateway_session_failures_total", "counter",
-         "Requests ended by an unexpected exception (logged as session_failed); the connection "
-         "was closed.");
-    out += "bedrock_gateway_session_failures_total " + std::to_string(session_failures_) + '\n';
-    head(out, "bedrock_gateway_accept_errors_total", "counter",
-         "Failed accepts of client connections (EMFILE and the like); each backs off.");
-    out += "bedrock_gateway_accept_errors_total " + std::to_string(accept_errors_) + '\n';
+    unlabelled(out, "bedrock_gateway_retries_total", "counter",
+               "Attempts repeated on the same target after a backoff.", std::to_string(retries_));
+    unlabelled(out, "bedrock_gateway_failovers_total", "counter",
+               "Moves to the route's next target after a throttle or a failure.",
+               std::to_string(failovers_));
+    unlabelled(out, "bedrock_gateway_session_failures_total", "counter",
+               "Requests ended by an unexpected exception (logged as session_failed); the "
+               "connection was closed.",
+               std::to_string(session_failures_));
+    unlabelled(out, "bedrock_gateway_accept_errors_total", "counter",
+               "Failed accepts of client connections (EMFILE and the like); each backs off.",
+               std::to_string(accept_errors_));
 
     head(out, "bedrock_gateway_tokens_total", "counter",
          "Tokens the answers say they used, by direction (input|output).");
@@ -284,30 +328,7 @@ std::string metrics::render(const gauges& g) const {
          "Estimated saving of batch-tier records against the same tokens on demand.");
     samples(out, "bedrock_gateway_batch_savings_usd_total", {"region", "model"}, savings_);
 
-    head(out, "bedrock_gateway_inflight_requests", "gauge", "Requests being answered now.");
-    out += "bedrock_gateway_inflight_requests " + std::to_string(g.inflight_requests) + '\n';
-    head(out, "bedrock_gateway_open_connections", "gauge", "Client connections open now.");
-    out += "bedrock_gateway_open_connections " + std::to_string(g.open_connections) + '\n';
-    head(out, "bedrock_gateway_open_streams", "gauge", "Event streams being relayed now.");
-    out += "bedrock_gateway_open_streams " + std::to_string(g.open_streams) + '\n';
-    head(out, "bedrock_gateway_inflight_body_bytes", "gauge",
-         "Request body bytes held in memory now (limits.max_inflight_body_bytes).");
-    out += "bedrock_gateway_inflight_body_bytes " + std::to_string(g.inflight_body_bytes) + '\n';
-
-    head(out, "bedrock_gateway_credentials_expiry_seconds", "gauge",
-         "Seconds until the signing credentials expire (absent for keys that do not).");
-    if (g.credentials_expiry_seconds)
-        out += "bedrock_gateway_credentials_expiry_seconds " +
-               number(*g.credentials_expiry_seconds) + '\n';
-
-    if (!g.batch_records.empty()) {
-        head(out, "bedrock_gateway_batch_records", "gauge", "Batch-tier records by state.");
-        for (const auto& [state, n] : g.batch_records) {
-            out += "bedrock_gateway_batch_records";
-            append_labels(out, {"state"}, {state});
-            out += ' ' + std::to_string(n) + '\n';
-        }
-    }
+    render_gauges(out, g);
 
     head(out, "bedrock_gateway_config_reloads_total", "counter",
          "SIGHUP reloads, by result (ok|error).");

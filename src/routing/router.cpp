@@ -56,6 +56,59 @@ std::string weak_region(const intent& in, const config::config& cfg) {
     return {};
 }
 
+/// Tier intent: X-Gateway-Tier, else batch for a route (`targets`, null for none) of batch
+/// targets only; none otherwise. Batch must be configured, and takes InvokeModel and Converse
+/// only.
+result<std::optional<config::tier>> tier_intent(const runtime_request& req,
+                                                const intent& in,
+                                                const std::vector<config::route_target>* targets,
+                                                const config::config& cfg) {
+    std::optional<config::tier> tier;
+    if (!in.tier_header.empty()) {
+        config::tier t;
+        if (!config::parse_tier(in.tier_header, t)) {
+            return validation_error("X-Gateway-Tier \"" + std::string(in.tier_header) +
+                                    "\" must be on-demand, provisioned or batch");
+        }
+        tier = t;
+    }
+    // A route of batch targets only is batch without being asked.
+    if (!tier && targets && std::all_of(targets->begin(), targets->end(), [](const auto& t) {
+            return t.tier == config::tier::batch;
+        }))
+        tier = config::tier::batch;
+    if (tier != config::tier::batch) return tier;
+    if (!cfg.batch.enabled) {
+        return error{beast_http::status::not_implemented, "NotImplementedException",
+                     "the batch tier is not configured on this gateway (no batch section)"};
+    }
+    if (req.op != operation::invoke_model && req.op != operation::converse) {
+        return validation_error(
+            "the batch tier takes InvokeModel and Converse requests only, not " +
+            std::string(operation_name(req.op)));
+    }
+    return tier;
+}
+
+/// Why a route has no target for the request: the tier and region asked for, and what it has.
+error no_target(const std::string& route,
+                std::optional<config::tier> tier,
+                const std::string& pinned_region,
+                const std::vector<config::route_target>& all) {
+    std::string why = "route " + route + " has no ";
+    if (tier) why += std::string(config::tier_name(*tier)) + " ";
+    why += "target";
+    if (!pinned_region.empty()) why += " in " + pinned_region;
+    why += " (its tiers: " + tiers_of(all) + "; its regions:";
+    std::vector<std::string> regions;
+    for (const auto& t : all) {
+        if (std::find(regions.begin(), regions.end(), t.region) == regions.end())
+            regions.push_back(t.region);
+    }
+    for (const auto& r : regions) why += " " + r;
+    return validation_error(why + ")");
+}
+
 }  // namespace
 
 result<std::string> choose_region(const intent& in,
@@ -73,33 +126,11 @@ result<plan> route(const runtime_request& req, const intent& in, const config::c
     if (!strong) return strong.error();
     out.pinned_region = std::move(*strong);
     const std::string weak = weak_region(in, cfg);
-    // Tier intent.
-    std::optional<config::tier> tier;
-    if (!in.tier_header.empty()) {
-        config::tier t;
-        if (!config::parse_tier(in.tier_header, t)) {
-            return validation_error("X-Gateway-Tier \"" + std::string(in.tier_header) +
-                                    "\" must be on-demand, provisioned or batch");
-        }
-        tier = t;
-    }
     auto found = req.model_id.empty() ? cfg.routes.end() : cfg.routes.find(req.model_id);
-    // A route of batch targets only is batch without being asked.
-    if (!tier && found != cfg.routes.end() &&
-        std::all_of(found->second.targets.begin(), found->second.targets.end(),
-                    [](const auto& t) { return t.tier == config::tier::batch; }))
-        tier = config::tier::batch;
-    if (tier == config::tier::batch) {
-        if (!cfg.batch.enabled) {
-            return error{beast_http::status::not_implemented, "NotImplementedException",
-                         "the batch tier is not configured on this gateway (no batch section)"};
-        }
-        if (req.op != operation::invoke_model && req.op != operation::converse) {
-            return validation_error(
-                "the batch tier takes InvokeModel and Converse requests only, not " +
-                std::string(operation_name(req.op)));
-        }
-    }
+    auto asked_tier =
+        tier_intent(req, in, found == cfg.routes.end() ? nullptr : &found->second.targets, cfg);
+    if (!asked_tier) return asked_tier.error();
+    const std::optional<config::tier> tier = *asked_tier;
 
     if (found == cfg.routes.end()) {
         // Not a route: the request itself, on demand (or batch when asked), where the client
@@ -125,20 +156,7 @@ result<plan> route(const runtime_request& req, const intent& in, const config::c
         if (!out.pinned_region.empty() && t.region != out.pinned_region) continue;
         out.targets.push_back({t.region, t.tier, t.model_id, t.service_tier});
     }
-    if (out.targets.empty()) {
-        std::string why = "route " + out.route + " has no ";
-        if (tier) why += std::string(config::tier_name(*tier)) + " ";
-        why += "target";
-        if (!out.pinned_region.empty()) why += " in " + out.pinned_region;
-        why += " (its tiers: " + tiers_of(all) + "; its regions:";
-        std::vector<std::string> regions;
-        for (const auto& t : all) {
-            if (std::find(regions.begin(), regions.end(), t.region) == regions.end())
-                regions.push_back(t.region);
-        }
-        for (const auto& r : regions) why += " " + r;
-        return validation_error(why + ")");
-    }
+    if (out.targets.empty()) return no_target(out.route, tier, out.pinned_region, all);
     if (out.pinned_region.empty() && !weak.empty()) {
         std::stable_partition(out.targets.begin(), out.targets.end(),
                               [&](const target& t) { return t.region == weak; });

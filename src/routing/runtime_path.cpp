@@ -76,6 +76,44 @@ std::size_t pattern_size(const route_entry& r) {
     return n;
 }
 
+/// Whether `segs` (the path's segments) and `method` are this route's: every literal segment
+/// equal, one segment per label.
+bool matches(const route_entry& r,
+             http::verb method,
+             const std::vector<boost::urls::pct_string_view>& segs) {
+    const std::size_t n = pattern_size(r);
+    if (segs.size() != n) return false;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (r.pattern[i] != "{}" && segs[i] != r.pattern[i]) return false;
+    }
+    return r.method == method;
+}
+
+/// What the label at position `i` of route `r` holds, for error messages.
+std::string_view label_kind(const route_entry& r, std::size_t i) {
+    if (r.pattern[0] == "model") return "model id";
+    if (r.pattern[0] == "guardrail") return i == 1 ? "guardrail id" : "guardrail version";
+    return "invocation ARN";
+}
+
+/// The wire path of a matched route (each label decoded, then encoded once) and its model id.
+result<void> fill_labels(const route_entry& r,
+                         const std::vector<boost::urls::pct_string_view>& segs,
+                         runtime_request& out) {
+    for (std::size_t i = 0; i < pattern_size(r); ++i) {
+        out.wire_path += '/';
+        if (r.pattern[i] != "{}") {
+            out.wire_path += r.pattern[i];
+            continue;
+        }
+        auto label = decode_label(segs[i], label_kind(r, i));
+        if (!label) return label.error();
+        out.wire_path += encode_label(*label);
+        if (r.pattern[0] == "model") out.model_id = std::move(*label);
+    }
+    return {};
+}
+
 }  // namespace
 
 std::string_view operation_name(operation op) {
@@ -149,31 +187,9 @@ result<runtime_request> parse_runtime_target(http::verb method, std::string_view
     }
     // A trailing slash yields an empty last segment; the runtime API has none.
     for (const route_entry& r : routes) {
-        std::size_t n = pattern_size(r);
-        if (segs.size() != n) continue;
-        bool literal_match = true;
-        for (std::size_t i = 0; i < n; ++i) {
-            if (r.pattern[i] != "{}" && segs[i] != r.pattern[i]) literal_match = false;
-        }
-        if (!literal_match) continue;
-        if (r.method != method) continue;
-
+        if (!matches(r, method, segs)) continue;
         runtime_request out{r.op, {}, {}, {}, std::move(region_prefix)};
-        for (std::size_t i = 0; i < n; ++i) {
-            out.wire_path += '/';
-            if (r.pattern[i] != "{}") {
-                out.wire_path += r.pattern[i];
-                continue;
-            }
-            std::string_view what = r.pattern[0] == "model" ? "model id"
-                                    : r.pattern[0] == "guardrail"
-                                        ? (i == 1 ? "guardrail id" : "guardrail version")
-                                        : "invocation ARN";
-            auto label = decode_label(segs[i], what);
-            if (!label) return label.error();
-            out.wire_path += encode_label(*label);
-            if (r.pattern[0] == "model") out.model_id = std::move(*label);
-        }
+        if (auto built = fill_labels(r, segs, out); !built) return built.error();
         if (url.has_query()) {
             if (!r.takes_query && !url.encoded_query().empty()) {
                 return validation_error(std::string(operation_name(r.op)) +

@@ -16,6 +16,9 @@ namespace bgw::net {
 
 struct gateway_context;
 
+// Beast's fields move-assign is noexcept with std::allocator (it propagates); the check follows
+// the branch for allocators that do not, which copies.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct aws_reply {
     beast::error_code ec;  ///< set when there was no answer at all (or no credentials)
     unsigned status = 0;

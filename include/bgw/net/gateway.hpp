@@ -104,7 +104,7 @@ using config_loader = std::function<result<std::shared_ptr<const config::config>
 /// Binds `cfg.listen` (and `admin_listen`), logs `listening`, serves on `cfg.threads` threads
 /// until SIGINT/SIGTERM; SIGHUP calls `reload` and swaps the config in if it is valid. Returns
 /// the process exit code (2 when an address cannot be bound).
-int run_server(std::shared_ptr<const config::config> cfg,
+int run_server(const std::shared_ptr<const config::config>& cfg,
                std::shared_ptr<credential_source> creds,
                std::string bearer_token,
                config_loader reload);

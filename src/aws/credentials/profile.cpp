@@ -36,6 +36,19 @@ std::string expand_home(const provider_io& io, std::string path) {
     return path;
 }
 
+/// The profile a config-file section holds: `[default]` and `[profile NAME]` (NAME possibly
+/// quoted); empty for the others (sso-session, services, or a bare `[NAME]`), which are no
+/// profiles, as in botocore.
+std::string config_section_profile(const std::string& name) {
+    if (name == "default") return name;
+    if (!name.starts_with("profile") || name.size() <= 7 || (name[7] != ' ' && name[7] != '\t'))
+        return {};
+    std::string_view rest = trim(std::string_view(name).substr(7));
+    if (rest.size() >= 2 && rest.front() == '"' && rest.back() == '"')
+        rest = rest.substr(1, rest.size() - 2);
+    return std::string(rest);
+}
+
 profile_store load_profiles(const provider_io& io) {
     profile_store store;
     if (auto p = env_var(io, "AWS_CONFIG_FILE")) {
@@ -46,30 +59,17 @@ profile_store load_profiles(const provider_io& io) {
     if (auto p = shared_credentials_path(io.env)) store.creds_path = expand_home(io, *p);
 
     // A missing file is no error: most hosts have only one of the two, or neither.
-    if (!store.config_path.empty()) {
-        if (auto text = io.read_file(store.config_path)) {
-            for (auto& [name, keys] : parse_ini(*text)) {
-                // Config-file sections are `[default]` and `[profile NAME]`; others (sso-session,
-                // services, or a bare `[NAME]`) are no profiles, as in botocore.
-                std::string profile;
-                if (name == "default") {
-                    profile = name;
-                } else if (name.starts_with("profile") && name.size() > 7 &&
-                           (name[7] == ' ' || name[7] == '\t')) {
-                    std::string_view rest = trim(std::string_view(name).substr(7));
-                    if (rest.size() >= 2 && rest.front() == '"' && rest.back() == '"')
-                        rest = rest.substr(1, rest.size() - 2);
-                    profile = std::string(rest);
-                }
-                if (profile.empty()) continue;
-                for (auto& [k, v] : keys) store.profiles[profile].config[k] = v;
-            }
+    auto config_text = store.config_path.empty() ? std::nullopt : io.read_file(store.config_path);
+    if (config_text) {
+        for (auto& [name, keys] : parse_ini(*config_text)) {
+            const std::string profile = config_section_profile(name);
+            if (profile.empty()) continue;
+            for (auto& [k, v] : keys) store.profiles[profile].config[k] = v;
         }
     }
-    if (!store.creds_path.empty()) {
-        if (auto text = io.read_file(store.creds_path)) {
-            for (auto& [name, keys] : parse_ini(*text)) store.profiles[name].creds = keys;
-        }
+    auto creds_text = store.creds_path.empty() ? std::nullopt : io.read_file(store.creds_path);
+    if (creds_text) {
+        for (auto& [name, keys] : parse_ini(*creds_text)) store.profiles[name].creds = keys;
     }
     for (auto& [name, p] : store.profiles) {
         p.all = p.config;
