@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (tests/fuzz) with clang into build-fuzz/, seeds each target's
+# Builds the libFuzzer targets (tests/fuzz) with clang into build-fuzz/ (the top-level project
+# with -DBGW_FUZZ=ON: bgw_core and the targets, instrumented alike), seeds each target's
 # corpus from tests/reference and tests/fuzz/seeds, runs each for SECONDS (default 600) and
 # prints per target: executions, exec/s, coverage (cov/ft), corpus size and findings.
 # Exits non-zero if any target found a crash, leak, timeout or out-of-memory.
@@ -30,7 +31,13 @@ fi
 ref="$(cd "$ref" && pwd)"
 
 echo "== fuzz: build ($build, clang, -fsanitize=fuzzer,address,undefined)"
-CC=clang CXX=clang++ cmake -S tests/fuzz -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# A build directory configured from elsewhere (the standalone tests/fuzz project this replaced)
+# cannot be reconfigured from here: start its configuration afresh.
+if [ -f "$build/CMakeCache.txt" ] &&
+  ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$root" "$build/CMakeCache.txt"; then
+  rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles" "$build"/fuzz_*
+fi
+CC=clang CXX=clang++ cmake -S . -B "$build" -DBGW_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DBGW_REFERENCE_DIR=$ref" >/dev/null
 if ! cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1; then
   tail -50 "$build/build.log" >&2

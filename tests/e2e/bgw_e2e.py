@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import types
 import uuid
 import zlib
 
@@ -36,6 +37,43 @@ SANITIZER_MARKERS = (
 
 STARTUP_TIMEOUT_S = 30.0  # generous: sanitizer builds start slowly on a shared 2-core machine
 STOP_TIMEOUT_S = 10.0
+
+
+# ---- fixtures the suites share ----
+
+# Read only (shared by every suite): extend it as dict(JSON_HEADERS, **more).
+JSON_HEADERS = types.MappingProxyType({"Content-Type": "application/json"})
+
+
+def converse_body(text="x"):
+    """A minimal Converse request body, as bytes: one user message saying `text`."""
+    return json.dumps({"messages": [{"role": "user", "content": [{"text": text}]}]}).encode()
+
+
+def class_workdir(test_class, prefix):
+    """A temporary directory for a test class's files, removed once the class is done (the
+    cleanup registered first, so it runs after every later one), with this process's SDK
+    clients isolated in it."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    test_class.addClassCleanup(shutil.rmtree, workdir, ignore_errors=True)
+    isolate_sdk_environment(workdir)
+    return workdir
+
+
+def base_config(regions, **settings):
+    """The config every suite starts from: the gateway on an ephemeral loopback port, us-east-1
+    the default region. `regions` is us-east-1's endpoint URL, or a map from a region to its
+    endpoint URL or to its whole settings; `settings` adds or replaces top-level keys."""
+    if isinstance(regions, str):
+        regions = {"us-east-1": regions}
+    config = {
+        "listen": "127.0.0.1:0",
+        "default_region": "us-east-1",
+        "regions": {name: value if isinstance(value, dict) else {"endpoint": value}
+                    for name, value in regions.items()},
+    }
+    config.update(settings)
+    return config
 
 
 def required_env(name):

@@ -10,8 +10,6 @@ gateway on the same spool and check that every accepted record completes exactly
 import json
 import os
 import re
-import shutil
-import tempfile
 import unittest
 
 import bgw_e2e
@@ -32,17 +30,15 @@ def gateway_config(endpoint, spool_dir, **batch):
                 "min_records": 3, "max_wait_s": 3600, "underfull": "wait",
                 "poll_interval_s": 0.05}
     settings.update(batch)
-    return {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {"us-east-1": {"endpoint": endpoint, "control_endpoint": endpoint,
-                                  "s3_endpoint": endpoint}},
-        "routes": {"cheap": {"targets": [
+    return bgw_e2e.base_config(
+        {"us-east-1": {"endpoint": endpoint, "control_endpoint": endpoint,
+                       "s3_endpoint": endpoint}},
+        routes={"cheap": {"targets": [
             {"region": "us-east-1", "tier": "batch", "model_id": MODEL}]}},
-        "batch": settings,
-        "prices": {MODEL: {"input_per_1k": PRICE_IN, "output_per_1k": PRICE_OUT}},
-        "log_level": "info",
-    }
+        batch=settings,
+        prices={MODEL: {"input_per_1k": PRICE_IN, "output_per_1k": PRICE_OUT}},
+        log_level="info",
+    )
 
 
 class BatchEndToEnd(unittest.TestCase):
@@ -50,9 +46,7 @@ class BatchEndToEnd(unittest.TestCase):
     def setUpClass(cls):
         cls.binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         cls.fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-batch-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-batch-")
         cls.fake = bgw_e2e.FakeBedrock(cls.fake_binary, GATEWAY_KEY, GATEWAY_SECRET,
                                        ["us-east-1"], extra_args=["--batch-polls", "2"])
         cls.addClassCleanup(cls.fake.stop)
@@ -77,7 +71,7 @@ class BatchEndToEnd(unittest.TestCase):
     # --- helpers ----------------------------------------------------------------------------
 
     def send(self, gw, body, model="m.batch-v1:0", op="invoke", tier=True):
-        headers = {"Content-Type": "application/json"}
+        headers = dict(bgw_e2e.JSON_HEADERS)
         if tier:
             headers["X-Gateway-Tier"] = "batch"
         resp = bgw_e2e.http_request(gw.port, "POST", "/model/%s/%s" % (model, op),

@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 import unittest
 
@@ -45,15 +43,13 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def gateway_config(regions, response_timeout_ms=120000):
-    return {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {name: {"endpoint": url} for name, url in regions.items()},
-        "upstream": {"ca_file": "", "connect_timeout_ms": 3000,
-                     "response_timeout_ms": response_timeout_ms},
-        "limits": {"max_body_bytes": MAX_BODY},
-        "log_level": "info",
-    }
+    return bgw_e2e.base_config(
+        regions,
+        upstream={"ca_file": "", "connect_timeout_ms": 3000,
+                  "response_timeout_ms": response_timeout_ms},
+        limits={"max_body_bytes": MAX_BODY},
+        log_level="info",
+    )
 
 
 def expected_invoke_echo(seen, model_id):
@@ -80,9 +76,7 @@ class GatewayEndToEnd(unittest.TestCase):
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
         # This process's own SDK clients must not read the developer's ~/.aws or call IMDS.
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-e2e-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-e2e-")
 
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET,
                                        ["us-east-1", "eu-west-1"])
@@ -302,7 +296,7 @@ class GatewayEndToEnd(unittest.TestCase):
         # takes the pooled upstream connection) must succeed; once it got a closed one: 502.
         for i in range(100):
             resp = bgw_e2e.http_request(self.gateway.port, "POST", CLAUDE_WIRE, b"{}",
-                                        {"Content-Type": "application/json"})
+                                        bgw_e2e.JSON_HEADERS)
             self.assertEqual(resp.status, 200, "request %d: %r" % (i, resp))
 
     # --- what other clients send: raw paths and foreign auth headers ---------------------------
@@ -311,7 +305,7 @@ class GatewayEndToEnd(unittest.TestCase):
         # AnthropicBedrock quotes the model id with safe=":" and sends the colon raw.
         mark = self.fake.mark()
         resp = bgw_e2e.http_request(self.gateway.port, "POST", "/model/a.b:0/invoke", b"{}",
-                                    {"Content-Type": "application/json"})
+                                    bgw_e2e.JSON_HEADERS)
         self.assertEqual(resp.status, 200, resp)
         seen = self.one_upstream_request(mark)
         self.assertEqual(seen["wirePath"], "/model/a.b%3A0/invoke")

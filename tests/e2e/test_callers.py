@@ -10,9 +10,7 @@ output, only their names.
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import unittest
 
 import boto3
@@ -26,8 +24,8 @@ GATEWAY_SECRET = "gateway/callers+secret/EXAMPLEKEY01234567"
 KEYS = {"app": "app-key-0f3a9c", "eu": "eu-key-77b1d2", "slow": "slow-key-c5e0aa"}
 PEER_KEY = "peer-key-3d9e41"  # a second key for the batch gateway only
 ROLE = "arn:aws:iam::123456789012:role/bedrock-batch"
-BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "x"}]}]}).encode()
-JSON = {"Content-Type": "application/json"}
+BODY = bgw_e2e.converse_body()
+JSON = bgw_e2e.JSON_HEADERS
 
 
 def sha256(text):
@@ -40,26 +38,21 @@ class CallerKeysEndToEnd(unittest.TestCase):
         cls.binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-callers-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-callers-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET,
                                        ["us-east-1", "eu-west-1"])
         cls.addClassCleanup(cls.fake.stop)
-        cls.config = {
-            "listen": "127.0.0.1:0",
-            "default_region": "us-east-1",
-            "regions": {"us-east-1": {"endpoint": cls.fake.endpoint},
-                        "eu-west-1": {"endpoint": cls.fake.endpoint}},
-            "routes": {"both": {"targets": [
+        cls.config = bgw_e2e.base_config(
+            {"us-east-1": cls.fake.endpoint, "eu-west-1": cls.fake.endpoint},
+            routes={"both": {"targets": [
                 {"region": "us-east-1", "tier": "on-demand", "model_id": "m"},
                 {"region": "eu-west-1", "tier": "on-demand", "model_id": "m"}]}},
-            "caller_keys": {
+            caller_keys={
                 "app": {"sha256": sha256(KEYS["app"]), "models": ["m", "both"]},
                 "eu": {"sha256": sha256(KEYS["eu"]), "regions": ["eu-west-1"]},
                 "slow": {"sha256": sha256(KEYS["slow"]), "rpm": 1},
             },
-        }
+        )
         cls.gw = bgw_e2e.Gateway(cls.binary, cls.config, cls.workdir, "callers", GATEWAY_KEY,
                                  GATEWAY_SECRET)
         cls.addClassCleanup(cls.check_and_stop)

@@ -35,10 +35,9 @@ class ControlPlane(unittest.TestCase):
         cls.eu = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["eu-west-1"])
         regions = {name: {"endpoint": fake.endpoint, "control_endpoint": fake.endpoint}
                    for name, fake in (("us-east-1", cls.us), ("eu-west-1", cls.eu))}
-        cls.gw = bgw_e2e.Gateway(binary, {"listen": "127.0.0.1:0", "default_region": "us-east-1",
-                                          "regions": regions, "log_level": "info",
-                                          "control_plane": {"cache_s": 600}},
-                                 cls.workdir, "gateway", GATEWAY_KEY, GATEWAY_SECRET)
+        config = bgw_e2e.base_config(regions, log_level="info", control_plane={"cache_s": 600})
+        cls.gw = bgw_e2e.Gateway(binary, config, cls.workdir, "gateway", GATEWAY_KEY,
+                                 GATEWAY_SECRET)
 
     @classmethod
     def tearDownClass(cls):

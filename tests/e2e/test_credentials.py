@@ -487,14 +487,10 @@ class CredentialSources(unittest.TestCase):
         return fake
 
     def start_gateway(self, upstream, env, config_extra=None):
-        config = {
-            "listen": "127.0.0.1:0",
-            "default_region": REGION,
-            "regions": {REGION: {"endpoint": upstream.endpoint}},
-            "upstream": {"ca_file": "", "connect_timeout_ms": 3000,
-                         "response_timeout_ms": 30000},
-            "log_level": "info",
-        }
+        config = bgw_e2e.base_config(
+            {REGION: upstream.endpoint}, default_region=REGION,
+            upstream={"ca_file": "", "connect_timeout_ms": 3000, "response_timeout_ms": 30000},
+            log_level="info")
         config.update(config_extra or {})
         gw = bgw_e2e.Gateway(self.binary, config, self.dir, "gateway", env_extra=env)
         # Cleanups run last-in first-out: the gateway stops (and its output is scanned) before
@@ -528,7 +524,7 @@ class CredentialSources(unittest.TestCase):
 
     def invoke(self, gw):
         return bgw_e2e.http_request(gw.port, "POST", "/model/m/invoke", b"{}",
-                                    {"Content-Type": "application/json"})
+                                    bgw_e2e.JSON_HEADERS)
 
     def assert_invoke_signed_with(self, gw, upstream, creds):
         """One invoke: 200, and the fake saw it signed with exactly `creds`."""

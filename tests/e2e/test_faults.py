@@ -17,12 +17,10 @@ synchronise.
 import http.client
 import json
 import os
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -33,8 +31,8 @@ from fault_upstream import FaultUpstream
 GATEWAY_KEY = "AKIDGATEWAYFAULTS"
 GATEWAY_SECRET = "gateway/faults+secret/EXAMPLEKEY0123456789"
 MARKER = "BODY-MARKER-7f3c1e-never-logged"
-BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": MARKER}]}]}).encode()
-JSON = {"Content-Type": "application/json"}
+BODY = bgw_e2e.converse_body(MARKER)
+JSON = bgw_e2e.JSON_HEADERS
 MAX_ATTEMPTS = 2
 MAX_IDLE = 2
 THREADS = 2  # the gateway's; each thread pools its own upstream connections
@@ -120,9 +118,7 @@ class FaultsEndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-faults-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-faults-")
         cls.up = FaultUpstream()
         cls.addClassCleanup(cls.up.stop)
         cls.refused = bgw_e2e.closed_port()
@@ -148,19 +144,17 @@ class FaultsEndToEnd(unittest.TestCase):
             "ap-northeast-1": {"endpoint": "https://localhost:%d" % cls.tls_up.port},
             "ap-southeast-2": {"endpoint": "https://127.0.0.1:%d" % cls.silent.getsockname()[1]},
         }
-        cls.gw = bgw_e2e.Gateway(binary, {
-            "listen": "127.0.0.1:0",
-            "default_region": "us-east-1",
-            "regions": regions,
-            "upstream": {"connect_timeout_ms": CONNECT_TIMEOUT_MS,
-                         "response_timeout_ms": RESPONSE_TIMEOUT_MS,
-                         "stream_idle_timeout_ms": STREAM_IDLE_TIMEOUT_MS,
-                         "max_idle_per_host": MAX_IDLE,
-                         "ca_file": os.path.join(cls.workdir, "other-ca.pem")},
-            "limits": {"client_idle_timeout_ms": 1500, "header_timeout_ms": 1500},
-            "threads": THREADS,
-            "retry": {"max_attempts": MAX_ATTEMPTS, "base_delay_ms": 10, "max_delay_ms": 50},
-        }, cls.workdir, "faults", GATEWAY_KEY, GATEWAY_SECRET)
+        cls.gw = bgw_e2e.Gateway(binary, bgw_e2e.base_config(
+            regions,
+            upstream={"connect_timeout_ms": CONNECT_TIMEOUT_MS,
+                      "response_timeout_ms": RESPONSE_TIMEOUT_MS,
+                      "stream_idle_timeout_ms": STREAM_IDLE_TIMEOUT_MS,
+                      "max_idle_per_host": MAX_IDLE,
+                      "ca_file": os.path.join(cls.workdir, "other-ca.pem")},
+            limits={"client_idle_timeout_ms": 1500, "header_timeout_ms": 1500},
+            threads=THREADS,
+            retry={"max_attempts": MAX_ATTEMPTS, "base_delay_ms": 10, "max_delay_ms": 50},
+        ), cls.workdir, "faults", GATEWAY_KEY, GATEWAY_SECRET)
         cls.addClassCleanup(cls.stop_and_scan)
         cls.warm_up()
         # Listener, log pipes, epoll, ...: what the gateway holds besides client connections

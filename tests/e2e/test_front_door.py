@@ -8,7 +8,6 @@ EMFILE without a spin, model ids that are not ASCII, and a handler that throws.
 """
 
 import hashlib
-import json
 import os
 import resource
 import select
@@ -24,7 +23,7 @@ import bgw_e2e
 GATEWAY_KEY = "AKIDGATEWAYFRONTDOOR"
 GATEWAY_SECRET = "gateway/front+door/secret/EXAMPLEKEY0123"
 CALLER_KEY = "front-door-key-5e1c07"
-BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).encode()
+BODY = bgw_e2e.converse_body("hi")
 MiB = 1024 * 1024
 
 
@@ -156,28 +155,24 @@ class FrontDoorEndToEnd(unittest.TestCase):
     def setUpClass(cls):
         cls.binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-front-door-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-front-door-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET,
                                        ["us-east-1", "eu-west-1"])
         cls.addClassCleanup(cls.fake.stop)
         cls.poison = PoisonUpstream()
         cls.addClassCleanup(cls.poison.close)
-        cls.gw = bgw_e2e.Gateway(cls.binary, {
-            "listen": "127.0.0.1:0",
-            "default_region": "us-east-1",
-            "regions": {"us-east-1": {"endpoint": cls.fake.endpoint},
-                        "eu-west-1": {"endpoint": "http://127.0.0.1:%d" % cls.poison.port}},
-            "routes": {"poison": {"targets": [
+        cls.gw = bgw_e2e.Gateway(cls.binary, bgw_e2e.base_config(
+            {"us-east-1": cls.fake.endpoint,
+             "eu-west-1": "http://127.0.0.1:%d" % cls.poison.port},
+            routes={"poison": {"targets": [
                 {"region": "eu-west-1", "tier": "on-demand", "model_id": "m"}]}},
-            "upstream": {"max_response_header_bytes": MiB},
-            "caller_keys": {"app": {"sha256": sha256_hex(CALLER_KEY.encode())}},
+            upstream={"max_response_header_bytes": MiB},
+            caller_keys={"app": {"sha256": sha256_hex(CALLER_KEY.encode())}},
             # Heads up to 1 MiB: the field limit must hold whatever this says.
-            "limits": {"max_header_bytes": MiB, "max_body_bytes": 1000000,
-                       "max_inflight_body_bytes": 1000000, "client_idle_timeout_ms": 30000,
-                       "header_timeout_ms": 10000, "max_header_count": 200},
-        }, cls.workdir, "front-door", GATEWAY_KEY, GATEWAY_SECRET)
+            limits={"max_header_bytes": MiB, "max_body_bytes": 1000000,
+                    "max_inflight_body_bytes": 1000000, "client_idle_timeout_ms": 30000,
+                    "header_timeout_ms": 10000, "max_header_count": 200},
+        ), cls.workdir, "front-door", GATEWAY_KEY, GATEWAY_SECRET)
         cls.addClassCleanup(bgw_e2e.stop_checked, cls.gw)
 
     def setUp(self):
@@ -231,8 +226,8 @@ class FrontDoorEndToEnd(unittest.TestCase):
 
     def test_pipelined_requests_after_a_big_head_stay_in_step(self):
         mark = self.fake.mark()
-        first = json.dumps({"messages": [{"role": "user", "content": [{"text": "one"}]}]}).encode()
-        second = json.dumps({"messages": [{"role": "user", "content": [{"text": "two!"}]}]}).encode()
+        first = bgw_e2e.converse_body("one")
+        second = bgw_e2e.converse_body("two!")
         pad = b"X-Pad: " + b"p" * 9000 + b"\r\n"
         s = self.send(converse_head(length=len(first), extra=pad) + first +
                       converse_head(length=len(second)) + second)
@@ -431,10 +426,9 @@ class AcceptBackoffEndToEnd(unittest.TestCase):
             f.write("vptr:*\n")
         ubsan = os.environ.get("UBSAN_OPTIONS", "")
         ubsan = (ubsan + ":" if ubsan else "") + "suppressions=" + suppressions
-        gw = bgw_e2e.Gateway(binary, {
-            "listen": "127.0.0.1:0", "threads": 1, "default_region": "us-east-1",
-            "regions": {"us-east-1": {"endpoint": "http://127.0.0.1:9"}},
-        }, workdir, "emfile", "AKIDEMFILE", "emfile/secret", env_extra={"UBSAN_OPTIONS": ubsan})
+        gw = bgw_e2e.Gateway(binary, bgw_e2e.base_config("http://127.0.0.1:9", threads=1),
+                             workdir, "emfile", "AKIDEMFILE", "emfile/secret",
+                             env_extra={"UBSAN_OPTIONS": ubsan})
         self.addCleanup(gw.kill)
         # A gateway that has served: the session path has run once before descriptors run out.
         self.assertEqual(bgw_e2e.http_request(gw.port, "GET", "/healthz").status, 200)

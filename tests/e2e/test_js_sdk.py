@@ -24,10 +24,9 @@ class JsSdkTest(unittest.TestCase):
             raise AssertionError("run `npm ci` in tests/e2e/js first (scripts/test.sh does)")
         cls.dir = tempfile.mkdtemp(prefix="bgw-js-")
         cls.fake = bgw_e2e.FakeBedrock(FAKE, ACCESS_KEY, SECRET_KEY, ["us-east-1", "eu-west-1"])
-        regions = {r: {"endpoint": cls.fake.endpoint} for r in ("us-east-1", "eu-west-1")}
-        cls.gateway = bgw_e2e.Gateway(
-            GATEWAY, {"listen": "127.0.0.1:0", "default_region": "us-east-1", "regions": regions},
-            cls.dir, "gw-js", ACCESS_KEY, SECRET_KEY)
+        regions = {r: cls.fake.endpoint for r in ("us-east-1", "eu-west-1")}
+        cls.gateway = bgw_e2e.Gateway(GATEWAY, bgw_e2e.base_config(regions), cls.dir, "gw-js",
+                                      ACCESS_KEY, SECRET_KEY)
 
     @classmethod
     def tearDownClass(cls):

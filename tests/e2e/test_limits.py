@@ -7,9 +7,7 @@ Retry-After before reading anything), event streams (503 with Retry-After).
 import http.client
 import json
 import select
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import unittest
@@ -18,8 +16,8 @@ import bgw_e2e
 
 GATEWAY_KEY = "AKIDGATEWAYLIMITS"
 GATEWAY_SECRET = "gateway/limits+secret/EXAMPLEKEY012345678"
-BODY = json.dumps({"messages": [{"role": "user", "content": [{"text": "x"}]}]}).encode()
-JSON = {"Content-Type": "application/json"}
+BODY = bgw_e2e.converse_body()
+JSON = bgw_e2e.JSON_HEADERS
 
 
 class LimitsEndToEnd(unittest.TestCase):
@@ -27,19 +25,15 @@ class LimitsEndToEnd(unittest.TestCase):
     def setUpClass(cls):
         cls.binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-limits-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-limits-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
-        cls.gw = bgw_e2e.Gateway(cls.binary, {
-            "listen": "127.0.0.1:0",
-            "default_region": "us-east-1",
-            "regions": {"us-east-1": {"endpoint": cls.fake.endpoint}},
-            "limits": {"max_header_count": 20, "max_target_bytes": 512,
-                       "header_timeout_ms": 400, "client_idle_timeout_ms": 30000,
-                       "max_connections": 6, "max_streams": 1},
-        }, cls.workdir, "limits", GATEWAY_KEY, GATEWAY_SECRET)
+        cls.gw = bgw_e2e.Gateway(cls.binary, bgw_e2e.base_config(
+            cls.fake.endpoint,
+            limits={"max_header_count": 20, "max_target_bytes": 512,
+                    "header_timeout_ms": 400, "client_idle_timeout_ms": 30000,
+                    "max_connections": 6, "max_streams": 1},
+        ), cls.workdir, "limits", GATEWAY_KEY, GATEWAY_SECRET)
         cls.addClassCleanup(bgw_e2e.stop_checked, cls.gw)
 
     def assert_still_serving(self):

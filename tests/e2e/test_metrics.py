@@ -8,8 +8,6 @@ the fake's own request list, never from the gateway's output.
 
 import math
 import re
-import shutil
-import tempfile
 import time
 import unittest
 
@@ -70,24 +68,20 @@ class MetricsEndToEnd(unittest.TestCase):
         cls.binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-metrics-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-metrics-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
 
     def config(self, **extra):
-        config = {
-            "listen": "127.0.0.1:0",
-            "default_region": "us-east-1",
-            "regions": {"us-east-1": {"endpoint": self.fake.endpoint}},
-            "retry": {"max_attempts": 2, "base_delay_ms": 1, "max_delay_ms": 5},
-            "rate_limits": {LIMITED: {"rpm": 1}},
-            "routes": {"pt-route": {"targets": [
+        config = bgw_e2e.base_config(
+            self.fake.endpoint,
+            retry={"max_attempts": 2, "base_delay_ms": 1, "max_delay_ms": 5},
+            rate_limits={LIMITED: {"rpm": 1}},
+            routes={"pt-route": {"targets": [
                 {"region": "us-east-1", "tier": "provisioned", "model_id": PT_ARN}]}},
-            "prices": {MODEL: {"input_per_1k": PRICE_IN, "output_per_1k": PRICE_OUT},
-                       PT_ARN: {"model_unit_hour": PT_USD_PER_HOUR, "model_units": 1}},
-        }
+            prices={MODEL: {"input_per_1k": PRICE_IN, "output_per_1k": PRICE_OUT},
+                    PT_ARN: {"model_unit_hour": PT_USD_PER_HOUR, "model_units": 1}},
+        )
         config.update(extra)
         return config
 

@@ -10,11 +10,9 @@ sleeps.
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import unittest
 
@@ -29,13 +27,7 @@ GATEWAY_SECRET = "gateway/ops+secret/EXAMPLEKEY0123456789"
 
 
 def gateway_config(endpoint, grace_s=30, admin_listen=None):
-    config = {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {"us-east-1": {"endpoint": endpoint}},
-        "shutdown_grace_s": grace_s,
-        "log_level": "info",
-    }
+    config = bgw_e2e.base_config(endpoint, shutdown_grace_s=grace_s, log_level="info")
     if admin_listen:
         config["admin_listen"] = admin_listen
     return config
@@ -47,9 +39,7 @@ class OperabilityEndToEnd(unittest.TestCase):
         cls.binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-ops-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-ops-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
 
@@ -182,14 +172,14 @@ class OperabilityEndToEnd(unittest.TestCase):
             self.assertIn("admin_listen", main.json()["message"])
         # The admin listener serves nothing else: no runtime call goes upstream through it.
         mark = self.fake.mark()
-        body = json.dumps({"messages": [{"role": "user", "content": [{"text": "x"}]}]})
-        resp = bgw_e2e.http_request(admin, "POST", "/model/m/converse", body.encode(),
-                                    {"Content-Type": "application/json"})
+        body = bgw_e2e.converse_body()
+        resp = bgw_e2e.http_request(admin, "POST", "/model/m/converse", body,
+                                    bgw_e2e.JSON_HEADERS)
         self.assertEqual(resp.status, 404, resp)
         self.assertEqual(self.fake.requests()[mark:], [])
         # While the main listener still serves the runtime API.
-        ok = bgw_e2e.http_request(gw.port, "POST", "/model/m/converse", body.encode(),
-                                  {"Content-Type": "application/json"})
+        ok = bgw_e2e.http_request(gw.port, "POST", "/model/m/converse", body,
+                                  bgw_e2e.JSON_HEADERS)
         self.assertEqual(ok.status, 200, ok)
 
     def test_readiness_flips_on_the_admin_listener_while_draining(self):
@@ -235,8 +225,8 @@ class OperabilityEndToEnd(unittest.TestCase):
 
     def test_sighup_applies_a_good_file_and_refuses_a_bad_one(self):
         gw = self.start("reload")
-        body = json.dumps({"messages": [{"role": "user", "content": [{"text": "x"}]}]}).encode()
-        headers = {"Content-Type": "application/json"}
+        body = bgw_e2e.converse_body()
+        headers = bgw_e2e.JSON_HEADERS
         for _ in range(3):  # no local limit yet
             ok = bgw_e2e.http_request(gw.port, "POST", "/model/reloaded/converse", body, headers)
             self.assertEqual(ok.status, 200, ok)

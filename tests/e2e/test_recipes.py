@@ -117,9 +117,7 @@ class ReadmeRecipes(unittest.TestCase):
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         models = bgw_e2e.required_env("AWS_DATA_PATH")
         cls.recipes = readme_recipes()
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-recipes-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-recipes-")
 
         # What the README tells owners of pre-Bedrock clients to give them: only
         # bedrock-runtime/2023-09-30/service-2.json under a directory in AWS_DATA_PATH.
@@ -135,9 +133,8 @@ class ReadmeRecipes(unittest.TestCase):
 
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
-        config = {"listen": "127.0.0.1:0", "default_region": "us-east-1",
-                  "regions": {"us-east-1": {"endpoint": cls.fake.endpoint,
-                                            "control_endpoint": cls.fake.endpoint}}}
+        config = bgw_e2e.base_config({"us-east-1": {"endpoint": cls.fake.endpoint,
+                                                    "control_endpoint": cls.fake.endpoint}})
         cls.gateway = bgw_e2e.Gateway(gateway_binary, config, cls.workdir, "gw-recipes",
                                       GATEWAY_KEY, GATEWAY_SECRET)
         cls.addClassCleanup(bgw_e2e.stop_checked, cls.gateway)

@@ -6,8 +6,6 @@ gateway re-signed for that region. Every test counts what each upstream saw.
 """
 
 import json
-import shutil
-import tempfile
 import unittest
 
 import boto3
@@ -29,12 +27,10 @@ PT_THROTTLED = ("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/"
 
 
 def gateway_config(us, eu):
-    return {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {"us-east-1": {"endpoint": us}, "eu-west-1": {"endpoint": eu}},
-        "retry": {"max_attempts": 2, "base_delay_ms": 1, "max_delay_ms": 5},
-        "routes": {
+    return bgw_e2e.base_config(
+        {"us-east-1": us, "eu-west-1": eu},
+        retry={"max_attempts": 2, "base_delay_ms": 1, "max_delay_ms": 5},
+        routes={
             "claude-prod": {"targets": [
                 {"region": "us-east-1", "tier": "provisioned", "model_id": PT1},
                 {"region": "us-east-1", "tier": "on-demand", "model_id": CLAUDE},
@@ -57,8 +53,8 @@ def gateway_config(us, eu):
                 {"region": "eu-west-1", "tier": "on-demand",
                  "model_id": "fake-error-503-ServiceUnavailableException"}]},
         },
-        "log_level": "info",
-    }
+        log_level="info",
+    )
 
 
 class RoutingEndToEnd(unittest.TestCase):
@@ -67,9 +63,7 @@ class RoutingEndToEnd(unittest.TestCase):
         binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-route-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-route-")
         cls.us = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.us.stop)
         cls.eu = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["eu-west-1"])
@@ -107,7 +101,7 @@ class RoutingEndToEnd(unittest.TestCase):
         return seen
 
     def invoke(self, model_id, headers=None, prefix=""):
-        h = {"Content-Type": "application/json"}
+        h = dict(bgw_e2e.JSON_HEADERS)
         h.update(headers or {})
         path = "%s/model/%s/invoke" % (prefix, model_id.replace(":", "%3A").replace("/", "%2F"))
         return bgw_e2e.http_request(self.gateway.port, "POST", path, b"{}", h)

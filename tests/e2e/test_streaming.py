@@ -9,10 +9,8 @@ from each stream on the side (`stream_events`, `input_tokens`, `output_tokens`,
 
 import http.client
 import json
-import shutil
 import socket
 import struct
-import tempfile
 import threading
 import time
 import unittest
@@ -33,13 +31,9 @@ DEFAULT_TEXT = "Hello from fake Bedrock"  # what the fake's invoke stream says
 
 
 def gateway_config(endpoint, stream_idle_timeout_ms=300000):
-    return {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {"us-east-1": {"endpoint": endpoint}},
-        "upstream": {"stream_idle_timeout_ms": stream_idle_timeout_ms},
-        "log_level": "info",
-    }
+    return bgw_e2e.base_config(endpoint,
+                               upstream={"stream_idle_timeout_ms": stream_idle_timeout_ms},
+                               log_level="info")
 
 
 def converse_body(text=TEXT):
@@ -52,9 +46,7 @@ class StreamingEndToEnd(unittest.TestCase):
         gateway_binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-stream-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-stream-")
 
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
@@ -234,7 +226,7 @@ class StreamingEndToEnd(unittest.TestCase):
         conn = http.client.HTTPConnection("127.0.0.1", self.gateway.port, timeout=20)
         body = json.dumps(converse_body()).encode()
         conn.request("POST", "/model/fake-delay-1500/converse-stream", body=body,
-                     headers={"Content-Type": "application/json"})
+                     headers=bgw_e2e.JSON_HEADERS)
         resp = conn.getresponse()
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.getheader("Content-Type"), "application/vnd.amazon.eventstream")

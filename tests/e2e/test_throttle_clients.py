@@ -18,9 +18,7 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -99,14 +97,10 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@aws-sdk")):
             raise AssertionError("run `npm ci` in tests/e2e/js first (scripts/test.sh does)")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-clients-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-clients-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, ACCESS_KEY, SECRET_KEY, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
-        config = {"listen": "127.0.0.1:0", "default_region": "us-east-1",
-                  "regions": {"us-east-1": {"endpoint": cls.fake.endpoint}},
-                  "log_level": "info"}
+        config = bgw_e2e.base_config(cls.fake.endpoint, log_level="info")
         cls.gateway = bgw_e2e.Gateway(binary, config, cls.workdir, "gw-clients", ACCESS_KEY,
                                       SECRET_KEY)
         cls.addClassCleanup(bgw_e2e.stop_checked, cls.gateway)
@@ -217,7 +211,7 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         # No SDK retry headers: the gateway retries itself, within its hold budget.
         model = "fake-flaky-1-429-ThrottlingException-raw%s" % uuid.uuid4().hex[:8]
         resp = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path(model), b"{}",
-                                    {"Content-Type": "application/json"})
+                                    bgw_e2e.JSON_HEADERS)
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.headers["x-gateway-attempts"], "2")
         self.assertEqual(self.upstream_calls(model), 2)
@@ -238,7 +232,7 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
 
     def test_a_client_back_after_exactly_retry_after_is_sent_upstream(self):
         model = "fake-flaky-1000-429-ThrottlingException-exact%s" % uuid.uuid4().hex[:8]
-        headers = {"Content-Type": "application/json", "X-Gateway-Max-Attempts": "1"}
+        headers = dict(bgw_e2e.JSON_HEADERS, **{"X-Gateway-Max-Attempts": "1"})
         for i in range(4):  # rests of 100, 200, 400, 800 ms
             resp = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path(model), b"{}",
                                         headers)
@@ -258,7 +252,7 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         # No SDK retry headers, so the gateway's own 3 attempts: throttled, rest 100 ms (waited),
         # throttled, rest 200 ms (waited), throttled: out of attempts, 429 with the 400 ms left.
         model = "fake-flaky-1000-429-ThrottlingException-hold%s" % uuid.uuid4().hex[:8]
-        headers = {"Content-Type": "application/json"}
+        headers = bgw_e2e.JSON_HEADERS
         first = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path(model), b"{}",
                                      headers)
         self.assertEqual(first.status, 429, first)
@@ -282,7 +276,7 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
                 tag = uuid.uuid4().hex[:8]
                 model = "ra-%d-%s" % (seconds, tag)
                 resp = bgw_e2e.http_request(self.ra_gateway.port, "POST", invoke_path(model),
-                                            b"{}", {"Content-Type": "application/json"})
+                                            b"{}", bgw_e2e.JSON_HEADERS)
                 self.assertEqual(resp.status, 429, resp)
                 # Beyond the 1 s hold: answered after one attempt, at once, with upstream's wait.
                 self.assertEqual(self.ra_upstream.calls(tag), 1)
@@ -298,8 +292,8 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         # (the deadline keeps a margin of a fifth), not a closed connection.
         start = time.monotonic()
         resp = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path("fake-delay-3000"),
-                                    b"{}", {"Content-Type": "application/json",
-                                            "X-Gateway-Timeout-Ms": "600"})
+                                    b"{}", dict(bgw_e2e.JSON_HEADERS,
+                                                      **{"X-Gateway-Timeout-Ms": "600"}))
         took = time.monotonic() - start
         self.assertEqual(resp.status, 504, resp)
         self.assertIn("deadline", resp.json()["message"])
@@ -318,7 +312,7 @@ class ThrottleClientsEndToEnd(unittest.TestCase):
         for name, value in (("X-Gateway-Max-Attempts", "0"), ("X-Gateway-Timeout-Ms", "soon")):
             with self.subTest(header=name):
                 resp = bgw_e2e.http_request(self.gateway.port, "POST", invoke_path("m"), b"{}",
-                                            {"Content-Type": "application/json", name: value})
+                                            dict(bgw_e2e.JSON_HEADERS, **{name: value}))
                 self.assertEqual(resp.status, 400, resp)
                 self.assertEqual(resp.error_code(), "ValidationException")
                 self.assertIn(name, resp.json()["message"])

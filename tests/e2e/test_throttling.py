@@ -10,8 +10,6 @@ backoffs, and the long cool-down and rate-limit waits are asserted, never waited
 
 import json
 import math
-import shutil
-import tempfile
 import unittest
 
 import boto3
@@ -29,13 +27,7 @@ TPM_MODELS = {"tpm.invoke-v1:0", "tpm.converse-v1:0", "tpm.stream-v1:0",
 
 
 def gateway_config(endpoint, retry, rate_limits=None):
-    config = {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {"us-east-1": {"endpoint": endpoint}},
-        "retry": retry,
-        "log_level": "info",
-    }
+    config = bgw_e2e.base_config(endpoint, retry=retry, log_level="info")
     if rate_limits:
         config["rate_limits"] = rate_limits
     return config
@@ -51,9 +43,7 @@ class ThrottlingEndToEnd(unittest.TestCase):
         binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
         fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
         bgw_e2e.required_env("AWS_DATA_PATH")
-        cls.workdir = tempfile.mkdtemp(prefix="bgw-throttle-")
-        cls.addClassCleanup(shutil.rmtree, cls.workdir, ignore_errors=True)
-        bgw_e2e.isolate_sdk_environment(cls.workdir)
+        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-throttle-")
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
 
@@ -96,7 +86,7 @@ class ThrottlingEndToEnd(unittest.TestCase):
 
     def invoke(self, model_id, gateway=None, body=b"{}"):
         return bgw_e2e.http_request((gateway or self.gateway).port, "POST", invoke_path(model_id),
-                                    body, {"Content-Type": "application/json"})
+                                    body, bgw_e2e.JSON_HEADERS)
 
     def upstream_saw(self, mark, count):
         """Exactly `count` upstream requests after `mark`, every one signed by the gateway."""

@@ -119,16 +119,15 @@ http {{
             "eu-west-1": {"endpoint": "https://127.0.0.1:%d" % cls.tls_port},
         }
         cls.trusting = bgw_e2e.Gateway(
-            GATEWAY, {"listen": "127.0.0.1:0", "default_region": "us-east-1", "regions": regions,
-                      "upstream": {"ca_file": os.path.join(cls.dir, "ca.pem")}},
+            GATEWAY, bgw_e2e.base_config(
+                regions, upstream={"ca_file": os.path.join(cls.dir, "ca.pem")}),
             cls.dir, "gw-trusting", ACCESS_KEY, SECRET_KEY)
         cls.other_ca = bgw_e2e.Gateway(
-            GATEWAY, {"listen": "127.0.0.1:0", "default_region": "us-east-1", "regions": regions,
-                      "upstream": {"ca_file": os.path.join(cls.dir, "other-ca.pem")}},
+            GATEWAY, bgw_e2e.base_config(
+                regions, upstream={"ca_file": os.path.join(cls.dir, "other-ca.pem")}),
             cls.dir, "gw-other-ca", ACCESS_KEY, SECRET_KEY)
-        cls.system_ca = bgw_e2e.Gateway(
-            GATEWAY, {"listen": "127.0.0.1:0", "default_region": "us-east-1", "regions": regions},
-            cls.dir, "gw-system-ca", ACCESS_KEY, SECRET_KEY)
+        cls.system_ca = bgw_e2e.Gateway(GATEWAY, bgw_e2e.base_config(regions), cls.dir,
+                                        "gw-system-ca", ACCESS_KEY, SECRET_KEY)
 
     @classmethod
     def tearDownClass(cls):
@@ -147,7 +146,7 @@ http {{
         try:
             conn.request("POST", "/model/amazon.titan-text-express-v1/invoke",
                          body=b'{"inputText":"hi"}',
-                         headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+                         headers=dict(bgw_e2e.JSON_HEADERS, **(headers or {})))
             res = conn.getresponse()
             return res.status, dict(res.getheaders()), res.read()
         finally:

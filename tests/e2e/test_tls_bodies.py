@@ -26,15 +26,13 @@ HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 def gateway_config(endpoint):
-    return {
-        "listen": "127.0.0.1:0",
-        "default_region": "us-east-1",
-        "regions": {"us-east-1": {"endpoint": endpoint}},
+    return bgw_e2e.base_config(
+        endpoint,
         # A single attempt: a body that does not arrive must show as an error, not a retry.
-        "retry": {"max_attempts": 1},
-        "upstream": {"connect_timeout_ms": 5000, "response_timeout_ms": 60000},
-        "log_level": "info",
-    }
+        retry={"max_attempts": 1},
+        upstream={"connect_timeout_ms": 5000, "response_timeout_ms": 60000},
+        log_level="info",
+    )
 
 
 class TlsBodies(unittest.TestCase):

@@ -7,10 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <utility>
 #include <vector>
 
+#include "support/fixtures.hpp"
+#include "unit/slurp.hpp"
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 
@@ -26,19 +27,10 @@ struct temp_dir {
 };
 
 bgw::config::config with_spool(const fs::path& dir) {
-    auto c = bgw::config::parse_config(
+    return bgw::test::config_from(
         R"({"regions":{"us-east-1":{}},"batch":{"bucket":"b-1","role_arn":"arn:aws:iam::1:role/r",)"
         R"("spool_dir":")" +
         dir.string() + R"(","min_records":5}})");
-    EXPECT_TRUE(c) << c.error().message;
-    return *c;
-}
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
 }
 
 TEST(batch_spool, replays_records_and_cuts_a_torn_last_line) {
@@ -51,7 +43,7 @@ TEST(batch_spool, replays_records_and_cuts_a_torn_last_line) {
         first = *id;
     }
     const auto journal = dir.path / "journal.jsonl";
-    const auto intact = slurp(journal);
+    const auto intact = bgw::test::slurp(journal).value_or("");
     ASSERT_EQ(intact.back(), '\n');
     {
         // A crash in the middle of the next append.
@@ -59,7 +51,7 @@ TEST(batch_spool, replays_records_and_cuts_a_torn_last_line) {
         out << R"({"e":"accept","id":"torn","reg)";
     }
     bgw::net::batch_service again(with_spool(dir.path));
-    EXPECT_EQ(slurp(journal), intact);  // the torn tail is gone
+    EXPECT_EQ(bgw::test::slurp(journal).value_or(""), intact);  // the torn tail is gone
     auto res = again.answer(http::verb::get, "/gateway/batch/records/" + first, "", "req");
     EXPECT_EQ(res.result_int(), 202u);
     rapidjson::Document d;

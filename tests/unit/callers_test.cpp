@@ -4,6 +4,7 @@
 
 #include "bgw/aws/sigv4.hpp"
 
+#include "support/fixtures.hpp"
 #include <gtest/gtest.h>
 
 namespace {
@@ -12,14 +13,12 @@ using bgw::policy::authenticate;
 
 bgw::config::config with_keys() {
     auto hex = [](std::string_view key) { return bgw::aws::sha256_hex(key); };
-    auto c = bgw::config::parse_config(
+    return bgw::test::config_from(
         R"({"regions": {"us-east-1": {}, "eu-west-1": {}}, "caller_keys": {
             "free": {"sha256": ")" +
         hex("free-key") + R"("},
             "eu-claude": {"sha256": ")" +
         hex("eu-key") + R"(", "models": ["claude"], "regions": ["eu-west-1"]}}})");
-    EXPECT_TRUE(c) << c.error().message;
-    return *c;
 }
 
 TEST(callers, without_keys_everyone_passes) {

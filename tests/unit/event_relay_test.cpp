@@ -23,18 +23,14 @@ using bgw::http::event_relay;
 
 const fs::path frames_dir = fs::path(BGW_REFERENCE_DIR) / "eventstream" / "bedrock-frames";
 
-std::string slurp(const fs::path& p) {
-    auto text = bgw::test::slurp(p);
-    EXPECT_TRUE(text) << "missing " << p;
-    return text.value_or("");
-}
+using bgw::test::read_or_fail;
 
 /// The frames' descriptions from X.json: one document, an array of {headers, payload_utf8}.
 /// A missing or unreadable file fails the calling test and reads as an empty array, so the
 /// test fails on its assertions instead of crashing on a non-array.
 rapidjson::Document description(const std::string& name) {
     rapidjson::Document doc;
-    const std::string text = slurp(frames_dir / (name + ".json"));
+    const std::string text = read_or_fail(frames_dir / (name + ".json"));
     doc.Parse(text.data(), text.size());
     EXPECT_FALSE(doc.HasParseError()) << name;
     EXPECT_TRUE(doc.IsArray()) << name;
@@ -76,7 +72,7 @@ TEST(event_relay, reference_frames_present) {
 TEST(event_relay, every_reference_stream_passes_unchanged_at_every_split) {
     for (const auto& e : fs::directory_iterator(frames_dir)) {
         if (e.path().extension() != ".bin") continue;
-        const std::string wire = slurp(e.path());
+        const std::string wire = read_or_fail(e.path());
         const auto frames = description(e.path().stem().string());
         for (std::size_t piece = 1; piece <= wire.size(); ++piece) {
             event_relay relay;
@@ -103,7 +99,7 @@ TEST(event_relay, converse_stream_usage_from_metadata) {
 
     event_relay relay;
     std::string forwarded;
-    ASSERT_TRUE(relay.feed(slurp(frames_dir / (name + ".bin")), forwarded));
+    ASSERT_TRUE(relay.feed(read_or_fail(frames_dir / (name + ".bin")), forwarded));
     EXPECT_EQ(relay.summary().input_tokens, in);
     EXPECT_EQ(relay.summary().output_tokens, out);
     EXPECT_EQ(relay.summary().events, frames.Size());
@@ -130,7 +126,7 @@ TEST(event_relay, invoke_stream_usage_from_invocation_metrics) {
 
     event_relay relay;
     std::string forwarded;
-    ASSERT_TRUE(relay.feed(slurp(frames_dir / (name + ".bin")), forwarded));
+    ASSERT_TRUE(relay.feed(read_or_fail(frames_dir / (name + ".bin")), forwarded));
     EXPECT_EQ(relay.summary().input_tokens, in);
     EXPECT_EQ(relay.summary().output_tokens, out);
 }
@@ -147,7 +143,7 @@ TEST(event_relay, midstream_exception_is_forwarded_and_noted) {
 
         event_relay relay;
         std::string forwarded;
-        const std::string wire = slurp(frames_dir / (std::string(name) + ".bin"));
+        const std::string wire = read_or_fail(frames_dir / (std::string(name) + ".bin"));
         ASSERT_TRUE(relay.feed(wire, forwarded));
         EXPECT_EQ(forwarded, wire) << "the exception frame goes to the client as it is";
         EXPECT_EQ(relay.summary().exception, header_value(last, ":exception-type")) << name;
@@ -161,14 +157,15 @@ TEST(event_relay, error_frame_is_noted) {
     ASSERT_FALSE(frames.Empty());
     event_relay relay;
     std::string forwarded;
-    ASSERT_TRUE(relay.feed(slurp(frames_dir / "synthetic-message-type-error.bin"), forwarded));
+    ASSERT_TRUE(
+        relay.feed(read_or_fail(frames_dir / "synthetic-message-type-error.bin"), forwarded));
     EXPECT_EQ(relay.summary().exception, header_value(frames[0], ":error-code"));
     EXPECT_EQ(relay.summary().exception_message, header_value(frames[0], ":error-message"));
     EXPECT_EQ(relay.summary().events, 0u);
 }
 
 TEST(event_relay, corrupt_frame_is_held_back_and_the_relay_stays_failed) {
-    const std::string wire = slurp(frames_dir / "synthetic-converse-stream.bin");
+    const std::string wire = read_or_fail(frames_dir / "synthetic-converse-stream.bin");
     auto all = es::decode_all(wire);
     ASSERT_TRUE(all) << es::to_string(all.error());
     ASSERT_GE(all->size(), 3u);
@@ -195,7 +192,7 @@ TEST(event_relay, corrupt_frame_is_held_back_and_the_relay_stays_failed) {
 }
 
 TEST(event_relay, partial_frame_is_pending) {
-    const std::string wire = slurp(frames_dir / "synthetic-converse-stream.bin");
+    const std::string wire = read_or_fail(frames_dir / "synthetic-converse-stream.bin");
     event_relay relay;
     std::string out;
     ASSERT_TRUE(relay.feed(std::string_view(wire).substr(0, 20), out));

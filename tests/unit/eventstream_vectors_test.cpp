@@ -36,7 +36,7 @@ namespace es = bgw::aws::eventstream;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-using bgw::test::slurp;
+using bgw::test::read_or_fail;
 
 fs::path reference(std::string_view sub) {
     return fs::path(BGW_REFERENCE_DIR) / "eventstream" / sub;
@@ -151,13 +151,6 @@ std::vector<vector_case> all_cases() {
     return all;
 }
 
-/// Reads a file the case needs; a missing file is a failure of the calling test.
-std::string read(const fs::path& p) {
-    auto body = slurp(p);
-    EXPECT_TRUE(body.has_value()) << "missing " << p.string();
-    return body.value_or("");
-}
-
 bool parse_json(const std::string& text, rapidjson::Document& doc) {
     doc.Parse(text.data(), text.size());
     return !doc.HasParseError();
@@ -238,8 +231,8 @@ class eventstream_sdk_positive : public testing::TestWithParam<vector_case> {};
 
 TEST_P(eventstream_sdk_positive, decodes_to_description_and_reencodes) {
     const vector_case& c = GetParam();
-    const std::string wire = read(c.wire);
-    const std::string json = read(c.expected);
+    const std::string wire = read_or_fail(c.wire);
+    const std::string json = read_or_fail(c.expected);
     ASSERT_FALSE(HasFailure());
     rapidjson::Document doc;
     ASSERT_TRUE(parse_json(json, doc) && doc.IsObject()) << c.expected.string();
@@ -285,8 +278,8 @@ class eventstream_sdk_negative : public testing::TestWithParam<vector_case> {};
 
 TEST_P(eventstream_sdk_negative, rejected_with_expected_error) {
     const vector_case& c = GetParam();
-    const std::string wire = read(c.wire);
-    const std::string expected = trim(read(c.expected));
+    const std::string wire = read_or_fail(c.wire);
+    const std::string expected = trim(read_or_fail(c.expected));
     ASSERT_FALSE(HasFailure());
     ASSERT_FALSE(expected.empty());
 
@@ -313,8 +306,8 @@ class eventstream_bedrock_frames : public testing::TestWithParam<vector_case> {}
 
 TEST_P(eventstream_bedrock_frames, decodes_to_description_and_reencodes) {
     const vector_case& c = GetParam();
-    const std::string wire = read(c.wire);
-    const std::string json = read(c.expected);
+    const std::string wire = read_or_fail(c.wire);
+    const std::string json = read_or_fail(c.expected);
     ASSERT_FALSE(HasFailure());
     rapidjson::Document doc;
     ASSERT_TRUE(parse_json(json, doc)) << c.expected.string();
@@ -408,7 +401,7 @@ class eventstream_split_property : public testing::TestWithParam<vector_case> {}
 
 TEST_P(eventstream_split_property, every_split_yields_same_result) {
     const vector_case& c = GetParam();
-    const std::string wire = read(c.wire);
+    const std::string wire = read_or_fail(c.wire);
     ASSERT_FALSE(HasFailure());
     ASSERT_FALSE(wire.empty());
 

@@ -3,6 +3,7 @@
 
 #include "bgw/routing/router.hpp"
 
+#include "support/fixtures.hpp"
 #include <gtest/gtest.h>
 
 namespace {
@@ -22,11 +23,7 @@ const char* config_json = R"({
         "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0", "service_tier": "flex" } ] } } })";
 
 const config::config& cfg() {
-    static const config::config c = [] {
-        auto r = config::parse_config(config_json);
-        EXPECT_TRUE(r) << r.error().message;
-        return *r;
-    }();
+    static const config::config c = bgw::test::config_from(config_json);
     return c;
 }
 

@@ -295,13 +295,6 @@ struct crt_context {
     std::optional<unsigned> expiration_in_seconds;  ///< presigned (query-*) variants
 };
 
-/// A file of an aws-c-auth case; a missing one fails the test and reads as "".
-std::string read_case_file(const vector_case& c, std::string_view file) {
-    auto text = slurp(c.dir / file);
-    EXPECT_TRUE(text.has_value()) << "missing " << (c.dir / file).string();
-    return text.value_or("");
-}
-
 /// What aws-c-auth signs for `req` under `ctx`, with the query and headers of the variant
 /// (header signing adds headers; presigning adds query parameters).
 bgw::aws::signing_input crt_signing_input(const bgw::aws::raw_request& req,
@@ -367,7 +360,7 @@ class sigv4_crt_suite : public testing::TestWithParam<vector_case> {};
 
 TEST_P(sigv4_crt_suite, vector) {
     const vector_case& c = GetParam();
-    auto read = [&](std::string_view file) { return read_case_file(c, file); };
+    auto read = [&](std::string_view file) { return bgw::test::read_or_fail(c.dir / file); };
     const std::string req_text = read("request.txt");
     const std::string creq = read("header-canonical-request.txt");
     const std::string sts = read("header-string-to-sign.txt");
@@ -476,7 +469,7 @@ class sigv4_crt_presigned : public testing::TestWithParam<vector_case> {};
 
 TEST_P(sigv4_crt_presigned, vector) {
     const vector_case& c = GetParam();
-    auto read = [&](std::string_view file) { return read_case_file(c, file); };
+    auto read = [&](std::string_view file) { return bgw::test::read_or_fail(c.dir / file); };
     const std::string req_text = read("request.txt");
     const std::string creq = read("query-canonical-request.txt");
     const std::string sts = read("query-string-to-sign.txt");

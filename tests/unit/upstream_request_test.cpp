@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "support/fixtures.hpp"
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <gtest/gtest.h>
@@ -12,10 +13,8 @@ namespace http = boost::beast::http;
 using namespace std::chrono_literals;
 
 bgw::config::config two_regions() {
-    auto c = bgw::config::parse_config(
+    return bgw::test::config_from(
         R"({"default_region":"us-east-1","regions":{"us-east-1":{},"eu-west-1":{}}})");
-    EXPECT_TRUE(c);
-    return *c;
 }
 
 const std::string app_sig_eu =
