@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <tuple>
@@ -68,6 +69,33 @@ result<double> get_price(const json& v, const std::string& path) {
     return v.GetDouble();
 }
 
+/// One `prices` entry: per-1k token prices, or a provisioned model unit's hourly price.
+result<price> parse_price(const json& entry, const std::string& path) {
+    if (!entry.IsObject()) return bad(path, "must be an object");
+    if (auto r = only_known(entry, path,
+                            {"input_per_1k", "output_per_1k", "model_unit_hour", "model_units"});
+        !r)
+        return r.error();
+    price p;
+    for (auto [key, field] :
+         {std::pair{"input_per_1k", &p.input_per_1k}, std::pair{"output_per_1k", &p.output_per_1k},
+          std::pair{"model_unit_hour", &p.model_unit_hour}}) {
+        if (auto m = entry.FindMember(key); m != entry.MemberEnd()) {
+            auto d = get_price(m->value, path + "." + key);
+            if (!d) return d.error();
+            *field = *d;
+        }
+    }
+    if (auto m = entry.FindMember("model_units"); m != entry.MemberEnd()) {
+        auto n = get_int(m->value, path + ".model_units", 1, 100000);
+        if (!n) return n.error();
+        p.model_units = static_cast<unsigned>(*n);
+    }
+    if ((p.model_unit_hour > 0) != (p.model_units > 0))
+        return bad(path, "a provisioned price needs both model_unit_hour and model_units");
+    return p;
+}
+
 result<void> parse_prices(const json& v, config& out) {
     if (!v.IsObject()) {
         return bad("prices",
@@ -80,31 +108,9 @@ result<void> parse_prices(const json& v, config& out) {
         if (model.empty() || model.size() > 2048)
             return bad("prices", "a model id must be 1 to 2048 characters");
         if (out.prices.contains(model)) return bad(path, "key appears twice");
-        const json& entry = it->value;
-        if (!entry.IsObject()) return bad(path, "must be an object");
-        if (auto r = only_known(
-                entry, path, {"input_per_1k", "output_per_1k", "model_unit_hour", "model_units"});
-            !r)
-            return r.error();
-        price p;
-        for (auto [key, field] : {std::pair{"input_per_1k", &p.input_per_1k},
-                                  std::pair{"output_per_1k", &p.output_per_1k},
-                                  std::pair{"model_unit_hour", &p.model_unit_hour}}) {
-            if (auto m = entry.FindMember(key); m != entry.MemberEnd()) {
-                auto d = get_price(m->value, path + "." + key);
-                if (!d) return d.error();
-                *field = *d;
-            }
-        }
-        if (auto m = entry.FindMember("model_units"); m != entry.MemberEnd()) {
-            auto n = get_int(m->value, path + ".model_units", 1, 100000);
-            if (!n) return n.error();
-            p.model_units = static_cast<unsigned>(*n);
-        }
-        if ((p.model_unit_hour > 0) != (p.model_units > 0)) {
-            return bad(path, "a provisioned price needs both model_unit_hour and model_units");
-        }
-        out.prices.emplace(std::move(model), p);
+        auto p = parse_price(it->value, path);
+        if (!p) return p.error();
+        out.prices.emplace(std::move(model), *p);
     }
     return {};
 }
@@ -123,6 +129,80 @@ result<std::vector<std::string>> get_string_list(const json& v,
     return out;
 }
 
+/// A caller key's `sha256`: 64 hex digits.
+result<std::array<unsigned char, 32>> parse_key_hash(const json& entry, const std::string& path) {
+    auto hash = entry.FindMember("sha256");
+    if (hash == entry.MemberEnd()) {
+        return bad(path + ".sha256",
+                   "is required: the key's SHA-256 in hex (printf %s KEY | sha256sum)");
+    }
+    std::string_view hex = hash->value.IsString() ? std::string_view(hash->value.GetString(),
+                                                                     hash->value.GetStringLength())
+                                                  : std::string_view{};
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::array<unsigned char, 32> out{};
+    bool ok = hex.size() == 64;
+    for (std::size_t i = 0; ok && i < 32; ++i) {
+        int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        if (ok) out[i] = static_cast<unsigned char>(hi * 16 + lo);
+    }
+    if (!ok) return bad(path + ".sha256", "must be 64 hex digits (a SHA-256, not the key)");
+    return out;
+}
+
+/// A caller key's scope and limits: `models`, `regions` (allowed ones only), `rpm`, `tpm`.
+result<void> parse_key_scope(const json& entry,
+                             const std::string& path,
+                             const config& out,
+                             caller_key& key) {
+    if (auto m = entry.FindMember("models"); m != entry.MemberEnd()) {
+        auto list = get_string_list(m->value, path + ".models", 2048);
+        if (!list) return list.error();
+        key.models = std::move(*list);
+    }
+    if (auto m = entry.FindMember("regions"); m != entry.MemberEnd()) {
+        auto list = get_string_list(m->value, path + ".regions", 64);
+        if (!list) return list.error();
+        for (const auto& r : *list) {
+            if (!out.regions.contains(r))
+                return bad(path + ".regions", "\"" + r + "\" is not in regions");
+        }
+        key.regions = std::move(*list);
+    }
+    for (auto [field, target] :
+         {std::pair{"rpm", &key.limit.rpm}, std::pair{"tpm", &key.limit.tpm}}) {
+        if (auto m = entry.FindMember(field); m != entry.MemberEnd()) {
+            auto n = get_int(m->value, path + "." + field, 0, 1'000'000'000);
+            if (!n) return n.error();
+            *target = static_cast<std::uint64_t>(*n);
+        }
+    }
+    return {};
+}
+
+/// One `caller_keys` entry, against the keys before it (no two share a hash).
+result<caller_key> parse_caller_key(const json& entry, const std::string& path, const config& out) {
+    if (!entry.IsObject()) return bad(path, "must be an object");
+    if (auto r = only_known(entry, path, {"sha256", "models", "regions", "rpm", "tpm"}); !r)
+        return r.error();
+    caller_key key;
+    auto hash = parse_key_hash(entry, path);
+    if (!hash) return hash.error();
+    key.sha256 = *hash;
+    for (const auto& other : out.caller_keys) {
+        if (other.second.sha256 == key.sha256)
+            return bad(path + ".sha256", "is the same key as caller_keys." + other.first);
+    }
+    if (auto r = parse_key_scope(entry, path, out, key); !r) return r.error();
+    return key;
+}
+
 /// Parses after `regions`: a caller key's regions must be allowed ones.
 result<void> parse_caller_keys(const json& v, config& out) {
     if (!v.IsObject()) {
@@ -135,60 +215,9 @@ result<void> parse_caller_keys(const json& v, config& out) {
         if (name.empty() || name.size() > 128 || name == "*")
             return bad("caller_keys", "a key name must be 1 to 128 characters, not \"*\"");
         if (out.caller_keys.contains(name)) return bad(path, "key appears twice");
-        const json& entry = it->value;
-        if (!entry.IsObject()) return bad(path, "must be an object");
-        if (auto r = only_known(entry, path, {"sha256", "models", "regions", "rpm", "tpm"}); !r)
-            return r.error();
-        caller_key key;
-        auto hash = entry.FindMember("sha256");
-        if (hash == entry.MemberEnd()) {
-            return bad(path + ".sha256",
-                       "is required: the key's SHA-256 in hex (printf %s KEY | sha256sum)");
-        }
-        std::string_view hex =
-            hash->value.IsString()
-                ? std::string_view(hash->value.GetString(), hash->value.GetStringLength())
-                : std::string_view{};
-        auto nibble = [](char c) -> int {
-            if (c >= '0' && c <= '9') return c - '0';
-            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-            return -1;
-        };
-        bool ok = hex.size() == 64;
-        for (std::size_t i = 0; ok && i < 32; ++i) {
-            int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-            ok = hi >= 0 && lo >= 0;
-            if (ok) key.sha256[i] = static_cast<unsigned char>(hi * 16 + lo);
-        }
-        if (!ok) return bad(path + ".sha256", "must be 64 hex digits (a SHA-256, not the key)");
-        for (const auto& other : out.caller_keys) {
-            if (other.second.sha256 == key.sha256)
-                return bad(path + ".sha256", "is the same key as caller_keys." + other.first);
-        }
-        if (auto m = entry.FindMember("models"); m != entry.MemberEnd()) {
-            auto list = get_string_list(m->value, path + ".models", 2048);
-            if (!list) return list.error();
-            key.models = std::move(*list);
-        }
-        if (auto m = entry.FindMember("regions"); m != entry.MemberEnd()) {
-            auto list = get_string_list(m->value, path + ".regions", 64);
-            if (!list) return list.error();
-            for (const auto& r : *list) {
-                if (!out.regions.contains(r))
-                    return bad(path + ".regions", "\"" + r + "\" is not in regions");
-            }
-            key.regions = std::move(*list);
-        }
-        for (auto [field, target] :
-             {std::pair{"rpm", &key.limit.rpm}, std::pair{"tpm", &key.limit.tpm}}) {
-            if (auto m = entry.FindMember(field); m != entry.MemberEnd()) {
-                auto n = get_int(m->value, path + "." + field, 0, 1'000'000'000);
-                if (!n) return n.error();
-                *target = static_cast<std::uint64_t>(*n);
-            }
-        }
-        out.caller_keys.emplace(std::move(name), std::move(key));
+        auto key = parse_caller_key(it->value, path, out);
+        if (!key) return key.error();
+        out.caller_keys.emplace(std::move(name), std::move(*key));
     }
     return {};
 }
@@ -492,7 +521,7 @@ result<double> get_seconds(const json& v, const std::string& path, double lo, do
 }
 
 std::chrono::milliseconds to_ms(double seconds) {
-    return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5));
+    return std::chrono::milliseconds(std::llround(seconds * 1000.0));
 }
 
 /// S3 bucket names: 3-63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit.
@@ -504,15 +533,8 @@ bool is_bucket_name(std::string_view b) {
                        [&](char c) { return alnum(c) || c == '.' || c == '-'; });
 }
 
-result<void> parse_batch(const json& v, config& out) {
-    if (!v.IsObject()) return bad("batch", "must be an object");
-    if (auto r = only_known(v, "batch",
-                            {"bucket", "prefix", "role_arn", "spool_dir", "min_records",
-                             "max_wait_s", "underfull", "poll_interval_s"});
-        !r)
-        return r.error();
-    auto& b = out.batch;
-    b.enabled = true;
+/// The batch tier's required settings: `bucket`, `role_arn`, `spool_dir`.
+result<void> parse_batch_required(const json& v, batch_config& b) {
     for (auto [key, into] : {std::pair{"bucket", &b.bucket}, std::pair{"role_arn", &b.role_arn},
                              std::pair{"spool_dir", &b.spool_dir}}) {
         auto m = v.FindMember(key);
@@ -526,6 +548,12 @@ result<void> parse_batch(const json& v, config& out) {
     if (!b.role_arn.starts_with("arn:") || b.role_arn.find(":role/") == std::string::npos)
         return bad("batch.role_arn", "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)");
     if (b.spool_dir.empty()) return bad("batch.spool_dir", "must name a directory");
+    return {};
+}
+
+/// The batch tier's optional settings, in the order they are checked: `prefix`,
+/// `min_records`, `max_wait_s`, `poll_interval_s`, `underfull`.
+result<void> parse_batch_optional(const json& v, batch_config& b) {
     if (auto m = v.FindMember("prefix"); m != v.MemberEnd()) {
         auto s = get_string(m->value, "batch.prefix");
         if (!s) return s.error();
@@ -538,15 +566,13 @@ result<void> parse_batch(const json& v, config& out) {
         if (!n) return n.error();
         b.min_records = static_cast<std::size_t>(*n);
     }
-    if (auto m = v.FindMember("max_wait_s"); m != v.MemberEnd()) {
-        auto n = get_seconds(m->value, "batch.max_wait_s", 0.01, 7 * 86400.0);
-        if (!n) return n.error();
-        b.max_wait = to_ms(*n);
-    }
-    if (auto m = v.FindMember("poll_interval_s"); m != v.MemberEnd()) {
-        auto n = get_seconds(m->value, "batch.poll_interval_s", 0.01, 3600.0);
-        if (!n) return n.error();
-        b.poll_interval = to_ms(*n);
+    for (auto [key, into, hi] : {std::tuple{"max_wait_s", &b.max_wait, 7 * 86400.0},
+                                 std::tuple{"poll_interval_s", &b.poll_interval, 3600.0}}) {
+        if (auto m = v.FindMember(key); m != v.MemberEnd()) {
+            auto n = get_seconds(m->value, std::string("batch.") + key, 0.01, hi);
+            if (!n) return n.error();
+            *into = to_ms(*n);
+        }
     }
     if (auto m = v.FindMember("underfull"); m != v.MemberEnd()) {
         auto s = get_string(m->value, "batch.underfull");
@@ -556,6 +582,18 @@ result<void> parse_batch(const json& v, config& out) {
         b.underfull_on_demand = *s == "on-demand";
     }
     return {};
+}
+
+result<void> parse_batch(const json& v, config& out) {
+    if (!v.IsObject()) return bad("batch", "must be an object");
+    if (auto r = only_known(v, "batch",
+                            {"bucket", "prefix", "role_arn", "spool_dir", "min_records",
+                             "max_wait_s", "underfull", "poll_interval_s"});
+        !r)
+        return r.error();
+    out.batch.enabled = true;
+    if (auto r = parse_batch_required(v, out.batch); !r) return r;
+    return parse_batch_optional(v, out.batch);
 }
 
 result<void> parse_credentials(const json& v, config& out) {
