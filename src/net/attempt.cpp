@@ -185,11 +185,14 @@ std::optional<std::chrono::milliseconds> upstream_hint(
 pipeline::attempt_report report(const attempt_result& r, const upstream_leg& leg) {
     pipeline::attempt_report out;
     out.outcome = r.outcome;
+    // An answer to relay needs nothing more (the relay reads its head itself): the common case
+    // costs no header lookups here.
+    if (r.outcome == policy::outcome::success) return out;
     out.timed_out = r.ec == beast::error::timeout;
     if (r.ec) out.no_answer = upstream_failure(r.ec, r.during);
     out.upstream_hint = upstream_hint(r, leg.p);
     if (!r.ec && leg.p) out.upstream_request_id = std::string(leg.p->get()["x-amzn-RequestId"]);
-    if (r.outcome != policy::outcome::success) out.description = describe(r, leg.p);
+    out.description = describe(r, leg.p);
     return out;
 }
 
