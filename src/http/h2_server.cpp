@@ -177,6 +177,12 @@ struct h2_server::access {
 
     static int on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
         auto& s = self(user);
+        if (frame->hd.type == NGHTTP2_RST_STREAM && !s.take_reset_token()) {
+            // Rapid reset: each reset stream cost the gateway a request started for nothing.
+            s.calm_down_ = true;
+            nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
+            return 0;
+        }
         if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
         auto* st = stream_of(session, frame->hd.stream_id);
         if (!st) return 0;
@@ -243,8 +249,12 @@ struct h2_server::access {
     }
 };
 
-h2_server::h2_server(const h2_limits& limits, h2_events& events)
-    : limits_(limits), events_(events) {
+h2_server::h2_server(const h2_limits& limits, h2_events& events, clock::time_point (*now)())
+    : limits_(limits),
+      events_(events),
+      now_(now),
+      reset_tokens_(static_cast<double>(limits.reset_burst)),
+      refilled_(now()) {
     nghttp2_session_callbacks* cb = nullptr;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, access::on_begin_headers);
@@ -256,7 +266,10 @@ h2_server::h2_server(const h2_limits& limits, h2_events& events)
     nghttp2_option* opt = nullptr;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_closed_streams(opt, 1);
-    nghttp2_option_set_stream_reset_rate_limit(opt, limits_.reset_burst, limits_.reset_rate);
+    // The library's own guard stays as a backstop behind the gateway's (which says why).
+    nghttp2_option_set_stream_reset_rate_limit(
+        opt, std::max<std::uint64_t>(1000, 4 * limits_.reset_burst),
+        std::max<std::uint64_t>(33, 4 * limits_.reset_rate));
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_outbound_ack(opt, 100);
     nghttp2_option_set_max_settings(opt, 32);
@@ -288,6 +301,17 @@ h2_server::stream_state* h2_server::find(std::int32_t stream) const {
     return it == streams_.end() ? nullptr : it->second.get();
 }
 
+bool h2_server::take_reset_token() {
+    const auto t = now_();
+    const double elapsed = std::chrono::duration<double>(t - refilled_).count();
+    refilled_ = t;
+    reset_tokens_ = std::min(static_cast<double>(limits_.reset_burst),
+                             reset_tokens_ + elapsed * static_cast<double>(limits_.reset_rate));
+    if (reset_tokens_ < 1.0) return false;
+    reset_tokens_ -= 1.0;
+    return true;
+}
+
 bool h2_server::feed(std::string_view bytes) {
     const auto n = nghttp2_session_mem_recv(
         session_, reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
@@ -298,6 +322,12 @@ bool h2_server::feed(std::string_view bytes) {
             nghttp2_session_terminate_session(session_, n == NGHTTP2_ERR_FLOODED
                                                             ? NGHTTP2_ENHANCE_YOUR_CALM
                                                             : NGHTTP2_PROTOCOL_ERROR);
+        return false;
+    }
+    if (calm_down_) {
+        failure_ = "the client reset streams faster than " + std::to_string(limits_.reset_rate) +
+                   " a second (after a burst of " + std::to_string(limits_.reset_burst) +
+                   "): rapid reset";
         return false;
     }
     return true;

@@ -8,6 +8,7 @@
 
 #include "bgw/error.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -36,7 +37,7 @@ struct h2_limits {
     std::size_t max_target_bytes = 8 * 1024;
     std::size_t max_body_bytes = 25'000'000;
     /// Streams a client may reset (RST_STREAM) in a burst, then per second (CVE-2023-44487,
-    /// "rapid reset"): past it the connection gets GOAWAY.
+    /// "rapid reset"): past it the connection gets GOAWAY(ENHANCE_YOUR_CALM).
     std::uint64_t reset_burst = 400;
     std::uint64_t reset_rate = 40;
 };
@@ -77,7 +78,9 @@ public:
 
 class h2_server {
 public:
-    h2_server(const h2_limits& limits, h2_events& events);
+    using clock = std::chrono::steady_clock;
+    /// `now` is the clock the rapid-reset guard reads (a test's hand-held one).
+    h2_server(const h2_limits& limits, h2_events& events, clock::time_point (*now)() = clock::now);
     ~h2_server();
     h2_server(const h2_server&) = delete;
     h2_server& operator=(const h2_server&) = delete;
@@ -123,7 +126,13 @@ private:
     nghttp2_session* session_ = nullptr;
     std::map<std::int32_t, std::unique_ptr<stream_state>> streams_;
     std::string failure_;
+    clock::time_point (*now_)();
+    double reset_tokens_;         ///< the rapid-reset guard's bucket
+    clock::time_point refilled_;  ///< when it was last refilled
+    bool calm_down_ = false;      ///< the guard tripped: the connection ends
 
+    /// A client RST_STREAM: one token. False when there was none left.
+    bool take_reset_token();
     stream_state* find(std::int32_t stream) const;
 };
 
