@@ -233,6 +233,23 @@ def e2e_pki():
     return _PKI
 
 
+def e2e_leaf(name):
+    """Another certificate the test CA signed for 127.0.0.1 and localhost, with its own key and
+    serial (a certificate rotation: the TLS listener's reload tests): {"cert", "key"} paths in
+    e2e_pki()'s directory, made once per name and test process."""
+    pki = e2e_pki()
+    d = os.path.dirname(pki["ca"])
+    cert, key = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+    if not os.path.exists(cert):
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        _openssl("req", *ec, "-subj", "/CN=localhost", "-keyout", name + ".key",
+                 "-out", name + ".csr", cwd=d)
+        _openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", name + ".pem",
+                 cwd=d)
+    return {"cert": cert, "key": key}
+
+
 def e2e_ca_context():
     """An ssl context for this process's own clients that trusts the test CA."""
     return ssl.create_default_context(cafile=e2e_pki()["ca"])
@@ -413,6 +430,31 @@ class Gateway(ChildProcess):
             raise AssertionError("%s wrote no matching request log line\n%s"
                                  % (self.name, self.output()))
         return entry
+
+
+def gateway_event(gateway, name, count=1, timeout=10.0):
+    """The `count`-th log line of the lifecycle event `name` (`tls_reloaded`, ...) of
+    `gateway`, once it is written; raises with the gateway's output after `timeout` s."""
+    def find(lines):
+        got = [json.loads(x) for x in lines
+               if x.startswith("{") and '"event":"%s"' % name in x]
+        got = [obj for obj in got if obj.get("event") == name]
+        return got[count - 1] if len(got) >= count else None
+
+    found = gateway.stdout.wait_for(find, timeout)
+    if found is None:
+        raise AssertionError("%s wrote no %d-th %r line within %.0f s\n%s"
+                             % (gateway.name, count, name, timeout, gateway.output()))
+    return found
+
+
+def tls_port(gateway):
+    """The TLS listener's port, from the `tls_address` of the gateway's `listening` line."""
+    listening = gateway.events("listening")
+    if len(listening) != 1 or "tls_address" not in listening[0]:
+        raise AssertionError("%s's listening line has no tls_address\n%s"
+                             % (gateway.name, gateway.output()))
+    return int(listening[0]["tls_address"].rsplit(":", 1)[1])
 
 
 def _names_https_loopback(value):
