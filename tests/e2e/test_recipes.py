@@ -25,6 +25,8 @@ import os
 import re
 import shlex
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 import unittest
@@ -36,6 +38,12 @@ README = os.path.join(HERE, "..", "..", "README.md")
 JS_DIR = os.path.join(HERE, "js")
 SECTION = "## Point your app at it\n"
 README_ENDPOINT = "127.0.0.1:8080"
+# The TLS listener's recipes: its address and where the README keeps the certificates.
+README_TLS_ENDPOINT = "127.0.0.1:8443"
+README_TLS_DIR = "/etc/bedrock-gateway/tls"
+# HTTPS_PROXY is the trap for requests that ignore the endpoint; an https:// endpoint on
+# loopback (the TLS listener) is reached directly, as it is without a proxy set.
+LOOPBACK_NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 GATEWAY_KEY = "AKIDGATEWAYRECIPES"
 GATEWAY_SECRET = "recipes-gateway-secret/KEY+0123456789"
@@ -65,6 +73,11 @@ TESTED = {
     "anthropic-js-env": "test_anthropic_js_env",
     "curl": "test_curl",
     "claude-code": "test_claude_code",
+    "langchain-env": "test_langchain_env",
+    "langchain-tls": "test_langchain_tls",
+    "tls-cert": "test_tls_cert_and_config",
+    "tls-config": "test_tls_cert_and_config",
+    "boto3-tls": "test_boto3_tls",
 }
 
 
@@ -171,12 +184,20 @@ class ReadmeRecipes(unittest.TestCase):
                              "(npm ci in tests/e2e/js for the JavaScript packages)" % name)
         return path
 
-    def run_recipe(self, name, app_credentials=False, programs=(), env_extra=None):
-        """Runs the README's recipe `name` against the test gateway; returns its stdout."""
+    def run_recipe(self, name, app_credentials=False, programs=(), env_extra=None,
+                   replacements=None):
+        """Runs the README's recipe `name` against the test gateway; returns its stdout.
+
+        `replacements` (README text to what it becomes here) stand in for the gateway's
+        address: the TLS recipes name the TLS listener and the certificates' directory."""
         self.assertIn(name, self.recipes, "README.md has no `<!-- recipe: %s -->` block" % name)
         lang, code = self.recipes[name]
-        self.assertIn(README_ENDPOINT, code, "recipe %s does not name the gateway" % name)
-        code = code.replace(README_ENDPOINT, "127.0.0.1:%d" % self.gateway.port)
+        if replacements is None:
+            self.assertIn(README_ENDPOINT, code, "recipe %s does not name the gateway" % name)
+            code = code.replace(README_ENDPOINT, "127.0.0.1:%d" % self.gateway.port)
+        for old, new in (replacements or {}).items():
+            self.assertIn(old, code, "recipe %s does not name %s" % (name, old))
+            code = code.replace(old, new)
 
         env = self.recipe_env(app_credentials)
         env.update(env_extra or {})
@@ -352,6 +373,83 @@ class ReadmeRecipes(unittest.TestCase):
         out = self.run_recipe("anthropic-js-env", app_credentials=True, programs=["node"])
         self.assertEqual(out, FAKE_STREAM_TEXT + "\n")
         self.assert_streams_completed(self.assert_upstream(mark, ["invoke-with-response-stream"]))
+
+    def test_langchain_env(self):
+        mark = self.fake.mark()
+        out = self.run_recipe("langchain-env", app_credentials=True, programs=["node"])
+        self.assertEqual(out, "Hello\nHello\n")
+        self.assert_streams_completed(self.assert_upstream(mark, ["converse", "converse-stream"]))
+
+    # --- the TLS listener ------------------------------------------------------------------
+
+    def tls_gateway(self):
+        """(gateway, its TLS port, the certificates' directory): the README's tls-cert recipe
+        run as written (in a temporary directory), and a gateway with its tls-config section
+        serving what it made. Started once, on first use, so that only the TLS recipes fail
+        when TLS does not work."""
+        cls = type(self)
+        if getattr(cls, "tls", None) is None:
+            tls_dir = tempfile.mkdtemp(prefix="tls-", dir=self.workdir)
+            self.run_recipe("tls-cert", programs=["openssl"],
+                            replacements={README_TLS_DIR: tls_dir})
+            _, text = self.recipes["tls-config"]
+            section = json.loads(text.replace(README_TLS_DIR, tls_dir))
+            self.assertEqual(section["listen"], README_ENDPOINT)
+            tls = section["tls"]
+            self.assertEqual(sorted(tls), ["cert_file", "key_file", "listen"])
+            self.assertEqual(tls["listen"], README_TLS_ENDPOINT)
+            tls["listen"] = "127.0.0.1:0"
+            config = dict(self.gateway.config, tls=tls)
+            gw = bgw_e2e.Gateway(self.gateway.argv[0], config, self.workdir, "gw-recipes-tls",
+                                 GATEWAY_KEY, GATEWAY_SECRET)
+            cls.addClassCleanup(bgw_e2e.stop_checked, gw)
+            cls.tls = (gw, bgw_e2e.tls_port(gw), tls_dir)
+        return cls.tls
+
+    def tls_replacements(self):
+        _, port, tls_dir = self.tls_gateway()
+        return {README_TLS_ENDPOINT: "127.0.0.1:%d" % port, README_TLS_DIR: tls_dir}
+
+    def test_tls_cert_and_config(self):
+        gw, port, tls_dir = self.tls_gateway()
+        # The certificate the commands made is the one served, and it verifies for both names
+        # against the CA they made.
+        for name in ("127.0.0.1", "localhost"):
+            ctx = ssl.create_default_context(cafile=os.path.join(tls_dir, "ca.pem"))
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+                with ctx.wrap_socket(raw, server_hostname=name) as sock:
+                    served = sock.getpeercert(binary_form=True)
+            with open(os.path.join(tls_dir, "cert.pem"), encoding="ascii") as f:
+                self.assertEqual(served, ssl.PEM_cert_to_DER_cert(f.read()), name)
+        self.assertTrue(gw.alive(), gw.output())
+
+    def test_langchain_tls(self):
+        replacements = self.tls_replacements()
+        mark = self.fake.mark()
+        out = self.run_recipe("langchain-tls", app_credentials=True, programs=["node"],
+                              replacements=replacements)
+        self.assertEqual(out, "Hello\nHello\n")
+        self.assert_streams_completed(self.assert_upstream(mark, ["converse", "converse-stream"]))
+
+    def test_boto3_tls(self):
+        replacements = self.tls_replacements()
+        mark = self.fake.mark()
+        out = self.run_recipe("boto3-tls", programs=["python3"], app_credentials=True,
+                              replacements=replacements, env_extra=LOOPBACK_NO_PROXY)
+        self.assertEqual(out, "Hello\n")
+        self.assert_upstream(mark, ["converse"])
+        # And through AWS_CA_BUNDLE instead of verify=, as the recipe's comment says.
+        _, code = self.recipes["boto3-tls"]
+        self.assertIn('verify="%s/ca.pem"' % README_TLS_DIR, code)
+        env_replacements = {'verify="%s/ca.pem"' % README_TLS_DIR: "verify=None"}
+        env_replacements.update(replacements)
+        mark = self.fake.mark()
+        out = self.run_recipe("boto3-tls", programs=["python3"], app_credentials=True,
+                              replacements=env_replacements, env_extra=dict(
+                                  LOOPBACK_NO_PROXY, AWS_CA_BUNDLE=os.path.join(
+                                      replacements[README_TLS_DIR], "ca.pem")))
+        self.assertEqual(out, "Hello\n")
+        self.assert_upstream(mark, ["converse"])
 
     # --- curl ------------------------------------------------------------------------------
 
