@@ -441,8 +441,8 @@ class ReadmeRecipes(unittest.TestCase):
         # And through AWS_CA_BUNDLE instead of verify=, as the recipe's comment says.
         _, code = self.recipes["boto3-tls"]
         self.assertIn('verify="%s/ca.pem"' % README_TLS_DIR, code)
-        env_replacements = {'verify="%s/ca.pem"' % README_TLS_DIR: "verify=None"}
-        env_replacements.update(replacements)
+        env_replacements = {'verify="%s/ca.pem"' % README_TLS_DIR: "verify=None",
+                            README_TLS_ENDPOINT: replacements[README_TLS_ENDPOINT]}
         mark = self.fake.mark()
         out = self.run_recipe("boto3-tls", programs=["python3"], app_credentials=True,
                               replacements=env_replacements, env_extra=dict(

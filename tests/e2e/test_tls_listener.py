@@ -473,6 +473,10 @@ class TlsReloadTest(unittest.TestCase):
 
     def test_tls_listen_cannot_change_on_reload(self):
         gw, port, cert, key = self.start("gw-relisten")
+        # A request served means the gateway runs its event loop, its signal handlers in place
+        # (test_sighup_right_after_the_listening_line is about the moment before).
+        with tls_connect(port, alpn=["http/1.1"]) as sock:
+            self.assertEqual(self.converse_on(sock, port, "up"), 200)
         config = tls_config(self.fake.endpoint, cert, key)
         self.rewrite(gw, config)  # the running file, unchanged: a reload that goes through
         gw.proc.send_signal(signal.SIGHUP)
@@ -486,6 +490,15 @@ class TlsReloadTest(unittest.TestCase):
         self.assertIn("tls.listen", refused.get("error", ""), refused)
         with tls_connect(port) as sock:
             self.assertEqual(sock.getpeercert(binary_form=True), der_of(self.pki["cert"]))
+
+    def test_sighup_right_after_the_listening_line(self):
+        # A supervisor that rotates a certificate may signal as soon as the gateway says it
+        # listens. SIGHUP's default action ends the process: the handler must be in place
+        # before the `listening` line is written.
+        gw, port, cert, key = self.start("gw-early-hup")
+        gw.proc.send_signal(signal.SIGHUP)
+        bgw_e2e.gateway_event(gw, "tls_reloaded")
+        self.assertTrue(gw.alive(), gw.output())
 
     @staticmethod
     def write(path, text):
