@@ -386,8 +386,10 @@ class TlsReloadTest(unittest.TestCase):
         cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
         cls.addClassCleanup(cls.fake.stop)
 
-    def start(self, name):
-        """A gateway serving copies of the first leaf from its own directory."""
+    def start(self, name, settle=True):
+        """A gateway serving copies of the first leaf from its own directory. With `settle`,
+        once it has served a request: its event loop runs, so its signal handlers are in place
+        (test_sighup_right_after_the_listening_line is about the moment before)."""
         d = os.path.join(self.workdir, name)
         os.makedirs(d)
         cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
@@ -396,7 +398,11 @@ class TlsReloadTest(unittest.TestCase):
         gw = bgw_e2e.Gateway(self.binary, tls_config(self.fake.endpoint, cert, key),
                              self.workdir, name, GATEWAY_KEY, GATEWAY_SECRET)
         self.addCleanup(bgw_e2e.stop_checked, gw)
-        return gw, bgw_e2e.tls_port(gw), cert, key
+        port = bgw_e2e.tls_port(gw)
+        if settle:
+            with tls_connect(port, alpn=["http/1.1"]) as sock:
+                self.assertEqual(self.converse_on(sock, port, "up"), 200)
+        return gw, port, cert, key
 
     def converse_on(self, sock, port, text):
         """One keep-alive HTTP/1.1 Converse on an open TLS socket; returns the status."""
@@ -473,10 +479,6 @@ class TlsReloadTest(unittest.TestCase):
 
     def test_tls_listen_cannot_change_on_reload(self):
         gw, port, cert, key = self.start("gw-relisten")
-        # A request served means the gateway runs its event loop, its signal handlers in place
-        # (test_sighup_right_after_the_listening_line is about the moment before).
-        with tls_connect(port, alpn=["http/1.1"]) as sock:
-            self.assertEqual(self.converse_on(sock, port, "up"), 200)
         config = tls_config(self.fake.endpoint, cert, key)
         self.rewrite(gw, config)  # the running file, unchanged: a reload that goes through
         gw.proc.send_signal(signal.SIGHUP)
@@ -495,7 +497,7 @@ class TlsReloadTest(unittest.TestCase):
         # A supervisor that rotates a certificate may signal as soon as the gateway says it
         # listens. SIGHUP's default action ends the process: the handler must be in place
         # before the `listening` line is written.
-        gw, port, cert, key = self.start("gw-early-hup")
+        gw, port, cert, key = self.start("gw-early-hup", settle=False)
         gw.proc.send_signal(signal.SIGHUP)
         bgw_e2e.gateway_event(gw, "tls_reloaded")
         self.assertTrue(gw.alive(), gw.output())
