@@ -58,7 +58,7 @@ if (mode === "endpointHost") {
     await invokeAndStream(chat, "Hello through the TLS listener");
   });
 
-  test("the SDK at its default handler (HTTP/2 over TLS): the four runtime operations", async () => {
+  test("the SDK at its default handler (HTTP/2 over TLS): four runtime operations", async () => {
     const client = new BedrockRuntimeClient({
       region: "us-east-1",
       endpoint: `https://${tlsHost}`,
@@ -110,7 +110,7 @@ if (mode === "environment") {
   assert.ok(process.env.AWS_ENDPOINT_URL_BEDROCK_RUNTIME?.startsWith("http://"),
     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME must name the plain port (test_langchain.py sets it)");
 
-  test("ChatBedrockConverse with no endpoint in code: AWS_ENDPOINT_URL_BEDROCK_RUNTIME", async () => {
+  test("ChatBedrockConverse, no endpoint in code: AWS_ENDPOINT_URL_BEDROCK_RUNTIME", async () => {
     const chat = new ChatBedrockConverse({ model, region: "us-east-1" });
     await invokeAndStream(chat, "Hello through the environment");
   });
