@@ -365,7 +365,6 @@ int run_server(const std::shared_ptr<const config::config>& cfg,
         obs::event("cannot_listen").str("error", l.error().message).critical();
         return 2;
     }
-    log_listening(*l, threads, *cfg, *g);
 
     asio::co_spawn(l->main->get_executor(),
                    accept_loop(l->main, g, listener_role::main, w, run_session), log_exception);
@@ -391,6 +390,9 @@ int run_server(const std::shared_ptr<const config::config>& cfg,
     });
     watch_hangup(std::make_shared<asio::signal_set>(ioc, SIGHUP), g,
                  std::make_shared<const config_loader>(std::move(load)));
+    // Only now: a script that signals the gateway as soon as it reads this line must find the
+    // handlers in place (a SIGHUP before them would end the process).
+    log_listening(*l, threads, *cfg, *g);
 
     run_workers(w, *g);
     g->pool.clear();  // idle upstream sockets go before the io_contexts they belong to
