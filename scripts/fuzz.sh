@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 seconds="${1:-600}"
 shift || true
-all_targets=(eventstream runtime_path config sigv4 credentials front_parser)
+all_targets=(eventstream runtime_path config sigv4 credentials front_parser h2_server)
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then targets=("${all_targets[@]}"); fi
 ref="${BGW_REFERENCE_DIR:-$root/tests/reference}"

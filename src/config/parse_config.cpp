@@ -304,10 +304,11 @@ result<void> parse_upstream(const json& v, config& out) {
 
 result<void> parse_limits(const json& v, config& out) {
     if (!v.IsObject()) return bad("limits", "must be an object");
-    if (auto r = only_known(v, "limits",
-                            {"max_body_bytes", "max_header_bytes", "max_header_count",
-                             "max_target_bytes", "header_timeout_ms", "client_idle_timeout_ms",
-                             "max_connections", "max_streams", "max_inflight_body_bytes"});
+    if (auto r = only_known(
+            v, "limits",
+            {"max_body_bytes", "max_header_bytes", "max_header_count", "max_target_bytes",
+             "header_timeout_ms", "client_idle_timeout_ms", "max_connections", "max_streams",
+             "max_inflight_body_bytes", "h2_max_concurrent_streams"});
         !r) {
         return r.error();
     }
@@ -319,14 +320,16 @@ result<void> parse_limits(const json& v, config& out) {
         std::int64_t lo, hi;
         std::size_t* field;
     };
-    for (const auto& k : {size_key{"max_body_bytes", 1, 64'000'000, &l.max_body_bytes},
-                          size_key{"max_header_bytes", 1024, 1024 * 1024, &l.max_header_bytes},
-                          size_key{"max_header_count", 8, 10'000, &l.max_header_count},
-                          size_key{"max_target_bytes", 256, 64 * 1024, &l.max_target_bytes},
-                          size_key{"max_connections", 1, 1'000'000, &l.max_connections},
-                          size_key{"max_streams", 1, 1'000'000, &l.max_streams},
-                          size_key{"max_inflight_body_bytes", 1024, std::int64_t{1} << 40,
-                                   &l.max_inflight_body_bytes}}) {
+    for (const auto& k :
+         {size_key{"max_body_bytes", 1, 64'000'000, &l.max_body_bytes},
+          size_key{"max_header_bytes", 1024, 1024 * 1024, &l.max_header_bytes},
+          size_key{"max_header_count", 8, 10'000, &l.max_header_count},
+          size_key{"max_target_bytes", 256, 64 * 1024, &l.max_target_bytes},
+          size_key{"max_connections", 1, 1'000'000, &l.max_connections},
+          size_key{"max_streams", 1, 1'000'000, &l.max_streams},
+          size_key{"h2_max_concurrent_streams", 1, 10'000, &l.h2_max_concurrent_streams},
+          size_key{"max_inflight_body_bytes", 1024, std::int64_t{1} << 40,
+                   &l.max_inflight_body_bytes}}) {
         if (auto m = v.FindMember(k.name); m != v.MemberEnd()) {
             auto n = get_int(m->value, std::string("limits.") + k.name, k.lo, k.hi);
             if (!n) return n.error();

@@ -73,11 +73,10 @@ awaitable<beast::error_code> take_connection(const attempt_context& a,
                                              const config::region_endpoint& ep,
                                              upstream_leg& leg) {
     a.watch.upstream = nullptr;  // the watcher must never close a connection we dropped
-    leg.conn = a.g.pool.take(pool_key(ep), a.client.get_executor().context());
+    leg.conn = a.g.pool.take(pool_key(ep), a.ex.context());
     if (!leg.conn) {
         auto [cec, fresh] = co_await connect_upstream(
-            a.client.get_executor(), a.g.tls, ep,
-            a.hold.attempt_bound(a.cfg.upstream.connect_timeout, clock::now()));
+            a.ex, a.g.tls, ep, a.hold.attempt_bound(a.cfg.upstream.connect_timeout, clock::now()));
         if (cec) co_return cec;
         leg.conn = std::move(fresh);
     }

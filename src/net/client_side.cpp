@@ -64,7 +64,7 @@ bool is_gateway_header(std::string_view name) {
            bgw::http::iequals(name, "X-Gateway-Attempts");
 }
 
-awaitable<beast::error_code> send_error(beast::tcp_stream& client,
+awaitable<beast::error_code> send_error(client_port& client,
                                         const error& e,
                                         request_ctx& log,
                                         bool keep_alive,
@@ -80,10 +80,10 @@ awaitable<beast::error_code> send_error(beast::tcp_stream& client,
     if (e.status == http::status::unauthorized)
         res.set(http::field::www_authenticate, "Bearer realm=\"bedrock-gateway\"");
     log.error = e.message;
-    co_return co_await send_response(client, res, log);
+    co_return co_await client.send(res, keep_alive, log);
 }
 
-awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
+awaitable<beast::error_code> send_throttle(client_port& client,
                                            const policy::throttle_answer& a,
                                            std::string_view request_id,
                                            request_ctx& log,
@@ -92,7 +92,7 @@ awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
     add_gateway_headers(res, log);
     log.throttle = a.source;
     log.error = a.message;
-    co_return co_await send_response(client, res, log);
+    co_return co_await client.send(res, keep_alive, log);
 }
 
 }  // namespace bgw::net

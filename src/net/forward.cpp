@@ -177,18 +177,18 @@ awaitable<bool> run_upstream(client_side& c,
                                   .observer = seen},
                                  c.ctx);
     auto watch = std::make_shared<client_watch>();
-    watch_client_soon(c.stream, watch, near_timer_period);
+    c.port.watch(watch, near_timer_period);
     struct watch_guard {
-        beast::tcp_stream& client;
+        client_port& client;
         client_watch& w;
-        ~watch_guard() { stop_watch(client, w); }
-    } guard{c.stream, *watch};
+        ~watch_guard() { client.unwatch(w); }
+    } guard{c.port, *watch};
     upstream_leg leg;
     upstream_request_message out;
     attempt_builder attempts{req, a, body, g, cfg, {}, {}};
-    asio::steady_timer sleeper(c.stream.get_executor());
+    asio::steady_timer sleeper(c.port.executor());
     const attempt_context each_attempt{
-        .client = c.stream,
+        .ex = c.port.executor(),
         .g = g,
         .cfg = cfg,
         .watch = *watch,
@@ -235,12 +235,32 @@ awaitable<bool> forward_runtime(client_side& c,
         co_return co_await accept_batch(c, req, a.plan.targets.front(), a.rt, g);
     // The request is all parsed: a connection that holds a long stream holds no read buffer
     // (a short answer keeps it for the connection's next request).
-    if (routing::is_streaming(a.rt.op) && c.buf.size() == 0) c.buf.shrink_to_fit();
+    if (routing::is_streaming(a.rt.op)) c.port.idle_buffers();
     const std::string body = std::move(req.body());
     co_return co_await run_upstream(c, req, body, a, g, cfg);
 }
 
 }  // namespace
+
+std::optional<error> refuse_head(const http::request<http::string_body>& req,
+                                 const config::config& cfg,
+                                 listener_role role,
+                                 request_ctx& log) {
+    if (is_admin_path(req.target()) || role == listener_role::admin) return std::nullopt;
+    auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
+    if (!who) return who.error();
+    if (req.target().starts_with("/gateway/batch/")) return std::nullopt;
+    auto control = routing::parse_control_target(req.method(), req.target());
+    if (!control) return control.error();
+    if (*control) return std::nullopt;  // a read-only control-plane call: no body, no model
+    auto rt = routing::parse_runtime_target(req.method(), req.target());
+    if (!rt) return rt.error();
+    log.op = routing::operation_name(rt->op);
+    log.model = rt->model_id;
+    if (auto allowed = policy::authorize_model(*who, rt->model_id); !allowed)
+        return allowed.error();
+    return std::nullopt;
+}
 
 awaitable<bool> forward(client_side& c,
                         http::request<http::string_body>& req,

@@ -58,15 +58,13 @@ enum class relay_end {
 struct relay_job {
     beast::flat_buffer& upbuf;  ///< the upstream connection's read buffer
     http::response_parser<http::buffer_body>& p;
-    std::string& head;  ///< the client's response head, written with the first piece
-    bool chunked;       ///< to the client
+    bool chunked;  ///< the body may end at any point (upstream gave no length)
     std::chrono::milliseconds read_timeout;
     std::chrono::milliseconds write_timeout;
     bgw::http::event_relay* events;  ///< set for an event stream
     std::string_view prefix;         ///< body bytes read already (an error body, to classify it)
     body_capture* capture;           ///< keeps what the usage is read from, when set
     const std::function<void()>& before_end;        ///< called before the last write
-    std::size_t& bytes_out;                         ///< counts what reached the client
     std::optional<clock::time_point>& first_event;  ///< set when the first event goes out
 };
 
@@ -113,29 +111,6 @@ framed frame_events(bgw::http::event_relay& events,
     if (body_done && events.pending() != 0)
         return {.ending = std::nullopt, .stop = relay_end::upstream_truncated};
     return {};
-}
-
-/// Writes one piece to the client in one write: the head if it has not gone yet (then cleared),
-/// the piece (framed as a chunk for a chunked body), and the last chunk at the end. Empty
-/// buffers write nothing.
-awaitable<beast::error_code> write_piece(beast::tcp_stream& client,
-                                         const relay_job& job,
-                                         std::string_view out,
-                                         bool last) {
-    char size_line[20];
-    std::array<asio::const_buffer, 5> wire{};
-    wire[0] = asio::buffer(job.head);
-    if (job.chunked && !out.empty()) {
-        wire[1] = asio::buffer(size_line, bgw::http::chunk_size_line(out.size(), size_line));
-        wire[3] = asio::buffer("\r\n", 2);
-    }
-    wire[2] = asio::buffer(out);
-    if (job.chunked && last) wire[4] = asio::buffer(bgw::http::last_chunk);
-    client.expires_after(job.write_timeout);
-    auto [wec, wn] = co_await write_all(client, wire);
-    job.bytes_out += wn;
-    if (!wec) job.head.clear();
-    co_return wec;
 }
 
 /// The next piece of the body to send, or how the relay ends.
@@ -191,7 +166,7 @@ std::size_t relay_room(const relay_job& job) {
 /// byte arrives, and a corrupt frame ends the client's stream with an error frame instead.
 template <class Stream>
 awaitable<std::pair<relay_end, beast::error_code>> relay_body(Stream& up,
-                                                              beast::tcp_stream& client,
+                                                              client_port& client,
                                                               const relay_job& job) {
     http::response_parser<http::buffer_body>& p = job.p;
     bgw::http::event_relay* const events = job.events;
@@ -210,7 +185,7 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(Stream& up,
         // What the answer used is known now: settle it before the client can send its next
         // request (which may need the tokens this one gives back).
         if (last) job.before_end();
-        if (auto wec = co_await write_piece(client, job, n.out, last))
+        if (auto wec = co_await client.write(n.out, last, job.write_timeout))
             co_return std::pair{relay_end::client_failed, wec};
         if (events && !job.first_event && events->summary().events > 0)
             job.first_event = clock::now();
@@ -218,38 +193,6 @@ awaitable<std::pair<relay_end, beast::error_code>> relay_body(Stream& up,
         if (last) co_return std::pair{relay_end::done, beast::error_code{}};
         n.out = {};
     }
-}
-
-/// The response head the client gets for a relayed answer, as wire bytes: the upstream's fields
-/// that cross (in their order), the gateway's own, and the framing (chunked unless upstream gave
-/// a length).
-std::string relayed_head(const http::response_parser<http::buffer_body>& p,
-                         const request_ctx& ctx,
-                         std::optional<std::chrono::milliseconds> pause,
-                         bool keep_alive) {
-    const auto& head = p.get();
-    std::string out;
-    out.reserve(1024);
-    bgw::http::append_status_line(out, head.result_int(), head.reason());
-    for (const auto& f : head) {
-        const auto name = f.name_string();
-        if (bgw::http::forward_response_header(name) && !is_gateway_header(name))
-            bgw::http::append_field(out, name, f.value());
-    }
-    head_writer fields{out};
-    add_gateway_headers(fields, ctx);
-    // Upstream's own wait, in any form, stands; otherwise the gateway's pause.
-    if (pause && head.find(http::field::retry_after) == head.end() &&
-        head.find("x-amz-retry-after") == head.end() && head.find("retry-after-ms") == head.end())
-        bgw::http::set_retry_after(fields, *pause);
-    if (const auto len = p.content_length()) {
-        bgw::http::append_field(out, "Content-Length", std::to_string(*len));
-    } else {
-        bgw::http::append_field(out, "Transfer-Encoding", "chunked");
-    }
-    if (!keep_alive) bgw::http::append_field(out, "Connection", "close");
-    out.append("\r\n");
-    return out;
 }
 
 /// What the relayed answer says it used, for the log, the metrics and the local TPM limits,
@@ -322,7 +265,7 @@ awaitable<bool> relay_answer(client_side& c, const relay_inputs& in) {
     c.ctx.status = head.result_int();
     c.ctx.upstream_request_id = std::string(head["x-amzn-RequestId"]);
     in.walk.relayed(c.ctx.status);
-    std::string head_bytes = relayed_head(p, c.ctx, in.walk.pause(), c.keep_alive);
+    c.port.begin({.p = p, .ctx = c.ctx, .pause = in.walk.pause()}, c.keep_alive);
     const bool chunked = !p.content_length();
     std::optional<bgw::http::event_relay> events;
     const auto content_type = head[http::field::content_type];
@@ -333,16 +276,12 @@ awaitable<bool> relay_answer(client_side& c, const relay_inputs& in) {
     // A stream's head goes out at once (its first event may be a while), as does any head whose
     // body has not started arriving; otherwise the head goes with the first piece of the body,
     // in one write.
-    c.stream.expires_after(in.cfg.limits.client_idle_timeout);
     if (events || (in.leg.error_body.empty() && conn->buffer.size() == 0 && !p.is_done())) {
-        auto [hec, hn] = co_await write_all(c.stream, asio::buffer(head_bytes));
-        c.ctx.bytes_out += hn;
-        if (hec) {
+        if (auto hec = co_await c.port.flush_head(in.cfg.limits.client_idle_timeout)) {
             c.ctx.error = "client went away: " + hec.message();
             c.ctx.held.settle(0, clock::now());
             co_return false;
         }
-        head_bytes.clear();
     }
     // A Converse answer carries its usage in the body: keep a bounded copy to read it.
     std::optional<body_capture> capture;
@@ -355,7 +294,6 @@ awaitable<bool> relay_answer(client_side& c, const relay_inputs& in) {
     const std::function<void()> before_end = [&settle_usage] { settle_usage(); };
     const relay_job job{.upbuf = conn->buffer,
                         .p = p,
-                        .head = head_bytes,
                         .chunked = chunked,
                         .read_timeout = events ? in.cfg.upstream.stream_idle_timeout
                                                : in.cfg.upstream.response_timeout,
@@ -364,9 +302,8 @@ awaitable<bool> relay_answer(client_side& c, const relay_inputs& in) {
                         .prefix = in.leg.error_body,
                         .capture = capture ? &*capture : nullptr,
                         .before_end = before_end,
-                        .bytes_out = c.ctx.bytes_out,
                         .first_event = c.ctx.first_event};
-    auto relay = [&](auto& stream) { return relay_body(stream, c.stream, job); };
+    auto relay = [&](auto& stream) { return relay_body(stream, c.port, job); };
     const auto relayed = co_await with_stream(*conn, relay);
     if (events) {
         c.ctx.stream = events->summary();

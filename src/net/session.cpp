@@ -3,13 +3,15 @@
 // hand it to forward(), and close cleanly. The request itself is forward.cpp's.
 
 #include "bgw/http/front_parser.hpp"
-#include "bgw/http/h2_refusal.hpp"
+#include "bgw/http/h2_server.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/net/admin_endpoints.hpp"
 #include "bgw/net/client_side.hpp"
 #include "bgw/net/client_watch.hpp"
 #include "bgw/net/forward.hpp"
 #include "bgw/net/gateway.hpp"
+#include "bgw/net/h2_session.hpp"
+#include "bgw/net/http1_port.hpp"
 #include "bgw/net/relay.hpp"
 #include "bgw/obs/log.hpp"
 #include "bgw/policy/callers.hpp"
@@ -67,6 +69,32 @@ awaitable<bool> next_request_bytes(beast::tcp_stream& client,
     }
 }
 
+/// What a connection's first bytes say it speaks.
+enum class opening { http1, h2, gone };
+
+/// Whether the connection opens with the HTTP/2 client preface. While the bytes that have come
+/// are the start of it, the rest is read (within `timeout`); the first byte that differs makes
+/// it HTTP/1.1, with what was read left in `buf` for its parser. A client that closes (or stalls)
+/// inside what could still be the preface is `gone`: there is no request to answer. (Its end of
+/// stream is seen once: edge-triggered readiness does not report it to a second read.)
+awaitable<opening> first_bytes(beast::tcp_stream& client,
+                               beast::flat_buffer& buf,
+                               std::chrono::milliseconds timeout) {
+    const auto preface = bgw::http::h2_preface;
+    auto received = [&buf] {
+        return std::string_view(static_cast<const char*>(buf.data().data()), buf.size());
+    };
+    read_deadline deadline(client, timeout);
+    while (buf.size() < preface.size()) {
+        if (!preface.starts_with(received())) co_return opening::http1;
+        auto [ec, n] = co_await client.socket().async_read_some(
+            buf.prepare(preface.size() - buf.size()), use_nothrow);
+        if (ec) co_return opening::gone;
+        buf.commit(n);
+    }
+    co_return received().starts_with(preface) ? opening::h2 : opening::http1;
+}
+
 }  // namespace
 
 std::string new_request_id() {
@@ -93,14 +121,17 @@ std::string new_request_id() {
 namespace {
 
 /// Full: one 503 that says so, then close, before reading anything.
-awaitable<void> refuse_connection(beast::tcp_stream& client, gateway_context& g) {
+awaitable<void> refuse_connection(beast::tcp_stream& client,
+                                  beast::flat_buffer& buf,
+                                  gateway_context& g) {
     request_ctx log;
     log.id = new_request_id();
+    http1_port port(client, buf);
     const error full{http::status::service_unavailable, "ServiceUnavailableException",
                      "the gateway already holds limits.max_connections (" +
                          std::to_string(g.snapshot()->limits.max_connections) +
                          ") client connections; retry shortly"};
-    co_await send_error(client, full, log, false);
+    co_await send_error(port, full, log, false);
     write_log(log);
     beast::error_code ignored;
     client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
@@ -183,29 +214,6 @@ awaitable<beast::error_code> read_body(beast::tcp_stream& client,
     co_return ec;
 }
 
-/// What `forward` would refuse from the head alone (a caller key that is missing or wrong, a
-/// path that names no operation or a model the key may not use), checked before any body byte is
-/// read: such a request costs the gateway no body.
-std::optional<error> refuse_head(const http::request<http::string_body>& req,
-                                 const config::config& cfg,
-                                 listener_role role,
-                                 request_ctx& log) {
-    if (is_admin_path(req.target()) || role == listener_role::admin) return std::nullopt;
-    auto who = policy::authenticate(cfg, req["x-api-key"], req[http::field::authorization]);
-    if (!who) return who.error();
-    if (req.target().starts_with("/gateway/batch/")) return std::nullopt;
-    auto control = routing::parse_control_target(req.method(), req.target());
-    if (!control) return control.error();
-    if (*control) return std::nullopt;  // a read-only control-plane call: no body, no model
-    auto rt = routing::parse_runtime_target(req.method(), req.target());
-    if (!rt) return rt.error();
-    log.op = routing::operation_name(rt->op);
-    log.model = rt->model_id;
-    if (auto allowed = policy::authorize_model(*who, rt->model_id); !allowed)
-        return allowed.error();
-    return std::nullopt;
-}
-
 /// How reading a request failed.
 struct read_outcome {
     beast::error_code ec;
@@ -249,18 +257,6 @@ std::optional<error> read_failure(const read_outcome& r, const config::limits_co
     return validation_error("malformed HTTP request: " + r.ec.message());
 }
 
-/// A client that opened with the HTTP/2 preface (h2c) gets HTTP/2's own refusal, which its
-/// library understands, rather than an HTTP/1.1 answer it cannot read.
-awaitable<void> refuse_h2(beast::tcp_stream& client, request_ctx& log) {
-    const std::string refusal = bgw::http::h2_http11_required(
-        "bedrock-gateway speaks HTTP/1.1; with the AWS SDK for JavaScript pass "
-        "requestHandler: new NodeHttpHandler()");
-    co_await asio::async_write(client, asio::buffer(refusal), use_nothrow);
-    log.status = 505;
-    log.error = "client opened with HTTP/2 (h2c); refused with HTTP_1_1_REQUIRED";
-    write_log(log);
-}
-
 /// Reads one request whose first bytes are in `buf`, answers it, and says whether the connection
 /// may carry another. Its state lives in its own coroutine frame, allocated for the request only:
 /// an idle connection holds none of it.
@@ -271,6 +267,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
                               request_ctx& log) {
     std::shared_ptr<const config::config> cfg = g->snapshot();
     const auto& limits = cfg->limits;
+    http1_port port(client, buf);
     bgw::http::front_parser parser({limits.max_header_bytes, limits.max_header_count,
                                     limits.max_target_bytes, limits.max_body_bytes});
     // The connection's buffer holds at most a head (and the start of what follows): a chunk-size
@@ -298,7 +295,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
     if (refused) {
         // The body (if any) is unread: the connection cannot carry another request.
         client.expires_after(limits.client_idle_timeout);
-        co_await send_error(client, *refused, log, false);
+        co_await send_error(port, *refused, log, false);
         record_metrics(*g, *cfg, log);
         write_log(log);
         co_return false;
@@ -322,12 +319,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
         // Nothing after a framing error can be trusted: answer once, then close.
         auto e = read_failure({ec, parser, budget_spent, read_timed_out}, limits);
         if (!e) co_return false;
-        std::string_view received(static_cast<const char*>(buf.data().data()), buf.data().size());
-        if (bgw::http::looks_like_h2_preface(received)) {
-            co_await refuse_h2(client, log);
-            co_return false;
-        }
-        co_await send_error(client, *e, log, false);
+        co_await send_error(port, *e, log, false);
         record_metrics(*g, *cfg, log);
         write_log(log);
         co_return false;
@@ -338,7 +330,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
         ~inflight_slot() { --n; }
     } slot{g->inflight};
     auto req = parser.release();
-    client_side c{client, buf, log, req.keep_alive() && !g->draining};
+    client_side c{port, log, req.keep_alive() && !g->draining};
     bool keep = co_await forward(c, req, *g, *cfg, role);
     record_metrics(*g, *cfg, log);
     write_log(log);
@@ -398,8 +390,20 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
         ~connection_slot() { --g.connections; }
     } slot{*g};
     if (++g->connections > g->snapshot()->limits.max_connections) {
-        co_await refuse_connection(client, *g);
+        co_await refuse_connection(client, buf, *g);
         co_return;
+    }
+    // HTTP/2 with prior knowledge opens with its preface; anything else is HTTP/1.1.
+    const auto first_timeout = g->snapshot()->limits.client_idle_timeout;
+    if (!co_await next_request_bytes(client, buf, first_timeout)) co_return;
+    switch (co_await first_bytes(client, buf, g->snapshot()->limits.header_timeout)) {
+        case opening::gone:
+            co_return;
+        case opening::h2:
+            co_await run_h2_session(client, buf, g, role);
+            co_return;
+        case opening::http1:
+            break;
     }
     bool answered = false;  // the session ends after an answer, not between requests
     for (;;) {

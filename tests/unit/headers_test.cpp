@@ -92,30 +92,3 @@ TEST(static_credentials, paths_and_profile) {
 }
 
 }  // namespace
-
-#include "bgw/http/h2_refusal.hpp"
-
-namespace {
-
-TEST(h2_refusal, recognises_the_preface_only) {
-    using bgw::http::looks_like_h2_preface;
-    EXPECT_TRUE(looks_like_h2_preface(bgw::http::h2_preface));
-    EXPECT_TRUE(looks_like_h2_preface(std::string(bgw::http::h2_preface) + "\x00\x00\x12\x04"));
-    EXPECT_TRUE(looks_like_h2_preface("PRI * HTTP/2.0\r\n"));
-    EXPECT_FALSE(looks_like_h2_preface("PRI * HTTP/2"));  // too short to be sure
-    EXPECT_FALSE(looks_like_h2_preface("POST /model/m/invoke HTTP/1.1\r\n"));
-    EXPECT_FALSE(looks_like_h2_preface("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"));
-}
-
-TEST(h2_refusal, is_settings_then_goaway_http_1_1_required) {
-    std::string f = bgw::http::h2_http11_required("why");
-    ASSERT_EQ(f.size(), 9u + 9u + 8u + 3u);
-    // SETTINGS: length 0, type 4, flags 0, stream 0.
-    EXPECT_EQ(f.substr(0, 9), std::string("\0\0\0\x04\0\0\0\0\0", 9));
-    // GOAWAY: length 11, type 7, stream 0; last-stream-id 0; error code 0xd; debug data.
-    EXPECT_EQ(f.substr(9, 9), std::string("\0\0\x0b\x07\0\0\0\0\0", 9));
-    EXPECT_EQ(f.substr(18, 8), std::string("\0\0\0\0\0\0\0\x0d", 8));
-    EXPECT_EQ(f.substr(26), "why");
-}
-
-}  // namespace

@@ -55,6 +55,10 @@ struct limits_config {
     std::chrono::milliseconds client_idle_timeout{60000};  ///< keep-alive wait; body read bound
     std::size_t max_connections = 20'000;  ///< open client connections; more get 503 and a close
     std::size_t max_streams = 4'096;       ///< event streams at once; more get 503
+    /// Requests at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are
+    /// refused with REFUSED_STREAM, which a client retries. Open streams also count against
+    /// max_connections, gateway-wide.
+    std::size_t h2_max_concurrent_streams = 100;
     /// Request body bytes held in memory at once, gateway-wide (at least max_body_bytes); a
     /// request whose next bytes would pass it gets 503 with Retry-After.
     std::size_t max_inflight_body_bytes = 256 * 1024 * 1024;

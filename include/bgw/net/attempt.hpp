@@ -52,7 +52,7 @@ struct upstream_leg {
 
 /// What every attempt of one request shares.
 struct attempt_context {
-    beast::tcp_stream& client;
+    asio::any_io_executor ex;  ///< the client's: upstream connections are made on its thread
     gateway_context& g;
     const config::config& cfg;
     client_watch& watch;

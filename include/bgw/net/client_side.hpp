@@ -4,8 +4,10 @@
 
 #include "bgw/error.hpp"
 #include "bgw/http/headers.hpp"
+#include "bgw/http/retry_after.hpp"
 #include "bgw/http/wire.hpp"
 #include "bgw/net/asio.hpp"
+#include "bgw/net/client_port.hpp"
 #include "bgw/net/gateway.hpp"
 #include "bgw/pipeline/admit.hpp"
 #include "bgw/pipeline/request_ctx.hpp"
@@ -17,8 +19,6 @@
 #include <string>
 #include <string_view>
 
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
 namespace bgw::net {
@@ -54,44 +54,50 @@ struct head_writer {
     }
 };
 
-/// Writes a whole gateway-made response; the log gets its status and size.
-template <class Body>
-awaitable<beast::error_code> send_response(beast::tcp_stream& client,
-                                           beast::http::response<Body>& res,
-                                           request_ctx& log) {
-    log.status = res.result_int();
-    auto [ec, n] = co_await beast::http::async_write(client, res, use_nothrow);
-    log.bytes_out += n;
-    co_return ec;
-}
-
 /// `pause`: the Retry-After a final failure after the gateway's own attempts carries (issue 17),
 /// so an SDK's retry of it does not follow at once.
-awaitable<beast::error_code> send_error(beast::tcp_stream& client,
+awaitable<beast::error_code> send_error(client_port& client,
                                         const error& e,
                                         request_ctx& log,
                                         bool keep_alive,
                                         std::optional<std::chrono::milliseconds> pause = {});
 
-awaitable<beast::error_code> send_throttle(beast::tcp_stream& client,
+awaitable<beast::error_code> send_throttle(client_port& client,
                                            const policy::throttle_answer& a,
                                            std::string_view request_id,
                                            request_ctx& log,
                                            bool keep_alive);
 
-/// The client side of one request: its connection, and the answers the gateway makes itself.
-/// Each `answer` returns whether the connection may carry another request.
+/// The fields of a relayed answer's head, to `sink.set(name, value)`: upstream's that cross (in
+/// their order), the gateway's own, and the gateway's pause as Retry-After unless upstream gave
+/// its own wait in any form. Framing fields are the port's.
+template <class Sink>
+void relayed_fields(const relayed_answer& a, Sink& sink) {
+    const auto& head = a.p.get();
+    for (const auto& f : head) {
+        const auto name = f.name_string();
+        if (bgw::http::forward_response_header(name) && !is_gateway_header(name))
+            sink.set(name, f.value());
+    }
+    add_gateway_headers(sink, a.ctx);
+    namespace http = beast::http;
+    if (a.pause && head.find(http::field::retry_after) == head.end() &&
+        head.find("x-amz-retry-after") == head.end() && head.find("retry-after-ms") == head.end())
+        bgw::http::set_retry_after(sink, *a.pause);
+}
+
+/// The client side of one request: where its answer goes, and the answers the gateway makes
+/// itself. Each `answer` returns whether the connection may carry another request.
 struct client_side {
-    beast::tcp_stream& stream;
-    beast::flat_buffer& buf;
+    client_port& port;
     request_ctx& ctx;
     bool keep_alive;
 
     awaitable<bool> answer(const error& e, std::optional<std::chrono::milliseconds> pause = {}) {
-        co_return !co_await send_error(stream, e, ctx, keep_alive, pause) && keep_alive;
+        co_return !co_await send_error(port, e, ctx, keep_alive, pause) && keep_alive;
     }
     awaitable<bool> answer(const policy::throttle_answer& a, std::string_view request_id) {
-        co_return !co_await send_throttle(stream, a, request_id, ctx, keep_alive) && keep_alive;
+        co_return !co_await send_throttle(port, a, request_id, ctx, keep_alive) && keep_alive;
     }
     awaitable<bool> answer(const pipeline::refusal& r) {
         if (const auto* e = std::get_if<error>(&r)) co_return co_await answer(*e);
@@ -105,10 +111,8 @@ struct client_side {
         ctx.error += a.note;
         co_return keep;
     }
-    template <class Body>
-    awaitable<bool> respond(beast::http::response<Body>& res) {
-        res.keep_alive(keep_alive);
-        co_return !co_await send_response(stream, res, ctx) && keep_alive;
+    awaitable<bool> respond(beast::http::response<beast::http::string_body>& res) {
+        co_return !co_await port.send(res, keep_alive, ctx) && keep_alive;
     }
     /// The client hung up before its answer was complete.
     bool gone() {
