@@ -368,15 +368,17 @@ class RawReader:
         if not data:
             self.closed = True
             return
-        self.buf += data
-        while len(self.buf) >= 9:
-            length = int.from_bytes(self.buf[:3], "big")
-            if len(self.buf) < 9 + length:
+        buf = self.buf + data
+        pos = 0
+        while len(buf) - pos >= 9:
+            length = int.from_bytes(buf[pos:pos + 3], "big")
+            if len(buf) - pos < 9 + length:
                 break
-            ftype, flags = self.buf[3], self.buf[4]
-            sid = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
-            self.frames.append((ftype, flags, sid, self.buf[9:9 + length]))
-            self.buf = self.buf[9 + length:]
+            ftype, flags = buf[pos + 3], buf[pos + 4]
+            sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            self.frames.append((ftype, flags, sid, buf[pos + 9:pos + 9 + length]))
+            pos += 9 + length
+        self.buf = buf[pos:]
 
     def poll(self):
         while not self.closed and select.select([self.sock], [], [], 0)[0]:
@@ -783,6 +785,30 @@ class Http2FrontDoor(GatewayCase):
               "was seen" % (goaway and error_name(goaway[1]), sent))
         if goaway is not None:
             self.assertNotEqual(goaway[1], NO_ERROR, goaway)
+        self.assert_serves()
+
+    def test_ping_and_settings_floods_end_the_connection(self):
+        # Frames that each oblige the gateway to answer (PING, SETTINGS), sent without reading
+        # the answers: the bound on queued acknowledgements ends the connection.
+        floods = {"ping": frame(PING, 0, 0, b"12345678"), "settings": frame(SETTINGS, 0, 0)}
+        for name, one in floods.items():
+            with self.subTest(flood=name):
+                c = self.client().handshake()
+                sent = 0
+                while sent < 200000:
+                    try:  # blocks once the gateway stops reading: the socket's 10 s timeout
+                        c.sock.sendall(one * 1000)
+                    except OSError:  # closed, reset, or no longer read
+                        break
+                    sent += 1000
+                raw = RawReader(c.sock)
+                self.assertTrue(raw.read_until(lambda: raw.closed, 20),
+                                "connection still open after %d %s frames" % (sent, name))
+                goaway = raw.goaway()
+                print("%s flood: GOAWAY %s; %d frames sent in all"
+                      % (name, goaway and error_name(goaway[1]), sent))
+                self.assertIsNotNone(goaway, raw.frames[-5:])
+                self.assertEqual(goaway[1], ENHANCE_YOUR_CALM, error_name(goaway[1]))
         self.assert_serves()
 
     def test_garbage_after_the_preface_is_a_protocol_error(self):
