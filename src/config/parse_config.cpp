@@ -691,6 +691,28 @@ result<void> parse_control_plane(const json& v, config& out) {
     return {};
 }
 
+result<void> parse_tls(const json& v, config& out) {
+    if (!v.IsObject()) return bad("tls", "must be an object");
+    if (auto r = only_known(v, "tls", {"listen", "cert_file", "key_file"}); !r) return r.error();
+    tls_listener_config t;
+    for (const char* key : {"listen", "cert_file", "key_file"}) {
+        if (!v.HasMember(key)) return bad(std::string("tls.") + key, "is required");
+    }
+    auto listen = get_string(v["listen"], "tls.listen");
+    if (!listen) return listen.error();
+    auto where = parse_listen_address(*listen, "tls.listen");
+    if (!where) return where.error();
+    t.listen = std::move(*where);
+    for (auto [key, field] : {std::pair{"cert_file", &t.cert_file}, {"key_file", &t.key_file}}) {
+        auto path = get_string(v[key], std::string("tls.") + key);
+        if (!path) return path.error();
+        if (path->empty()) return bad(std::string("tls.") + key, "must name a PEM file");
+        *field = *path;
+    }
+    out.tls = std::move(t);
+    return {};
+}
+
 result<void> parse_allow_unauthenticated(const json& v, config& out) {
     if (!v.IsBool()) return bad("allow_unauthenticated", "must be true or false");
     out.allow_unauthenticated = v.GetBool();
@@ -733,6 +755,7 @@ const std::initializer_list<std::string_view> top_level_keys = {
     "caller_keys",
     "allow_unauthenticated",
     "control_plane",
+    "tls",
 };
 
 struct top_level_parser {
@@ -746,6 +769,7 @@ struct top_level_parser {
 constexpr top_level_parser top_level_parsers[] = {
     {"listen", parse_override<listen_key>, nullptr},
     {"admin_listen", parse_override<admin_listen_key>, nullptr},
+    {"tls", parse_tls, nullptr},
     {"regions", parse_regions, use_default_regions},
     {"default_region", parse_default_region, check_default_region},
     {"upstream", parse_upstream, nullptr},
@@ -994,6 +1018,10 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
     if (running.listen_host != next.listen_host || running.listen_port != next.listen_port)
         changed.emplace_back("listen");
     if (running.admin_listen != next.admin_listen) changed.emplace_back("admin_listen");
+    // The certificate and key files are read again on every reload; the listener stays.
+    if (running.tls.has_value() != next.tls.has_value() ||
+        (running.tls && running.tls->listen != next.tls->listen))
+        changed.emplace_back("tls.listen");
     if (running.threads != next.threads) changed.emplace_back("threads");
     if (running.upstream.ca_file != next.upstream.ca_file) changed.emplace_back("upstream.ca_file");
     if (running.upstream.max_idle_per_host != next.upstream.max_idle_per_host)

@@ -52,7 +52,7 @@ awaitable<bool> serve_control_read(client_side& c,
     c.ctx.op = control.operation;
     auto region =
         routing::choose_region({req["X-Gateway-Region"], {}, req[http::field::authorization], {}},
-                               control.region_prefix, cfg);
+                               control.region_prefix, cfg, control.query_credential);
     if (!region) co_return co_await c.answer(region.error());
     if (!policy::region_allowed(who, *region)) {
         const error elsewhere{

@@ -13,7 +13,10 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/co_spawn.hpp>
@@ -54,15 +57,15 @@ void client_left(h2_stream& st) {
 /// The most one write to the client carries.
 constexpr std::size_t write_bytes = 64 * 1024;
 
-class h2_connection final : public bgw::http::h2_events,
-                            public std::enable_shared_from_this<h2_connection> {
+/// What an HTTP/2 connection's streams see of it: the protocol state, the streams' requests,
+/// the writer to wake. The bytes move in h2_wire<Stream>, for a plain or a TLS connection.
+class h2_link : public bgw::http::h2_events, public std::enable_shared_from_this<h2_link> {
 public:
-    h2_connection(beast::tcp_stream& client,
-                  std::shared_ptr<gateway_context> g,
-                  listener_role role,
-                  const config::limits_config& limits)
-        : client_(client),
-          ex_(client.get_executor()),
+    h2_link(const asio::any_io_executor& ex,
+            std::shared_ptr<gateway_context> g,
+            listener_role role,
+            const config::limits_config& limits)
+        : ex_(ex),
           g_(std::move(g)),
           role_(role),
           idle_timeout_(limits.client_idle_timeout),
@@ -77,10 +80,10 @@ public:
               *this),
           wake_(ex_) {}
 
-    h2_connection(const h2_connection&) = delete;
-    h2_connection& operator=(const h2_connection&) = delete;
+    h2_link(const h2_link&) = delete;
+    h2_link& operator=(const h2_link&) = delete;
 
-    ~h2_connection() override {
+    ~h2_link() override {
         for (auto& [id, st] : streams_) drop(*st);
     }
 
@@ -90,25 +93,6 @@ public:
     std::chrono::milliseconds idle_timeout() const { return idle_timeout_; }
     /// Wakes the writer: there is something to send.
     void kick() { wake_.cancel(); }
-
-    /// Feeds what came with the preface, then reads and writes until the connection ends.
-    awaitable<void> run(std::string_view first) {
-        using namespace asio::experimental::awaitable_operators;
-        last_active_ = clock::now();
-        const bool ok = server_.feed(first);
-        co_await (read_loop(ok) && write_loop());
-        over_ = true;
-        // Streams still in flight lose their client: their upstream work stops now.
-        for (auto& [id, st] : streams_) {
-            st->closed = true;
-            client_left(*st);
-            st->wake.cancel();
-            drop(*st);
-        }
-        streams_.clear();
-        if (!server_.failure().empty())
-            obs::event("h2_connection_ended").str("error", server_.failure()).info();
-    }
 
     // h2_events
     std::optional<error> check_head(std::int32_t id, const bgw::http::h2_request& head) override;
@@ -128,8 +112,7 @@ public:
         if (auto it = streams_.find(id); it != streams_.end()) it->second->wake.cancel();
     }
 
-private:
-    beast::tcp_stream& client_;  ///< touched by the read and write loops only (run)
+protected:
     asio::any_io_executor ex_;
     std::shared_ptr<gateway_context> g_;
     listener_role role_;
@@ -137,7 +120,7 @@ private:
     bgw::http::h2_server server_;
     asio::steady_timer wake_;
     std::map<std::int32_t, std::shared_ptr<h2_stream>> streams_;
-    clock::time_point last_active_;
+    clock::time_point last_active_ = clock::now();
     bool reading_done_ = false;
     bool going_away_ = false;
     bool over_ = false;
@@ -154,6 +137,68 @@ private:
         }
     }
 
+    /// The connection is over: streams still in flight lose their client, and their upstream
+    /// work stops now.
+    void finish() {
+        over_ = true;
+        for (auto& [id, st] : streams_) {
+            st->closed = true;
+            client_left(*st);
+            st->wake.cancel();
+            drop(*st);
+        }
+        streams_.clear();
+        if (!server_.failure().empty())
+            obs::event("h2_connection_ended").str("error", server_.failure()).info();
+    }
+};
+
+/// The bytes of one HTTP/2 connection: `Stream` is beast::tcp_stream or tls_stream.
+template <class Stream>
+class h2_wire final : public h2_link {
+public:
+    h2_wire(Stream& client,
+            std::shared_ptr<gateway_context> g,
+            listener_role role,
+            const config::limits_config& limits)
+        : h2_link(client.get_executor(), std::move(g), role, limits), client_(client) {}
+
+    /// Feeds what came before (the preface, at least, on a plain connection), then reads and
+    /// writes until the connection ends.
+    awaitable<void> run(std::string_view first) {
+        using namespace asio::experimental::awaitable_operators;
+        last_active_ = clock::now();
+        const bool ok = first.empty() || server_.feed(first);
+        co_await (read_loop(ok) && write_loop());
+        finish();
+    }
+
+private:
+    Stream& client_;  ///< touched by the read and write loops only (run)
+
+    static constexpr bool plain = std::is_same_v<Stream, beast::tcp_stream>;
+
+    /// The next bytes from the client into `into` (0 bytes: nothing yet, read again).
+    awaitable<std::pair<beast::error_code, std::size_t>> read_some(std::span<char> into) {
+        if constexpr (plain) {
+            // Readiness first, then a non-blocking read into the thread's buffer: an idle
+            // connection holds no read buffer.
+            auto& sock = client_.socket();
+            auto [wec] = co_await sock.async_wait(asio::socket_base::wait_read, use_nothrow);
+            if (wec) co_return std::pair{wec, std::size_t{0}};
+            beast::error_code ec;
+            const std::size_t n = sock.read_some(asio::buffer(into.data(), into.size()), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again)
+                co_return std::pair{beast::error_code{}, std::size_t{0}};
+            co_return std::pair{ec, n};
+        } else {
+            // OpenSSL may hold decrypted bytes the socket no longer shows: always a read.
+            auto [ec, n] = co_await client_.async_read_some(asio::buffer(into.data(), into.size()),
+                                                            use_nothrow);
+            co_return std::pair{ec, n};
+        }
+    }
+
     awaitable<void> read_loop(bool ok);
     awaitable<void> write_loop();
 };
@@ -161,7 +206,7 @@ private:
 /// One stream as the client port of its request.
 class h2_port final : public client_port {
 public:
-    h2_port(std::shared_ptr<h2_connection> conn, std::shared_ptr<h2_stream> st)
+    h2_port(std::shared_ptr<h2_link> conn, std::shared_ptr<h2_stream> st)
         : conn_(std::move(conn)), st_(std::move(st)) {}
 
     bool finished() const { return finished_; }
@@ -231,7 +276,7 @@ public:
     }
 
 private:
-    std::shared_ptr<h2_connection> conn_;
+    std::shared_ptr<h2_link> conn_;
     std::shared_ptr<h2_stream> st_;
     unsigned status_ = 200;
     std::vector<h2_field> head_;
@@ -275,7 +320,7 @@ private:
 };
 
 /// Serves one complete request on its stream: the pipeline, as an HTTP/1.1 request gets it.
-awaitable<void> serve_stream(std::shared_ptr<h2_connection> conn,
+awaitable<void> serve_stream(std::shared_ptr<h2_link> conn,
                              std::shared_ptr<h2_stream> st,
                              bgw::http::h2_request req,
                              std::shared_ptr<gateway_context> g,
@@ -309,7 +354,7 @@ awaitable<void> serve_stream(std::shared_ptr<h2_connection> conn,
 }
 
 /// A request refused while it arrived: the error on its stream, logged as HTTP/1.1 logs it.
-awaitable<void> answer_refusal(std::shared_ptr<h2_connection> conn,
+awaitable<void> answer_refusal(std::shared_ptr<h2_link> conn,
                                std::shared_ptr<h2_stream> st,
                                error why,
                                std::shared_ptr<gateway_context> g) {
@@ -322,7 +367,7 @@ awaitable<void> answer_refusal(std::shared_ptr<h2_connection> conn,
     write_log(st->ctx);
 }
 
-std::optional<error> h2_connection::check_head(std::int32_t id, const bgw::http::h2_request& head) {
+std::optional<error> h2_link::check_head(std::int32_t id, const bgw::http::h2_request& head) {
     auto st = std::make_shared<h2_stream>(id, executor());
     st->ctx.id = new_request_id();
     streams_[id] = st;
@@ -337,7 +382,7 @@ std::optional<error> h2_connection::check_head(std::int32_t id, const bgw::http:
     return refuse_head(head, *cfg, role_, st->ctx);
 }
 
-void h2_connection::on_request(std::int32_t id, bgw::http::h2_request& req) {
+void h2_link::on_request(std::int32_t id, bgw::http::h2_request& req) {
     auto it = streams_.find(id);
     if (it == streams_.end()) return;
     asio::co_spawn(executor(),
@@ -346,14 +391,14 @@ void h2_connection::on_request(std::int32_t id, bgw::http::h2_request& req) {
     maybe_go_away();
 }
 
-void h2_connection::on_refused(std::int32_t id, const error& why, const bgw::http::h2_request&) {
+void h2_link::on_refused(std::int32_t id, const error& why, const bgw::http::h2_request&) {
     auto it = streams_.find(id);
     if (it == streams_.end()) return;
     asio::co_spawn(executor(), answer_refusal(shared_from_this(), it->second, why, g_),
                    asio::detached);
 }
 
-void h2_connection::on_closed(std::int32_t id, bool completed, std::uint32_t) {
+void h2_link::on_closed(std::int32_t id, bool completed, std::uint32_t) {
     auto it = streams_.find(id);
     if (it == streams_.end()) return;
     auto st = std::move(it->second);
@@ -366,17 +411,20 @@ void h2_connection::on_closed(std::int32_t id, bool completed, std::uint32_t) {
     last_active_ = clock::now();
 }
 
-awaitable<void> h2_connection::read_loop(bool ok) {
-    auto& sock = client_.socket();
+template <class Stream>
+awaitable<void> h2_wire<Stream>::read_loop(bool ok) {
+    // A plain connection reads into one buffer per thread; a TLS one holds its own.
+    thread_local std::array<char, 16 * 1024> shared_buf;
+    std::unique_ptr<char[]> own;
+    std::span<char> buf(shared_buf);
+    if constexpr (!plain) {
+        own.reset(new char[16 * 1024]);
+        buf = std::span<char>(own.get(), 16 * 1024);
+    }
     while (ok && !over_) {
-        auto [wec] = co_await sock.async_wait(asio::socket_base::wait_read, use_nothrow);
-        if (wec) break;
-        // One buffer per thread, not per connection: an idle connection holds none.
-        thread_local std::array<char, 16 * 1024> buf;
-        beast::error_code ec;
-        const std::size_t n = sock.read_some(asio::buffer(buf), ec);  // non-blocking
-        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        auto [ec, n] = co_await read_some(buf);
         if (ec) break;
+        if (n == 0) continue;
         last_active_ = clock::now();
         ok = server_.feed(std::string_view(buf.data(), n));
         kick();
@@ -387,13 +435,17 @@ awaitable<void> h2_connection::read_loop(bool ok) {
     kick();
 }
 
-awaitable<void> h2_connection::write_loop() {
+template <class Stream>
+awaitable<void> h2_wire<Stream>::write_loop() {
     std::string out;
+    auto& tcp = beast::get_lowest_layer(client_);
     for (;;) {
         out.clear();
         if (server_.take_output(out, write_bytes)) {
-            client_.expires_after(idle_timeout_);
+            tcp.expires_after(idle_timeout_);
             auto [ec, n] = co_await write_all(client_, asio::buffer(out));
+            // Over TLS the reader's reads run on the same timer: it must not cut them.
+            if constexpr (!plain) tcp.expires_never();
             if (ec) break;
             continue;
         }
@@ -410,21 +462,31 @@ awaitable<void> h2_connection::write_loop() {
     out = {};
     // The reader may be waiting on a client that stays: the connection is over.
     beast::error_code ignored;
-    client_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-    client_.socket().cancel(ignored);
+    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    tcp.socket().cancel(ignored);
 }
 
 }  // namespace
 
-awaitable<void> run_h2_session(beast::tcp_stream& client,
+template <class Stream>
+awaitable<void> run_h2_session(Stream& client,
                                beast::flat_buffer& buf,
                                std::shared_ptr<gateway_context> g,
                                listener_role role) {
-    auto conn = std::make_shared<h2_connection>(client, g, role, g->snapshot()->limits);
+    auto conn = std::make_shared<h2_wire<Stream>>(client, g, role, g->snapshot()->limits);
     const std::string first(static_cast<const char*>(buf.data().data()), buf.size());
     buf.clear();
     buf.shrink_to_fit();
     co_await conn->run(first);
 }
+
+template awaitable<void> run_h2_session(beast::tcp_stream&,
+                                        beast::flat_buffer&,
+                                        std::shared_ptr<gateway_context>,
+                                        listener_role);
+template awaitable<void> run_h2_session(tls_stream&,
+                                        beast::flat_buffer&,
+                                        std::shared_ptr<gateway_context>,
+                                        listener_role);
 
 }  // namespace bgw::net

@@ -8,7 +8,9 @@
 #include "bgw/net/write.hpp"
 
 #include <array>
+#include <sstream>
 #include <string>
+#include <type_traits>
 
 #include <boost/beast/http.hpp>
 
@@ -38,24 +40,38 @@ std::string relayed_head(const relayed_answer& a, bool keep_alive) {
 
 }  // namespace
 
-awaitable<beast::error_code> http1_port::send(http::response<http::string_body>& res,
-                                              bool keep_alive,
-                                              pipeline::request_ctx& ctx) {
+template <class Stream>
+awaitable<beast::error_code> http1_port<Stream>::send(http::response<http::string_body>& res,
+                                                      bool keep_alive,
+                                                      pipeline::request_ctx& ctx) {
     res.keep_alive(keep_alive);
     ctx.status = res.result_int();
-    auto [ec, n] = co_await http::async_write(stream_, res, use_nothrow);
-    ctx.bytes_out += n;
-    co_return ec;
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+        auto [ec, n] = co_await http::async_write(stream_, res, use_nothrow);
+        ctx.bytes_out += n;
+        co_return ec;
+    } else {
+        // Over TLS every write goes through write_all (a gather write can lose bytes past a
+        // TLS record there), so the message is serialized first.
+        std::ostringstream wire;
+        wire << res;
+        const std::string bytes = std::move(wire).str();
+        auto [ec, n] = co_await write_all(stream_, asio::buffer(bytes));
+        ctx.bytes_out += n;
+        co_return ec;
+    }
 }
 
-void http1_port::begin(const relayed_answer& a, bool keep_alive) {
+template <class Stream>
+void http1_port<Stream>::begin(const relayed_answer& a, bool keep_alive) {
     head_ = relayed_head(a, keep_alive);
     chunked_ = !a.p.content_length();
     bytes_out_ = &a.ctx.bytes_out;
 }
 
-awaitable<beast::error_code> http1_port::flush_head(std::chrono::milliseconds timeout) {
-    stream_.expires_after(timeout);
+template <class Stream>
+awaitable<beast::error_code> http1_port<Stream>::flush_head(std::chrono::milliseconds timeout) {
+    beast::get_lowest_layer(stream_).expires_after(timeout);
     auto [ec, n] = co_await write_all(stream_, asio::buffer(head_));
     *bytes_out_ += n;
     if (!ec) head_.clear();
@@ -64,9 +80,10 @@ awaitable<beast::error_code> http1_port::flush_head(std::chrono::milliseconds ti
 
 // One write per piece: the head if it has not gone yet, the piece (framed as a chunk for a
 // chunked body), and the last chunk at the end. Empty buffers write nothing.
-awaitable<beast::error_code> http1_port::write(std::string_view piece,
-                                               bool last,
-                                               std::chrono::milliseconds timeout) {
+template <class Stream>
+awaitable<beast::error_code> http1_port<Stream>::write(std::string_view piece,
+                                                       bool last,
+                                                       std::chrono::milliseconds timeout) {
     char size_line[20];
     std::array<asio::const_buffer, 5> wire{};
     wire[0] = asio::buffer(head_);
@@ -76,21 +93,30 @@ awaitable<beast::error_code> http1_port::write(std::string_view piece,
     }
     wire[2] = asio::buffer(piece);
     if (chunked_ && last) wire[4] = asio::buffer(bgw::http::last_chunk);
-    stream_.expires_after(timeout);
+    beast::get_lowest_layer(stream_).expires_after(timeout);
     auto [ec, n] = co_await write_all(stream_, wire);
     *bytes_out_ += n;
     if (!ec) head_.clear();
     co_return ec;
 }
 
-void http1_port::watch(const std::shared_ptr<client_watch>& w, std::chrono::milliseconds delay) {
-    watch_client_soon(stream_, w, delay);
+template <class Stream>
+void http1_port<Stream>::watch(const std::shared_ptr<client_watch>& w,
+                               std::chrono::milliseconds delay) {
+    watch_client_soon(beast::get_lowest_layer(stream_), w, delay);
 }
 
-void http1_port::unwatch(client_watch& w) { stop_watch(stream_, w); }
+template <class Stream>
+void http1_port<Stream>::unwatch(client_watch& w) {
+    stop_watch(beast::get_lowest_layer(stream_), w);
+}
 
-void http1_port::idle_buffers() {
+template <class Stream>
+void http1_port<Stream>::idle_buffers() {
     if (buf_.size() == 0) buf_.shrink_to_fit();
 }
+
+template class http1_port<beast::tcp_stream>;
+template class http1_port<tls_stream>;
 
 }  // namespace bgw::net

@@ -72,10 +72,16 @@ struct workers {
 constexpr std::chrono::milliseconds accept_backoff_first{5};
 constexpr std::chrono::milliseconds accept_backoff_last{1000};
 
+/// What serves an accepted connection: run_session, or run_tls_session.
+using session_runner = awaitable<void> (*)(tcp::socket,
+                                           std::shared_ptr<gateway_context>,
+                                           listener_role);
+
 awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
                             std::shared_ptr<gateway_context> g,
                             listener_role role,
-                            workers& w) {
+                            workers& w,
+                            session_runner serve) {
     asio::steady_timer backoff(acceptor->get_executor());
     std::chrono::milliseconds wait{0};  // zero: not in an episode of failures
     std::uint64_t failures = 0;         // in this episode
@@ -101,20 +107,20 @@ awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor,
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
         auto ex = socket.get_executor();
-        asio::co_spawn(ex, run_session(std::move(socket), g, role), log_exception);
+        asio::co_spawn(ex, serve(std::move(socket), g, role), log_exception);
     }
 }
 
 /// SIGTERM/SIGINT: stop accepting (new connections are refused), let what is in flight finish
 /// within shutdown_grace, then stop. The admin listener stays open meanwhile, so /readyz can say
 /// the gateway is draining.
-awaitable<void> drain(std::shared_ptr<tcp::acceptor> acceptor,
+awaitable<void> drain(std::vector<std::shared_ptr<tcp::acceptor>> acceptors,
                       std::shared_ptr<gateway_context> g,
                       workers& w,
                       int sig) {
     g->draining = true;
     beast::error_code ignored;
-    acceptor->close(ignored);
+    for (auto& a : acceptors) a->close(ignored);
     const auto grace = g->snapshot()->shutdown_grace;
     obs::event("stopping")
         .num("signal", sig)
@@ -151,6 +157,21 @@ void reload(gateway_context& g, const config_loader& load) {
         .info();
 }
 
+/// SIGHUP, for the TLS listener: its certificate and key read again from the files the config
+/// now names; the new ones serve the connections that come next. A pair that does not load
+/// leaves the running one in place, and says why.
+void reload_front_tls(gateway_context& g) {
+    const auto cfg = g.snapshot();
+    if (!cfg->tls) return;
+    auto next = make_front_tls(*cfg->tls);
+    if (!next) {
+        obs::event("tls_reload_refused").str("error", next.error().message).error();
+        return;
+    }
+    g.front_tls.store(std::move(*next));
+    obs::event("tls_reloaded").str("cert_file", cfg->tls->cert_file).info();
+}
+
 /// Waits for SIGHUP until the io_context stops.
 void watch_hangup(const std::shared_ptr<asio::signal_set>& hup,
                   const std::shared_ptr<gateway_context>& g,
@@ -158,6 +179,7 @@ void watch_hangup(const std::shared_ptr<asio::signal_set>& hup,
     hup->async_wait([hup, g, load](const beast::error_code& ec, int) {
         if (ec) return;
         reload(*g, *load);
+        reload_front_tls(*g);
         watch_hangup(hup, g, load);
     });
 }
@@ -241,16 +263,22 @@ std::shared_ptr<gateway_context> start_context(const std::shared_ptr<const confi
 struct listeners {
     std::shared_ptr<tcp::acceptor> main;
     std::shared_ptr<tcp::acceptor> admin;  ///< null without admin_listen
+    std::shared_ptr<tcp::acceptor> tls;    ///< null without tls
 };
 
 result<listeners> open_listeners(asio::io_context& ioc, const config::config& cfg) {
     auto main = open_acceptor(ioc, cfg.listen_host, cfg.listen_port, "listen");
     if (!main) return main.error();
-    listeners l{.main = std::move(*main), .admin = nullptr};
+    listeners l{.main = std::move(*main), .admin = nullptr, .tls = nullptr};
     if (cfg.admin_listen) {
         auto a = open_acceptor(ioc, cfg.admin_listen->host, cfg.admin_listen->port, "admin_listen");
         if (!a) return a.error();
         l.admin = std::move(*a);
+    }
+    if (cfg.tls) {
+        auto t = open_acceptor(ioc, cfg.tls->listen.host, cfg.tls->listen.port, "tls.listen");
+        if (!t) return t.error();
+        l.tls = std::move(*t);
     }
     return l;
 }
@@ -265,6 +293,7 @@ void log_listening(const listeners& l,
     started.str("message", "listening on " + bound_address(*l.main));
     started.str("address", bound_address(*l.main));
     if (l.admin) started.str("admin_address", bound_address(*l.admin));
+    if (l.tls) started.str("tls_address", bound_address(*l.tls));
     started.unum("threads", threads)
         .str("default_region", cfg.default_region)
         .unum("regions", cfg.regions.size())
@@ -323,6 +352,14 @@ int run_server(const std::shared_ptr<const config::config>& cfg,
 
     auto g = start_context(cfg, std::move(creds), std::move(bearer_token));
     if (!g) return 2;
+    if (cfg->tls) {
+        auto tls = make_front_tls(*cfg->tls);
+        if (!tls) {
+            obs::event("cannot_start").str("error", tls.error().message).critical();
+            return 2;
+        }
+        g->front_tls.store(std::move(*tls));
+    }
     auto l = open_listeners(ioc, *cfg);
     if (!l) {
         obs::event("cannot_listen").str("error", l.error().message).critical();
@@ -330,18 +367,27 @@ int run_server(const std::shared_ptr<const config::config>& cfg,
     }
     log_listening(*l, threads, *cfg, *g);
 
-    asio::co_spawn(l->main->get_executor(), accept_loop(l->main, g, listener_role::main, w),
-                   log_exception);
+    asio::co_spawn(l->main->get_executor(),
+                   accept_loop(l->main, g, listener_role::main, w, run_session), log_exception);
     if (l->admin) {
-        asio::co_spawn(l->admin->get_executor(), accept_loop(l->admin, g, listener_role::admin, w),
+        asio::co_spawn(l->admin->get_executor(),
+                       accept_loop(l->admin, g, listener_role::admin, w, run_session),
                        log_exception);
     }
+    if (l->tls) {
+        asio::co_spawn(l->tls->get_executor(),
+                       accept_loop(l->tls, g, listener_role::main, w, run_tls_session),
+                       log_exception);
+    }
+    std::vector<std::shared_ptr<tcp::acceptor>> stop_accepting{l->main};
+    if (l->tls) stop_accepting.push_back(l->tls);
     if (g->batch) asio::co_spawn(ioc, g->batch->run(*g), log_exception);
 
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
-    signals.async_wait([&ioc, &w, acceptor = l->main, g](const beast::error_code& sec, int sig) {
+    signals.async_wait([&ioc, &w, acceptors = std::move(stop_accepting), g](
+                           const beast::error_code& sec, int sig) {
         if (sec) return;
-        asio::co_spawn(ioc, drain(acceptor, g, w, sig), log_exception);
+        asio::co_spawn(ioc, drain(acceptors, g, w, sig), log_exception);
     });
     watch_hangup(std::make_shared<asio::signal_set>(ioc, SIGHUP), g,
                  std::make_shared<const config_loader>(std::move(load)));

@@ -24,18 +24,41 @@
 #include <chrono>
 #include <random>
 #include <string>
+#include <type_traits>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http.hpp>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 namespace bgw::net {
 namespace {
 
 namespace http = beast::http;
 using clock = std::chrono::steady_clock;
+
+/// A connection's TCP layer (the stream itself, or what a TLS stream runs on): its deadlines,
+/// its socket.
+template <class Stream>
+beast::tcp_stream& tcp_of(Stream& s) {
+    return beast::get_lowest_layer(s);
+}
+
+template <class Stream>
+constexpr bool is_plain = std::is_same_v<Stream, beast::tcp_stream>;
+
+/// Where body bytes are read from: a plain connection's socket (past the stream's timer), or
+/// the TLS stream.
+template <class Stream>
+auto& body_source(Stream& s) {
+    if constexpr (is_plain<Stream>) {
+        return s.socket();
+    } else {
+        return s;
+    }
+}
 
 /// Waits for the first bytes of a connection's next request and puts them in `buf`. An idle
 /// connection holds no read buffer while it waits (ten thousand idle keep-alive connections
@@ -67,6 +90,18 @@ awaitable<bool> next_request_bytes(beast::tcp_stream& client,
         }
         if (timed_out) co_return false;
     }
+}
+
+/// The same over TLS: OpenSSL may hold decrypted bytes the socket no longer shows, so the wait
+/// is a read (its buffer held meanwhile).
+awaitable<bool> next_request_bytes(tls_stream& client,
+                                   beast::flat_buffer& buf,
+                                   std::chrono::milliseconds idle_timeout) {
+    read_deadline idle(tcp_of(client), idle_timeout);
+    auto [ec, n] = co_await client.async_read_some(buf.prepare(4096), use_nothrow);
+    if (ec) co_return false;
+    buf.commit(n);
+    co_return true;
 }
 
 /// What a connection's first bytes say it speaks.
@@ -121,12 +156,11 @@ std::string new_request_id() {
 namespace {
 
 /// Full: one 503 that says so, then close, before reading anything.
-awaitable<void> refuse_connection(beast::tcp_stream& client,
-                                  beast::flat_buffer& buf,
-                                  gateway_context& g) {
+template <class Stream>
+awaitable<void> refuse_connection(Stream& client, beast::flat_buffer& buf, gateway_context& g) {
     request_ctx log;
     log.id = new_request_id();
-    http1_port port(client, buf);
+    http1_port<Stream> port(client, buf);
     const error full{http::status::service_unavailable, "ServiceUnavailableException",
                      "the gateway already holds limits.max_connections (" +
                          std::to_string(g.snapshot()->limits.max_connections) +
@@ -134,7 +168,7 @@ awaitable<void> refuse_connection(beast::tcp_stream& client,
     co_await send_error(port, full, log, false);
     write_log(log);
     beast::error_code ignored;
-    client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    tcp_of(client).socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 }
 
 /// The request's share of `limits.max_inflight_body_bytes`, the gateway-wide bound on request
@@ -174,7 +208,8 @@ constexpr std::size_t body_piece_bytes = 64 * 1024;
 /// read (so at most twice what arrived), straight from the socket into its place; a chunked body
 /// goes through the parser a buffer at a time. `full` is set when the gateway-wide budget is
 /// spent.
-awaitable<beast::error_code> read_body(beast::tcp_stream& client,
+template <class Stream>
+awaitable<beast::error_code> read_body(Stream& client,
                                        beast::flat_buffer& buf,
                                        bgw::http::front_parser& parser,
                                        body_budget& budget,
@@ -196,7 +231,7 @@ awaitable<beast::error_code> read_body(beast::tcp_stream& client,
             }
             body.resize(have + room);
             auto [rec, n] = co_await asio::async_read(
-                client.socket(), asio::buffer(body.data() + have, room), use_nothrow);
+                body_source(client), asio::buffer(body.data() + have, room), use_nothrow);
             body.resize(have + n);
             if (rec == asio::error::eof) co_return http::error::partial_message;  // as Beast
             if (rec) co_return rec;
@@ -260,14 +295,15 @@ std::optional<error> read_failure(const read_outcome& r, const config::limits_co
 /// Reads one request whose first bytes are in `buf`, answers it, and says whether the connection
 /// may carry another. Its state lives in its own coroutine frame, allocated for the request only:
 /// an idle connection holds none of it.
-awaitable<bool> serve_request(beast::tcp_stream& client,
+template <class Stream>
+awaitable<bool> serve_request(Stream& client,
                               beast::flat_buffer& buf,
                               const std::shared_ptr<gateway_context>& g,
                               listener_role role,
                               request_ctx& log) {
     std::shared_ptr<const config::config> cfg = g->snapshot();
     const auto& limits = cfg->limits;
-    http1_port port(client, buf);
+    http1_port<Stream> port(client, buf);
     bgw::http::front_parser parser({limits.max_header_bytes, limits.max_header_count,
                                     limits.max_target_bytes, limits.max_body_bytes});
     // The connection's buffer holds at most a head (and the start of what follows): a chunk-size
@@ -285,7 +321,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
     parser.eager(true);
     ec = parse_buffered(parser, buf);
     if (!ec && !parser.is_header_done()) {
-        read_deadline head_deadline(client, limits.header_timeout);
+        read_deadline head_deadline(tcp_of(client), limits.header_timeout);
         std::tie(ec, n) = co_await http::async_read_header(client, buf, parser, use_nothrow);
         read_timed_out = head_deadline.fired();
     }
@@ -294,7 +330,7 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
     if (!ec && !refused) refused = refuse_head(parser.get(), *cfg, role, log);
     if (refused) {
         // The body (if any) is unread: the connection cannot carry another request.
-        client.expires_after(limits.client_idle_timeout);
+        tcp_of(client).expires_after(limits.client_idle_timeout);
         co_await send_error(port, *refused, log, false);
         record_metrics(*g, *cfg, log);
         write_log(log);
@@ -308,13 +344,13 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
     body_budget budget(g->inflight_body_bytes, limits.max_inflight_body_bytes);
     bool budget_spent = false;
     if (!ec && !parser.is_done()) {
-        read_deadline body_deadline(client, limits.client_idle_timeout);
+        read_deadline body_deadline(tcp_of(client), limits.client_idle_timeout);
         ec = co_await read_body(client, buf, parser, budget, budget_spent);
         read_timed_out = body_deadline.fired();
     }
     // Whatever is written next (an error, a health answer, a forwarded head) has the
     // keep-alive time to go out: a client that stops reading cannot hold the session.
-    client.expires_after(cfg->limits.client_idle_timeout);
+    tcp_of(client).expires_after(cfg->limits.client_idle_timeout);
     if (ec || budget_spent) {
         // Nothing after a framing error can be trusted: answer once, then close.
         auto e = read_failure({ec, parser, budget_spent, read_timed_out}, limits);
@@ -340,7 +376,8 @@ awaitable<bool> serve_request(beast::tcp_stream& client,
 
 /// One request, guarded: an exception from anywhere in it (a library that throws, a bug) is
 /// logged once as `session_failed` with the request's id and ends this connection only.
-awaitable<bool> serve_guarded(beast::tcp_stream& client,
+template <class Stream>
+awaitable<bool> serve_guarded(Stream& client,
                               beast::flat_buffer& buf,
                               const std::shared_ptr<gateway_context>& g,
                               listener_role role) {
@@ -377,6 +414,39 @@ awaitable<void> linger(beast::tcp_stream& client, beast::flat_buffer& buf) {
     }
 }
 
+namespace {
+
+/// HTTP/1.1 requests on `client` (whose first bytes may be in `buf`), one after another, until
+/// the connection closes, idles out or must end after an answer.
+template <class Stream>
+awaitable<void> serve_http1(Stream& client,
+                            beast::flat_buffer& buf,
+                            const std::shared_ptr<gateway_context>& g,
+                            listener_role role) {
+    bool answered = false;  // the session ends after an answer, not between requests
+    for (;;) {
+        // The next request may take the keep-alive time to start.
+        const auto idle_timeout = g->snapshot()->limits.client_idle_timeout;
+        if (buf.size() == 0 && !co_await next_request_bytes(client, buf, idle_timeout))
+            break;  // closed or idle between requests: nothing to answer
+        if (!co_await serve_guarded(client, buf, g, role)) {
+            answered = true;
+            break;
+        }
+    }
+    beast::error_code ignored;
+    tcp_of(client).socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    if (answered) co_await linger(tcp_of(client), buf);
+}
+
+/// Holds a place in `limits.max_connections` for as long as the connection is open.
+struct connection_slot {
+    gateway_context& g;
+    ~connection_slot() { --g.connections; }
+};
+
+}  // namespace
+
 awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
                             listener_role role) {
@@ -385,11 +455,9 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
     client.socket().non_blocking(true, nb);  // for next_request_bytes' first try and the watch
     if (nb) co_return;
     beast::flat_buffer buf;
-    struct connection_slot {
-        gateway_context& g;
-        ~connection_slot() { --g.connections; }
-    } slot{*g};
-    if (++g->connections > g->snapshot()->limits.max_connections) {
+    ++g->connections;
+    connection_slot slot{*g};
+    if (g->connections > g->snapshot()->limits.max_connections) {
         co_await refuse_connection(client, buf, *g);
         co_return;
     }
@@ -405,20 +473,44 @@ awaitable<void> run_session(asio::ip::tcp::socket socket,
         case opening::http1:
             break;
     }
-    bool answered = false;  // the session ends after an answer, not between requests
-    for (;;) {
-        // The next request may take the keep-alive time to start.
-        const auto idle_timeout = g->snapshot()->limits.client_idle_timeout;
-        if (buf.size() == 0 && !co_await next_request_bytes(client, buf, idle_timeout))
-            break;  // closed or idle between requests: nothing to answer
-        if (!co_await serve_guarded(client, buf, g, role)) {
-            answered = true;
-            break;
-        }
+    co_await serve_http1(client, buf, g, role);
+}
+
+awaitable<void> run_tls_session(asio::ip::tcp::socket socket,
+                                std::shared_ptr<gateway_context> g,
+                                listener_role role) {
+    // The certificate in use when the connection came: a reload changes the next ones only.
+    const std::shared_ptr<asio::ssl::context> tls = g->front_tls.load();
+    if (!tls) co_return;
+    tls_stream client(beast::tcp_stream(std::move(socket)), *tls);
+    beast::error_code nb;
+    tcp_of(client).socket().non_blocking(true, nb);  // for the client watch's peek
+    if (nb) co_return;
+    beast::flat_buffer buf;
+    ++g->connections;  // a handshake under way holds its place too
+    connection_slot slot{*g};
+    const auto limits = g->snapshot()->limits;
+    // A client that is not speaking TLS, or too slowly, is closed: there is no way to answer it.
+    tcp_of(client).expires_after(limits.header_timeout);
+    auto [hec] = co_await client.async_handshake(asio::ssl::stream_base::server, use_nothrow);
+    tcp_of(client).expires_never();
+    if (hec) {
+        obs::event("tls_handshake_failed").str("error", hec.message()).debug();
+        co_return;
     }
-    beast::error_code ignored;
-    client.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-    if (answered) co_await linger(client, buf);
+    if (g->connections > limits.max_connections) {
+        co_await refuse_connection(client, buf, *g);
+        co_return;
+    }
+    // Over TLS, ALPN alone says HTTP/2.
+    const unsigned char* proto = nullptr;
+    unsigned int proto_len = 0;
+    SSL_get0_alpn_selected(client.native_handle(), &proto, &proto_len);
+    if (std::string_view(reinterpret_cast<const char*>(proto), proto_len) == "h2") {
+        co_await run_h2_session(client, buf, g, role);
+        co_return;
+    }
+    co_await serve_http1(client, buf, g, role);
 }
 
 }  // namespace bgw::net

@@ -86,14 +86,23 @@ result<std::optional<control_request>> parse_control_target(http::verb method,
     const boost::urls::url_view& url = *parsed;
     std::vector<boost::urls::pct_string_view> segs;
     for (auto seg : url.encoded_segments()) segs.push_back(seg);
+    // Empty segments where the endpoint's path meets the API path are absent, as in
+    // parse_runtime_target: `//inference-profiles` (endpoint `http://gw:8080/`) and
+    // `/eu-west-1//inference-profiles` (endpoint `http://gw:8080/eu-west-1/`).
+    const auto not_empty = [](boost::urls::pct_string_view s) { return !s.empty(); };
+    const auto first = std::find_if(segs.begin(), segs.end(), not_empty);
+    const bool leading_empty = first != segs.begin();
+    segs.erase(segs.begin(), first);
     if (segs.empty()) return std::optional<control_request>{};
-    // `/{region}/inference-profiles`: the same region prefix as the runtime API's.
+    // `/{region}/inference-profiles`: the same region prefix as the runtime API's (and, as
+    // there, none after a leading empty segment).
     std::string region_prefix;
     if (!is_control_plane_resource(segs[0])) {
-        if (segs.size() < 2 || !is_control_plane_resource(segs[1]))
+        const auto resource = std::find_if(segs.begin() + 1, segs.end(), not_empty);
+        if (leading_empty || resource == segs.end() || !is_control_plane_resource(*resource))
             return std::optional<control_request>{};
         region_prefix = segs[0].decode();
-        segs.erase(segs.begin());
+        segs.erase(segs.begin(), resource);
     }
     const auto read = std::find_if(allowed.begin(), allowed.end(),
                                    [&](const allowed_read& a) { return segs[0] == a.resource; });
@@ -102,9 +111,13 @@ result<std::optional<control_request>> parse_control_target(http::verb method,
     control_request out;
     out.region_prefix = std::move(region_prefix);
     out.wire_path = "/" + std::string(read->resource);
+    // A presigned request's signature is the client's, for the gateway: it goes, and the
+    // gateway signs in headers.
+    stripped_query query = strip_sigv4_query(url.encoded_query());
+    out.query_credential = std::move(query.credential);
     if (segs.size() == 1) {
         out.operation = read->list;
-        out.query = std::string(url.encoded_query());
+        out.query = std::move(query.rest);
         return std::optional<control_request>(std::move(out));
     }
     const std::string id = segs[1].decode();
@@ -115,7 +128,7 @@ result<std::optional<control_request>> parse_control_target(http::verb method,
         !std::all_of(id.begin(), id.end(), [](unsigned char c) { return c > 0x20 && c < 0x7f; }))
         return validation_error("the identifier in " + std::string(read->get) +
                                 " must be printable ASCII without spaces, not a dot segment");
-    if (url.has_query() && !url.encoded_query().empty())
+    if (!query.rest.empty())
         return validation_error(std::string(read->get) + " takes no query parameters");
     out.operation = read->get;
     out.wire_path += "/" + encode_label(id);

@@ -3,6 +3,7 @@
 #include "bgw/aws/sigv4.hpp"
 
 #include <algorithm>
+#include <array>
 
 namespace bgw::routing {
 namespace {
@@ -48,11 +49,30 @@ result<std::string> strong_region(const intent& in,
     return std::string();
 }
 
-/// Weak: the region the app signed for, when this gateway may use it; else empty.
-std::string weak_region(const intent& in, const config::config& cfg) {
-    if (auto auth = aws::parse_authorization(in.authorization); auth) {
-        if (cfg.regions.contains(auth->region)) return auth->region;
+/// The region of a credential scope (`AKID/YYYYMMDD/region/service/aws4_request`); empty when
+/// `credential` is not one.
+std::string_view scope_region(std::string_view credential) {
+    std::array<std::string_view, 5> parts;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        const auto slash = credential.find('/');
+        if ((slash == std::string_view::npos) != (i + 1 == parts.size())) return {};
+        parts[i] = credential.substr(0, slash);
+        credential.remove_prefix(slash == std::string_view::npos ? credential.size() : slash + 1);
     }
+    return parts[4] == "aws4_request" ? parts[2] : std::string_view();
+}
+
+/// Weak: the region the app signed for, in an Authorization header or else in the query of a
+/// presigned request, when this gateway may use it; else empty.
+std::string weak_region(const intent& in,
+                        std::string_view query_credential,
+                        const config::config& cfg) {
+    std::string signed_for;
+    if (auto auth = aws::parse_authorization(in.authorization); auth)
+        signed_for = std::move(auth->region);
+    else
+        signed_for = scope_region(query_credential);
+    if (!signed_for.empty() && cfg.regions.contains(signed_for)) return signed_for;
     return {};
 }
 
@@ -113,10 +133,11 @@ error no_target(const std::string& route,
 
 result<std::string> choose_region(const intent& in,
                                   std::string_view region_prefix,
-                                  const config::config& cfg) {
+                                  const config::config& cfg,
+                                  std::string_view query_credential) {
     auto strong = strong_region(in, region_prefix, cfg);
     if (!strong || !strong->empty()) return strong;
-    auto weak = weak_region(in, cfg);
+    auto weak = weak_region(in, query_credential, cfg);
     return weak.empty() ? cfg.default_region : weak;
 }
 
@@ -125,7 +146,7 @@ result<plan> route(const runtime_request& req, const intent& in, const config::c
     auto strong = strong_region(in, req.region_prefix, cfg);
     if (!strong) return strong.error();
     out.pinned_region = std::move(*strong);
-    const std::string weak = weak_region(in, cfg);
+    const std::string weak = weak_region(in, req.query_credential, cfg);
     auto found = req.model_id.empty() ? cfg.routes.end() : cfg.routes.find(req.model_id);
     auto asked_tier =
         tier_intent(req, in, found == cfg.routes.end() ? nullptr : &found->second.targets, cfg);

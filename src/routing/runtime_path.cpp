@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <boost/url/parse.hpp>
+#include <boost/url/pct_string_view.hpp>
 #include <boost/url/url_view.hpp>
 
 namespace bgw::routing {
@@ -43,6 +44,9 @@ result<std::string> decode_label(boost::urls::pct_string_view encoded, std::stri
     return decoded;
 }
 
+/// A path's segments, still percent-encoded.
+using segment_list = std::vector<boost::urls::pct_string_view>;
+
 struct route_entry {
     http::verb method;
     std::array<std::string_view, 5> pattern;  ///< "{}" marks a label; "" ends the pattern
@@ -78,9 +82,7 @@ std::size_t pattern_size(const route_entry& r) {
 
 /// Whether `segs` (the path's segments) and `method` are this route's: every literal segment
 /// equal, one segment per label.
-bool matches(const route_entry& r,
-             http::verb method,
-             const std::vector<boost::urls::pct_string_view>& segs) {
+bool matches(const route_entry& r, http::verb method, const segment_list& segs) {
     const std::size_t n = pattern_size(r);
     if (segs.size() != n) return false;
     for (std::size_t i = 0; i < n; ++i) {
@@ -97,9 +99,7 @@ std::string_view label_kind(const route_entry& r, std::size_t i) {
 }
 
 /// The wire path of a matched route (each label decoded, then encoded once) and its model id.
-result<void> fill_labels(const route_entry& r,
-                         const std::vector<boost::urls::pct_string_view>& segs,
-                         runtime_request& out) {
+result<void> fill_labels(const route_entry& r, const segment_list& segs, runtime_request& out) {
     for (std::size_t i = 0; i < pattern_size(r); ++i) {
         out.wire_path += '/';
         if (r.pattern[i] != "{}") {
@@ -113,6 +113,46 @@ result<void> fill_labels(const route_entry& r,
     }
     return {};
 }
+
+/// Drops the empty segments at the front of `segs`; whether there were any.
+bool drop_empty_front(segment_list& segs) {
+    auto first = std::find_if(segs.begin(), segs.end(),
+                              [](boost::urls::pct_string_view s) { return !s.empty(); });
+    const bool any = first != segs.begin();
+    segs.erase(segs.begin(), first);
+    return any;
+}
+
+/// Splits off `/{region}/...` and the empty segments where an endpoint URL's path ends and the
+/// API path begins. A client that joins its endpoint path to `/model/...` by concatenation sends
+/// `//model/...` for `http://gw:8080/` (a URL whose path is `/`, as every parsed URL's is) and
+/// `/eu-west-1//model/...` for `http://gw:8080/eu-west-1/`; both mean what they would without
+/// the slash, and no runtime path starts with an empty segment, so neither reading is ambiguous.
+/// Empty segments anywhere else stay (`/model//invoke` is an empty model id), and `%2F` never
+/// separates (`encoded_segments`).
+result<std::string> split_region_prefix(segment_list& segs) {
+    // `//eu-west-1/model/...` is no endpoint anyone writes; after a leading run of empty
+    // segments the API path must follow.
+    if (drop_empty_front(segs)) return std::string();
+    // `/{region}/model/...`: an SDK endpoint URL with a path (`http://gw:8080/eu-west-1`) pins
+    // a region. Anything in that place that is not a first segment of the API is taken as one,
+    // and the router decides whether it is a region the gateway may use.
+    if (segs.size() < 2 || std::any_of(routes.begin(), routes.end(), [&](const route_entry& r) {
+            return segs[0] == r.pattern[0];
+        }))
+        return std::string();
+    auto prefix = decode_label(segs[0], "region prefix");
+    if (!prefix) return prefix.error();
+    segs.erase(segs.begin());
+    drop_empty_front(segs);
+    return prefix;
+}
+
+// The SigV4 query-signing parameters, spelled as AWS documents them.
+constexpr std::array<std::string_view, 7> sigv4_query_names = {
+    "X-Amz-Algorithm", "X-Amz-Credential",    "X-Amz-Date",           "X-Amz-Expires",
+    "X-Amz-Signature", "X-Amz-SignedHeaders", "X-Amz-Security-Token",
+};
 
 }  // namespace
 
@@ -171,35 +211,64 @@ result<runtime_request> parse_runtime_target(http::verb method, std::string_view
     }
     const boost::urls::url_view& url = *parsed;
     // encoded_segments keeps `%2F` inside a label (an ARN) as part of that label.
-    std::vector<boost::urls::pct_string_view> segs;
+    segment_list segs;
     for (auto seg : url.encoded_segments()) segs.push_back(seg);
-    // `/{region}/model/...`: an SDK endpoint URL with a path (`http://gw:8080/eu-west-1`) pins
-    // a region. Anything in that place that is not a first segment of the API is taken as one,
-    // and the router decides whether it is a region the gateway may use.
-    std::string region_prefix;
-    if (segs.size() >= 2 && !std::any_of(routes.begin(), routes.end(), [&](const route_entry& r) {
-            return segs[0] == r.pattern[0];
-        })) {
-        auto prefix = decode_label(segs[0], "region prefix");
-        if (!prefix) return prefix.error();
-        region_prefix = std::move(*prefix);
-        segs.erase(segs.begin());
-    }
+    auto region_prefix = split_region_prefix(segs);
+    if (!region_prefix) return region_prefix.error();
     // A trailing slash yields an empty last segment; the runtime API has none.
     for (const route_entry& r : routes) {
         if (!matches(r, method, segs)) continue;
-        runtime_request out{r.op, {}, {}, {}, std::move(region_prefix)};
+        runtime_request out{r.op, {}, {}, {}, std::move(*region_prefix)};
         if (auto built = fill_labels(r, segs, out); !built) return built.error();
-        if (url.has_query()) {
-            if (!r.takes_query && !url.encoded_query().empty()) {
-                return validation_error(std::string(operation_name(r.op)) +
-                                        " takes no query parameters");
-            }
-            out.query = std::string(url.encoded_query());
+        // The client's own signature goes before the operation's query rule: the gateway signs
+        // again, in headers, and an operation without a query must not refuse a presigned URL.
+        stripped_query query = strip_sigv4_query(url.encoded_query());
+        if (!r.takes_query && !query.rest.empty()) {
+            return validation_error(std::string(operation_name(r.op)) +
+                                    " takes no query parameters");
         }
+        out.query = std::move(query.rest);
+        out.query_credential = std::move(query.credential);
         return out;
     }
     return unknown_operation(method, url.encoded_path());
+}
+
+stripped_query strip_sigv4_query(std::string_view encoded_query) {
+    stripped_query out;
+    if (encoded_query.empty()) return out;  // nearly every runtime request
+    // Split by hand, not with boost::urls::parse_query: in Boost 1.81 the view it returns reads
+    // its last value past the end of the string it was given, up to a NUL (here the rest of the
+    // request line; tests/fuzz/seeds/runtime_path/target-3aec347e.req found it).
+    bool dropped = false;
+    std::string rest;
+    std::string_view left = encoded_query;
+    for (bool more = true; more;) {
+        const auto amp = left.find('&');
+        const std::string_view piece = left.substr(0, amp);
+        more = amp != std::string_view::npos;
+        if (more) left.remove_prefix(amp + 1);
+        const auto eq = piece.find('=');
+        // A name with a bad escape is no signing parameter; the operation's rule judges it.
+        auto name = boost::urls::make_pct_string_view(piece.substr(0, eq));
+        const std::string decoded = name ? name->decode() : std::string();
+        if (std::find(sigv4_query_names.begin(), sigv4_query_names.end(), decoded) !=
+            sigv4_query_names.end()) {
+            dropped = true;
+            if (decoded == "X-Amz-Credential" && out.credential.empty() &&
+                eq != std::string_view::npos) {
+                if (auto value = boost::urls::make_pct_string_view(piece.substr(eq + 1)))
+                    out.credential = value->decode();
+            }
+            continue;
+        }
+        // An empty piece (`a=1&&b=2`) carries nothing; it is left out once the query is rebuilt.
+        if (piece.empty()) continue;
+        if (!rest.empty()) rest += '&';
+        rest += piece;
+    }
+    out.rest = dropped ? std::move(rest) : std::string(encoded_query);
+    return out;
 }
 
 std::string model_wire_path(operation op, std::string_view model_id) {

@@ -7,9 +7,13 @@ gateway re-signed for that region. Every test counts what each upstream saw.
 
 import json
 import unittest
+import urllib.parse
 
 import boto3
 import botocore
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
 from botocore.config import Config
 
 import bgw_e2e
@@ -264,6 +268,112 @@ class RoutingEndToEnd(unittest.TestCase):
         self.assertEqual(resp.status, 400, resp)
         self.assert_ran(resp, "eu-west-1", "on-demand", 1)
         self.saw(0, 1)
+
+    # --- client compatibility (issue 19) ------------------------------------------------
+
+    def presigned_path(self, path, region, token="app-session-token"):
+        """`path` query-signed by botocore's own SigV4 query signer (what aws4fetch's
+        `signQuery: true` also sends): the seven X-Amz-* parameters in the query, no
+        Authorization header. Signed with the app's keys: the gateway must drop it, not check it.
+        Signed without the body, which botocore's query signer (written for query-protocol
+        services) would move into the query; the signature need not verify anyway."""
+        request = botocore.awsrequest.AWSRequest(method="POST", url=self.gateway.url + path,
+                                                 headers=dict(bgw_e2e.JSON_HEADERS))
+        credentials = botocore.credentials.Credentials(APP_KEY, APP_SECRET, token)
+        botocore.auth.SigV4QueryAuth(credentials, "bedrock", region, expires=300).add_auth(request)
+        url = urllib.parse.urlsplit(request.url)
+        self.assertEqual(
+            sorted(k for k, _ in urllib.parse.parse_qsl(url.query)),
+            ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+             "X-Amz-Security-Token", "X-Amz-Signature", "X-Amz-SignedHeaders"])
+        return url.path + "?" + url.query
+
+    def assert_gateway_signed(self, seen, wire_path):
+        """What the fake got: the gateway's header signature (verified by the fake), the
+        canonical path and no query at all."""
+        self.assertTrue(seen["signatureOk"], seen)
+        self.assertEqual(seen["accessKeyId"], GATEWAY_KEY)
+        self.assertEqual(seen["auth"], "sigv4", seen)
+        self.assertEqual(seen["wirePath"], wire_path)
+        self.assertEqual(seen["target"], wire_path)  # no "?X-Amz-...", no "//"
+        self.assertEqual(seen["query"], "")
+        self.assertNotIn("x-amz-security-token", seen["headers"])  # the app's token stayed here
+
+    def converse(self, path, headers=None):
+        h = dict(bgw_e2e.JSON_HEADERS)
+        h.update(headers or {})
+        return bgw_e2e.http_request(self.gateway.port, "POST", path, bgw_e2e.converse_body(), h)
+
+    def test_a_query_signed_converse_goes_upstream_signed_in_headers(self):
+        # Signed for eu-west-1 in the query: the same weak region intent as a signed header.
+        resp = self.converse(self.presigned_path("/model/plain.model-v1%3A0/converse",
+                                                 "eu-west-1"))
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.headers.get("x-gateway-region"), "eu-west-1", resp)
+        seen = self.saw(0, 1)[1]
+        self.assert_gateway_signed(seen[0], "/model/plain.model-v1%3A0/converse")
+
+    def test_other_query_parameters_are_still_refused(self):
+        for query in ("X-Amz-Signature=00&foo=1", "x-amz-signature=00",
+                      "X-Amz-Content-Sha256=UNSIGNED-PAYLOAD"):
+            with self.subTest(query=query):
+                resp = self.converse("/model/plain.model-v1%3A0/converse?" + query)
+                self.assertEqual(resp.status, 400, resp)
+                self.assertEqual(resp.error_code(), "ValidationException")
+                self.assertIn("takes no query parameters", resp.json()["message"])
+        self.saw(0, 0)
+
+    def test_an_empty_segment_after_the_region_prefix_is_ignored(self):
+        resp = self.converse("/eu-west-1//model/plain.model-v1%3A0/converse")
+        self.assertEqual(resp.status, 200, resp)
+        self.assert_ran(resp, "eu-west-1", "on-demand", 1)
+        seen = self.saw(0, 1)[1]
+        self.assert_gateway_signed(seen[0], "/model/plain.model-v1%3A0/converse")
+
+    def test_a_bare_double_slash_is_the_path_without_it(self):
+        # Endpoint `http://127.0.0.1:8080/` joined to `/model/...` by concatenation.
+        resp = self.converse("//model/plain.model-v1%3A0/converse")
+        self.assertEqual(resp.status, 200, resp)
+        self.assert_ran(resp, "us-east-1", "on-demand", 1)
+        seen = self.saw(1, 0)[0]
+        self.assert_gateway_signed(seen[0], "/model/plain.model-v1%3A0/converse")
+
+    def test_presigned_behind_a_trailing_slash_endpoint(self):
+        # Both at once, with an ARN whose %2F must stay inside its label; the prefix pins
+        # eu-west-1 over the us-east-1 the query was signed for.
+        arn = "arn%3Aaws%3Abedrock%3Aeu-west-1%3A123456789012%3Aprovisioned-model%2Fpt9"
+        resp = self.converse(self.presigned_path("/eu-west-1//model/%s/converse" % arn,
+                                                 "us-east-1"))
+        self.assertEqual(resp.status, 200, resp)
+        self.assert_ran(resp, "eu-west-1", "on-demand", 1)
+        seen = self.saw(0, 1)[1]
+        self.assert_gateway_signed(seen[0], "/model/%s/converse" % arn)
+
+    def test_boto3_at_an_endpoint_ending_in_slashes_after_the_region(self):
+        # botocore drops one trailing slash of an endpoint's path before appending /model/...,
+        # so `/eu-west-1/` sends `/eu-west-1/model/...` and `/eu-west-1//` sends the doubled
+        # slash other SDKs send for `/eu-west-1/`; both must land in eu-west-1.
+        for endpoint_path, sent_prefix in (("/eu-west-1/", "/eu-west-1/model/"),
+                                           ("/eu-west-1//", "/eu-west-1//model/")):
+            with self.subTest(endpoint_path=endpoint_path):
+                mark = self.eu.mark()
+                client = self.client(endpoint_path)
+                sent = []
+                client.meta.events.register(
+                    "before-send.bedrock-runtime.Converse",
+                    lambda request, record=sent.append, **_: record(
+                        urllib.parse.urlsplit(request.url).path))
+                out = client.converse(
+                    modelId="plain.model-v1:0",
+                    messages=[{"role": "user", "content": [{"text": "x"}]}])
+                self.assertEqual(out["ResponseMetadata"]["HTTPStatusCode"], 200)
+                self.assertEqual(out["ResponseMetadata"]["HTTPHeaders"]["x-gateway-region"],
+                                 "eu-west-1")
+                self.assertEqual(len(sent), 1)
+                self.assertTrue(sent[0].startswith(sent_prefix), sent)
+                seen = self.eu.wait_requests(mark, 1)
+                self.assert_gateway_signed(seen[0], "/model/plain.model-v1%3A0/converse")
+        self.saw(0, 2)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,18 @@ TEST(control_plane, passes_the_four_reads_with_their_canonical_paths) {
          ""},
         {http::verb::get, "/eu-west-1/foundation-models/amazon.titan-text-lite-v1",
          "GetFoundationModel", "/foundation-models/amazon.titan-text-lite-v1", "", "eu-west-1"},
+        // Empty segments where the endpoint's path ends are absent; a presigned query's
+        // signing parameters are dropped, its filters kept.
+        {http::verb::get, "//inference-profiles", "ListInferenceProfiles", "/inference-profiles",
+         "", ""},
+        {http::verb::get, "/eu-west-1//foundation-models/amazon.titan-text-lite-v1",
+         "GetFoundationModel", "/foundation-models/amazon.titan-text-lite-v1", "", "eu-west-1"},
+        {http::verb::get,
+         "/eu-west-1//foundation-models?X-Amz-Algorithm=AWS4-HMAC-SHA256&byProvider=Anthropic&"
+         "X-Amz-Signature=00",
+         "ListFoundationModels", "/foundation-models", "byProvider=Anthropic", "eu-west-1"},
+        {http::verb::get, "/foundation-models/m?X-Amz-Date=20260101T000000Z&X-Amz-Signature=00",
+         "GetFoundationModel", "/foundation-models/m", "", ""},
         // An ARN as the identifier: its slash stays inside the one label.
         {http::verb::get,
          "/inference-profiles/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx",
@@ -63,11 +75,22 @@ TEST(control_plane, passes_the_four_reads_with_their_canonical_paths) {
 
 TEST(control_plane, leaves_the_runtime_api_and_unknown_paths_alone) {
     for (auto target : {"/model/m/invoke", "/eu-west-1/model/m/converse", "/async-invoke",
-                        "/guardrail/g/version/1/apply", "/nothing-here", "/", "/x/y/z"}) {
+                        "/guardrail/g/version/1/apply", "/nothing-here", "/", "/x/y/z",
+                        "/eu-west-1//model/m/converse", "//model/m/converse", "//", "/eu-west-1//",
+                        "//eu-west-1/inference-profiles", "/eu-west-1/%2Finference-profiles"}) {
         auto r = parse_control_target(http::verb::post, target);
         ASSERT_TRUE(r) << target;
         EXPECT_FALSE(r->has_value()) << target;
     }
+}
+
+TEST(control_plane, keeps_a_presigned_credential_apart) {
+    auto r = parse_control_target(http::verb::get,
+                                  "/inference-profiles?X-Amz-Credential=AKID%2F20260101%2Feu-west-"
+                                  "1%2Fbedrock%2Faws4_request");
+    ASSERT_TRUE(r && r->has_value());
+    EXPECT_EQ((*r)->query, "");
+    EXPECT_EQ((*r)->query_credential, "AKID/20260101/eu-west-1/bedrock/aws4_request");
 }
 
 TEST(control_plane, refuses_writes_and_other_reads_with_403) {
@@ -80,6 +103,8 @@ TEST(control_plane, refuses_writes_and_other_reads_with_403) {
         {http::verb::post, "/model-customization-jobs"},      // CreateModelCustomizationJob
         {http::verb::delete_, "/guardrails/g"},               // DeleteGuardrail
         {http::verb::post, "/us-east-1/provisioned-model-throughput"},
+        {http::verb::post, "/us-east-1//provisioned-model-throughput"},
+        {http::verb::delete_, "//guardrails/g?X-Amz-Signature=00"},
     };
     for (const auto& [method, target] : refused) {
         SCOPED_TRACE(std::string(target));
@@ -92,8 +117,10 @@ TEST(control_plane, refuses_writes_and_other_reads_with_403) {
 }
 
 TEST(control_plane, refuses_bad_identifiers) {
-    for (auto target : {"/inference-profiles/%2E%2E", "/foundation-models/a%20b",
-                        "/foundation-models/a%0Ab", "/inference-profiles/x?y=1"}) {
+    for (auto target :
+         {"/inference-profiles/%2E%2E", "/foundation-models/a%20b", "/foundation-models/a%0Ab",
+          "/inference-profiles/x?y=1", "/inference-profiles/x?X-Amz-Signature=00&y=1",
+          "/inference-profiles/x?x-amz-signature=00"}) {
         auto r = parse_control_target(http::verb::get, target);
         ASSERT_FALSE(r) << target;
         EXPECT_EQ(r.error().status, http::status::bad_request) << target;

@@ -210,6 +210,57 @@ INSTANTIATE_TEST_SUITE_P(
               "",
               "on-demand",
               {"us-east-1 on-demand m"}},
+        // A presigned (query-signed) request's credential scope is the same weak intent as an
+        // Authorization header's, which wins when both are there.
+        case_{"presigned_scope",
+              "/model/m/invoke?X-Amz-Credential=AKID%2F20250101%2Fus-west-2%2Fbedrock%2F"
+              "aws4_request&X-Amz-Signature=00",
+              "",
+              "",
+              "",
+              {"us-west-2 on-demand m"}},
+        case_{"header_scope_beats_presigned_scope",
+              "/model/m/invoke?X-Amz-Credential=AKID%2F20250101%2Fus-west-2%2Fbedrock%2F"
+              "aws4_request",
+              "",
+              auth_for("eu-west-1"),
+              "",
+              {"eu-west-1 on-demand m"}},
+        case_{"presigned_scope_not_allowed",
+              "/model/m/invoke?X-Amz-Credential=AKID%2F20250101%2Fap-south-1%2Fbedrock%2F"
+              "aws4_request",
+              "",
+              "",
+              "",
+              {"us-east-1 on-demand m"}},
+        case_{"presigned_credential_not_a_scope",
+              "/model/m/invoke?X-Amz-Credential=us-west-2",
+              "",
+              "",
+              "",
+              {"us-east-1 on-demand m"}},
+        case_{"presigned_scope_route_weak_region_first",
+              "/model/claude-prod/converse?X-Amz-Credential=AKID%2F20250101%2Feu-west-1%2F"
+              "bedrock%2Faws4_request",
+              "",
+              "",
+              "",
+              {"eu-west-1 on-demand " + claude + " flex", "us-east-1 provisioned " + pt1,
+               "us-east-1 on-demand " + claude}},
+        // An endpoint with a trailing slash after its region (`http://gw/eu-west-1/`) pins it
+        // the same.
+        case_{"prefix_with_trailing_slash",
+              "/eu-west-1//model/claude-prod/invoke",
+              "",
+              "",
+              "",
+              {"eu-west-1 on-demand " + claude + " flex"}},
+        case_{"bare_double_slash_is_no_prefix",
+              "//model/m/invoke",
+              "",
+              "",
+              "",
+              {"us-east-1 on-demand m"}},
         // Operations without a model id go where the region intent says.
         case_{"guardrail_prefix",
               "/eu-west-1/guardrail/g1/version/1/apply",
@@ -257,6 +308,20 @@ TEST(runtime_path, region_prefix_is_split_off_and_model_paths_rebuilt) {
     auto dots =
         routing::parse_runtime_target(boost::beast::http::verb::post, "/%2E%2E/model/m/invoke");
     EXPECT_FALSE(dots);
+}
+
+TEST(router, choose_region_reads_a_presigned_scope_after_the_header) {
+    const std::string_view eu = "AKID/20250101/eu-west-1/bedrock/aws4_request";
+    auto weak = routing::choose_region({}, "", cfg(), eu);
+    ASSERT_TRUE(weak);
+    EXPECT_EQ(*weak, "eu-west-1");
+    const std::string us_west = auth_for("us-west-2");
+    auto header = routing::choose_region({"", "", us_west, ""}, "", cfg(), eu);
+    ASSERT_TRUE(header);
+    EXPECT_EQ(*header, "us-west-2");
+    auto none = routing::choose_region({}, "", cfg());
+    ASSERT_TRUE(none);
+    EXPECT_EQ(*none, "us-east-1");
 }
 
 TEST(router, batch_tier_with_the_batch_section) {

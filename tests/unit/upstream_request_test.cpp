@@ -103,6 +103,48 @@ TEST(prepare_upstream_request, replaces_the_apps_auth_and_keeps_bedrock_headers)
     EXPECT_NE(creq.find("x-amz-security-token:GW-TOKEN"), std::string::npos) << creq;
 }
 
+// A presigned request behind an endpoint with a trailing slash (`http://gw/eu-west-1/`): what
+// goes upstream is the canonical path, no query at all, and the gateway's header signature.
+TEST(prepare_upstream_request, presigned_request_goes_canonical_and_signed_in_headers) {
+    auto cfg = two_regions();
+    auto rt = bgw::routing::parse_runtime_target(
+        http::verb::post,
+        "/eu-west-1//model/a:b/converse?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDAPP"
+        "%2F20260101%2Feu-west-1%2Fbedrock%2Faws4_request&X-Amz-Date=20260101T000000Z&X-Amz-"
+        "Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token=APP-TOKEN&X-Amz-Signature="
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    ASSERT_TRUE(rt) << rt.error().message;
+    http::fields in;
+    in.set(http::field::host, "127.0.0.1:8080");
+    in.set(http::field::content_type, "application/json");
+    bgw::aws::credentials creds{"AKIDGATEWAY", "gateway-secret", ""};
+    const auto now = std::chrono::sys_seconds{std::chrono::seconds{1'790'000'000}};
+    const std::string body = R"({"messages":[]})";
+    auto up = bgw::routing::prepare_upstream_request(
+        http::verb::post, *rt, in, body,
+        {.endpoint = cfg.regions.at("eu-west-1"), .region = "eu-west-1"},
+        {.creds = creds, .now = now});
+    EXPECT_EQ(up.target, "/model/a%3Ab/converse");
+    EXPECT_FALSE(find(up.headers, "x-amz-security-token"));  // the app's token went with the query
+    const auto& authz = up.headers.back();
+    ASSERT_EQ(authz.name, "Authorization");
+    auto parsed = bgw::aws::parse_authorization(authz.value);
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(parsed->access_key_id, "AKIDGATEWAY");
+    EXPECT_EQ(parsed->region, "eu-west-1");
+    std::vector<bgw::aws::header> sent(up.headers.begin(), up.headers.end() - 1);
+    const std::string hash = bgw::aws::sha256_hex(body);
+    bgw::aws::signing_input check{.method = "POST",
+                                  .wire_path = "/model/a%3Ab/converse",
+                                  .query = "",
+                                  .headers = sent,
+                                  .payload_sha256 = hash,
+                                  .region = "eu-west-1",
+                                  .service = "bedrock",
+                                  .time = now};
+    EXPECT_EQ(bgw::aws::sign_v4(check, creds).signature_hex, parsed->signature_hex);
+}
+
 TEST(prepare_upstream_request, keeps_the_query_for_list_operations) {
     auto cfg = two_regions();
     auto rt = bgw::routing::parse_runtime_target(
@@ -116,6 +158,21 @@ TEST(prepare_upstream_request, keeps_the_query_for_list_operations) {
         {.creds = creds, .now = std::chrono::sys_seconds{std::chrono::seconds{1'700'000'000}}});
     EXPECT_EQ(up.target, "/async-invoke?maxResults=10&sortOrder=Descending");
     EXPECT_FALSE(find(up.headers, "x-amz-security-token"));
+
+    // Presigned: the filters go on, the client's signature does not, and the gateway's header
+    // signature covers exactly the query sent.
+    auto presigned = bgw::routing::parse_runtime_target(
+        http::verb::get,
+        "/async-invoke?X-Amz-Date=20260101T000000Z&maxResults=10&X-Amz-Signature=00&sortOrder="
+        "Descending&X-Amz-SignedHeaders=host");
+    ASSERT_TRUE(presigned);
+    const auto now = std::chrono::sys_seconds{std::chrono::seconds{1'700'000'000}};
+    auto up2 = bgw::routing::prepare_upstream_request(
+        http::verb::get, *presigned, in, "",
+        {.endpoint = cfg.regions.at("us-east-1"), .region = "us-east-1"},
+        {.creds = creds, .now = now});
+    EXPECT_EQ(up2.target, up.target);
+    EXPECT_EQ(up2.headers.back().value, up.headers.back().value);
 }
 
 TEST(prepare_upstream_request, a_route_service_tier_replaces_the_clients) {

@@ -179,11 +179,22 @@ struct route {
     bool operator==(const route&) const = default;
 };
 
+/// The optional TLS listener (issue 19): the same API as `listen`, for clients that insist on
+/// https://; the certificate and key are read again on SIGHUP.
+struct tls_listener_config {
+    listen_address listen;
+    std::string cert_file;  ///< PEM: the leaf, then any intermediates
+    std::string key_file;   ///< PEM
+
+    bool operator==(const tls_listener_config&) const = default;
+};
+
 struct config {
     std::string listen_host = "127.0.0.1";
     std::uint16_t listen_port = 8080;
     /// Where /healthz, /readyz and /metrics are served instead of the main listener, if set.
     std::optional<listen_address> admin_listen;
+    std::optional<tls_listener_config> tls;
     std::string default_region = "us-east-1";
     std::map<std::string, region_endpoint, std::less<>> regions;  ///< the allow-list
     /// Per allowed region: the control plane (`bedrock.{r}.amazonaws.com`) and S3, for batch.

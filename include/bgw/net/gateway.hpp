@@ -46,7 +46,10 @@ struct gateway_context {
     /// The SigV4 credentials to sign with now, or a 503 that says why there are none.
     result<std::shared_ptr<const aws::timed_credentials>> sigv4_credentials() const;
     aws::signing_key_cache keys;
-    asio::ssl::context tls;
+    asio::ssl::context tls;  ///< upstream TLS (the client side)
+    /// The TLS listener's certificate and key (issue 19), when `tls` is configured; SIGHUP
+    /// swaps in a new one, for the connections that come next.
+    std::atomic<std::shared_ptr<asio::ssl::context>> front_tls;
     upstream_pool pool;
     policy::traffic_policy traffic;        ///< retries, cool-downs, local rate limits (issue 4)
     std::unique_ptr<batch_service> batch;  ///< the batch tier, when configured (issue 6)
@@ -84,6 +87,17 @@ enum class listener_role { main, admin };
 awaitable<void> run_session(asio::ip::tcp::socket socket,
                             std::shared_ptr<gateway_context> g,
                             listener_role role = listener_role::main);
+
+/// Serves one connection to the TLS listener: the handshake (ALPN `h2` or `http/1.1`), then
+/// HTTP/2 or HTTP/1.1 as on the plain listener.
+awaitable<void> run_tls_session(asio::ip::tcp::socket socket,
+                                std::shared_ptr<gateway_context> g,
+                                listener_role role = listener_role::main);
+
+/// The TLS listener's context from `t`: TLS 1.2 and later, the certificate chain and key read
+/// from their files (and checked to match), ALPN `h2` then `http/1.1`. The error names the file
+/// and says what is wrong with it.
+result<std::shared_ptr<asio::ssl::context>> make_front_tls(const config::tls_listener_config& t);
 
 /// Runs `ioc` until it stops, guarded: a handler that throws (a library's exception inside a
 /// composed operation, where no coroutine can catch it) loses its own operation, and with it the

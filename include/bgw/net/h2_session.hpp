@@ -14,8 +14,10 @@
 
 namespace bgw::net {
 
-/// Serves the connection whose first bytes (the preface, at least) are in `buf`, until it ends.
-awaitable<void> run_h2_session(beast::tcp_stream& client,
+/// Serves the connection whose first bytes (on a plain one, the preface at least) are in `buf`,
+/// until it ends. `Stream`: beast::tcp_stream, or tls_stream (ALPN chose h2).
+template <class Stream>
+awaitable<void> run_h2_session(Stream& client,
                                beast::flat_buffer& buf,
                                std::shared_ptr<gateway_context> g,
                                listener_role role);

@@ -5,6 +5,7 @@
 
 #include "bgw/net/asio.hpp"
 #include "bgw/net/client_port.hpp"
+#include "bgw/net/upstream.hpp"
 
 #include <string>
 
@@ -13,9 +14,11 @@
 
 namespace bgw::net {
 
+/// `Stream`: beast::tcp_stream, or tls_stream (the TLS listener's).
+template <class Stream>
 class http1_port final : public client_port {
 public:
-    http1_port(beast::tcp_stream& stream, beast::flat_buffer& buf) : stream_(stream), buf_(buf) {}
+    http1_port(Stream& stream, beast::flat_buffer& buf) : stream_(stream), buf_(buf) {}
 
     asio::any_io_executor executor() override { return stream_.get_executor(); }
     awaitable<beast::error_code> send(beast::http::response<beast::http::string_body>& res,
@@ -31,11 +34,14 @@ public:
     void idle_buffers() override;
 
 private:
-    beast::tcp_stream& stream_;
+    Stream& stream_;
     beast::flat_buffer& buf_;
     std::string head_;  ///< a relayed answer's head, as wire bytes, until it goes
     bool chunked_ = false;
     std::size_t* bytes_out_ = nullptr;
 };
+
+extern template class http1_port<beast::tcp_stream>;
+extern template class http1_port<tls_stream>;
 
 }  // namespace bgw::net

@@ -64,6 +64,7 @@ public:
 
     /// Writes the line through the default logger if `lvl` is enabled.
     void emit(level lvl) const;
+    void debug() const { emit(level::debug); }
     void info() const { emit(level::info); }
     void warn() const { emit(level::warn); }
     void error() const { emit(level::error); }

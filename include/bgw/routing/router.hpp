@@ -37,7 +37,8 @@ struct plan {
 };
 
 /// The targets for `req`:
-/// - region intent, strongest first: `X-Gateway-Region`, the path prefix, the credential scope.
+/// - region intent, strongest first: `X-Gateway-Region`, the path prefix, the credential scope
+///   (the Authorization header's, else a presigned query's `req.query_credential`).
 ///   A strong one must be a region name (else 400) in the allow-list (else 403), and only its
 ///   targets remain; a weak one (only honoured when allowed) puts its region's targets first;
 /// - a model id naming a route gives the route's targets, in order; any other request has one
@@ -48,10 +49,12 @@ struct plan {
 result<plan> route(const runtime_request& req, const intent& in, const config::config& cfg);
 
 /// The one region a request without a model runs in (the read-only control plane): the same
-/// intent rules as route()'s (header, then `region_prefix`, then the credential scope when
-/// allowed, then the default region), the same errors.
+/// intent rules as route()'s (header, then `region_prefix`, then the credential scope of the
+/// Authorization header or else of `query_credential` when allowed, then the default region),
+/// the same errors.
 result<std::string> choose_region(const intent& in,
                                   std::string_view region_prefix,
-                                  const config::config& cfg);
+                                  const config::config& cfg,
+                                  std::string_view query_credential = {});
 
 }  // namespace bgw::routing
