@@ -11,6 +11,7 @@ Every wait is on a socket or an event with a deadline; nothing sleeps to let the
 up. A test ends by itself: each read has a deadline and each flood has a bound.
 """
 
+import http.client
 import json
 import select
 import socket
@@ -130,9 +131,9 @@ class H2Client:
     acknowledged at once (window updates), unless `settings` close the window. `byte_pace`
     sends every byte on its own (the split-reads client)."""
 
-    def __init__(self, port, settings=None, timeout=10.0, byte_pace=None):
+    def __init__(self, port, settings=None, timeout=10.0, byte_pace=None, sock=None):
         self.port = port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.byte_pace = byte_pace
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
@@ -278,7 +279,7 @@ class H2Client:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if not select.select([self.sock], [], [], remaining)[0]:
+            if not self._buffered() and not select.select([self.sock], [], [], remaining)[0]:
                 continue
             try:
                 data = self.sock.recv(65536)
@@ -290,9 +291,14 @@ class H2Client:
             self._feed(data)
         return True
 
+    def _buffered(self):
+        """Bytes a TLS socket has decrypted already (select cannot see them)."""
+        return getattr(self.sock, "pending", lambda: 0)() > 0
+
     def poll(self):
         """Reads whatever has already arrived, without waiting."""
-        while not self.closed and select.select([self.sock], [], [], 0)[0]:
+        while not self.closed and (self._buffered() or
+                                   select.select([self.sock], [], [], 0)[0]):
             try:
                 data = self.sock.recv(65536)
             except ConnectionResetError:
@@ -381,7 +387,8 @@ class RawReader:
         self.buf = buf[pos:]
 
     def poll(self):
-        while not self.closed and select.select([self.sock], [], [], 0)[0]:
+        while not self.closed and (self._buffered() or
+                                   select.select([self.sock], [], [], 0)[0]):
             self._read(0)
 
     def read_until(self, predicate, timeout):
@@ -898,6 +905,61 @@ class Http2GatewayWideStreams(GatewayCase):
         c.close()
         self.clients.remove(c)
         self.assert_serves()
+
+
+class Http2OverTls(GatewayCase):
+    """The optional TLS listener: ALPN picks h2 or http/1.1, the same pipeline behind both."""
+
+    @classmethod
+    def start_gateway(cls, limits, name):
+        pki = bgw_e2e.e2e_pki()
+        config = bgw_e2e.base_config(cls.fake.endpoint, limits=dict(limits),
+                                     tls={"listen": "127.0.0.1:0", "cert_file": pki["cert"],
+                                          "key_file": pki["key"]})
+        gw = bgw_e2e.Gateway(cls.binary, config, cls.workdir, name, GATEWAY_KEY, GATEWAY_SECRET)
+        cls.addClassCleanup(bgw_e2e.stop_checked, gw)
+        (started,) = gw.events("listening")
+        cls.tls_port = int(started["tls_address"].rsplit(":", 1)[1])
+        return gw
+
+    def tls_socket(self, alpn):
+        ctx = bgw_e2e.e2e_ca_context()
+        ctx.set_alpn_protocols(alpn)
+        raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=10)
+        return ctx.wrap_socket(raw, server_hostname="localhost")
+
+    def test_alpn_h2_converse_and_stream(self):
+        sock = self.tls_socket(["h2", "http/1.1"])
+        self.assertEqual(sock.selected_alpn_protocol(), "h2")
+        c = H2Client(self.tls_port, sock=sock)
+        self.clients.append(c)
+        c.handshake()
+        st = c.wait(c.converse("h2-over-tls", "over TLS"))
+        self.assertEqual(st.status, 200, st)
+        self.assert_http2_headers(st)
+        self.assertEqual(st.json()["output"]["message"]["content"][0]["text"], "over TLS")
+        st = c.wait(c.request("POST", "/model/fake-delay-20/converse-stream", JSON,
+                              bgw_e2e.converse_body("streamed over TLS")))
+        self.assertEqual(st.status, 200, st)
+        frames, leftover = bgw_e2e.decode_frames(st.body)
+        self.assertEqual(leftover, b"")
+        self.assertEqual("".join(json.loads(f["payload"])["delta"]["text"] for f in frames
+                                 if f["headers"][":event-type"] == "contentBlockDelta"),
+                         "streamed over TLS")
+
+    def test_alpn_http11_on_the_tls_listener(self):
+        sock = self.tls_socket(["http/1.1"])
+        self.assertEqual(sock.selected_alpn_protocol(), "http/1.1")
+        with sock:
+            body = bgw_e2e.converse_body("h1 over TLS")
+            sock.sendall(b"POST /model/h1-over-tls/converse HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n" % len(body) + body)
+            resp = http.client.HTTPResponse(sock)
+            resp.begin()
+            self.assertEqual(resp.status, 200)
+            answer = json.loads(resp.read())
+        self.assertEqual(answer["output"]["message"]["content"][0]["text"], "h1 over TLS")
 
 
 if __name__ == "__main__":
