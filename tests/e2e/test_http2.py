@@ -387,8 +387,7 @@ class RawReader:
         self.buf = buf[pos:]
 
     def poll(self):
-        while not self.closed and (self._buffered() or
-                                   select.select([self.sock], [], [], 0)[0]):
+        while not self.closed and select.select([self.sock], [], [], 0)[0]:
             self._read(0)
 
     def read_until(self, predicate, timeout):
