@@ -1,4 +1,6 @@
-// The AWS SDK for JavaScript v3 through bedrock-gateway. Started by ../test_js_sdk.py, which
+// The AWS SDK for JavaScript v3 through bedrock-gateway over HTTP/1.1, with the SDK's own
+// NodeHttpHandler: apps that pick it keep working now that the SDK's default (HTTP/2) does too
+// (default_handler.test.mjs). Started by ../test_js_sdk.py, which
 // runs the fake Bedrock and the gateway and passes BGW_GATEWAY_URL. The fake answers 403 to any
 // request whose SigV4 signature does not verify with the *gateway's* key, and echoes what it
 // received (wire path, region, body hash), so a 200 here proves the re-signing.
@@ -22,8 +24,7 @@ assert.ok(endpoint, "BGW_GATEWAY_URL must be set (test_js_sdk.py does)");
 
 function client(region) {
   // The app signs with its own, unrelated keys: the gateway must drop that signature.
-  // BedrockRuntimeClient defaults to HTTP/2 (NodeHttp2Handler); the gateway speaks HTTP/1.1, so
-  // the app picks the SDK's HTTP/1.1 handler, as the README says.
+  // BedrockRuntimeClient defaults to HTTP/2 (NodeHttp2Handler); this app chooses HTTP/1.1.
   return new BedrockRuntimeClient({
     region,
     endpoint,
@@ -92,23 +93,6 @@ test("upstream errors reach the SDK as its modeled exceptions", async () => {
     c.send(new InvokeModelCommand({ modelId: "fake-error-429-ThrottlingException", body: "{}" })),
     (err) => err instanceof ThrottlingException && err.$metadata.httpStatusCode === 429,
   );
-});
-
-test("the SDK's default HTTP/2 handler is refused cleanly with HTTP_1_1_REQUIRED", async () => {
-  const h2 = new BedrockRuntimeClient({
-    region: "us-east-1",
-    endpoint,
-    maxAttempts: 1,
-    credentials: { accessKeyId: "AKIDJSAPP", secretAccessKey: "js-app-secret" },
-  });
-  await assert.rejects(
-    h2.send(new InvokeModelCommand({ modelId: "m", body: "{}" })),
-    (err) => {
-      assert.match(String(err.message) + String(err.code), /13|HTTP_1_1_REQUIRED|GOAWAY/i, String(err));
-      return true;
-    },
-  );
-  h2.destroy();
 });
 
 test("ConverseStream events arrive in order, with the text and usage", async () => {
