@@ -129,6 +129,9 @@ protected:
         if (std::exchange(st.counted, false)) --g_->connections;
     }
 
+    /// The stream's state, made (and counted against limits.max_connections) on first use.
+    std::shared_ptr<h2_stream> open_stream(std::int32_t id);
+
     /// Draining (SIGTERM): no new stream starts on this connection; those under way finish.
     void maybe_go_away() {
         if (g_->draining && !std::exchange(going_away_, true)) {
@@ -367,13 +370,21 @@ awaitable<void> answer_refusal(std::shared_ptr<h2_link> conn,
     write_log(st->ctx);
 }
 
+std::shared_ptr<h2_stream> h2_link::open_stream(std::int32_t id) {
+    auto& st = streams_[id];
+    if (!st) {
+        st = std::make_shared<h2_stream>(id, executor());
+        st->ctx.id = new_request_id();
+        st->counted = true;
+        ++g_->connections;
+    }
+    return st;
+}
+
 std::optional<error> h2_link::check_head(std::int32_t id, const bgw::http::h2_request& head) {
-    auto st = std::make_shared<h2_stream>(id, executor());
-    st->ctx.id = new_request_id();
-    streams_[id] = st;
-    st->counted = true;
+    const auto st = open_stream(id);
     const auto cfg = g_->snapshot();
-    if (++g_->connections > cfg->limits.max_connections) {
+    if (g_->connections > cfg->limits.max_connections) {
         return error{http::status::service_unavailable, "ServiceUnavailableException",
                      "the gateway already holds limits.max_connections (" +
                          std::to_string(cfg->limits.max_connections) +
@@ -392,10 +403,9 @@ void h2_link::on_request(std::int32_t id, bgw::http::h2_request& req) {
 }
 
 void h2_link::on_refused(std::int32_t id, const error& why, const bgw::http::h2_request&) {
-    auto it = streams_.find(id);
-    if (it == streams_.end()) return;
-    asio::co_spawn(executor(), answer_refusal(shared_from_this(), it->second, why, g_),
-                   asio::detached);
+    // A head refused for its size never reached check_head: its stream starts here.
+    const auto st = open_stream(id);
+    asio::co_spawn(executor(), answer_refusal(shared_from_this(), st, why, g_), asio::detached);
 }
 
 void h2_link::on_closed(std::int32_t id, bool completed, std::uint32_t) {

@@ -3,9 +3,9 @@ settings, each case run twice in the same test, through the gateway and straight
 fake Bedrock, compared as ratios (never absolute times).
 
 - The AWS SDK for JavaScript v3 (`@aws-sdk/client-bedrock-runtime`, standard retry mode,
-  3 attempts). It speaks HTTP/2 by default and the gateway refuses h2 (HTTP_1_1_REQUIRED), so
-  it is given the SDK's own HTTP/1.1 `NodeHttpHandler`, as tests/e2e/js/gateway.test.mjs and
-  the README do; the direct run uses the same handler.
+  3 attempts), with the SDK's own HTTP/1.1 `NodeHttpHandler` (timed per exchange), in both runs:
+  the fake upstream speaks HTTP/1.1 only. Its default HTTP/2 handler against the gateway is
+  tests/e2e/js/default_handler.test.mjs's.
 - `@anthropic-ai/bedrock-sdk` (2 retries, reads `retry-after-ms`).
 
 Both runs of a case use the same seeded Math.random (js/throttle_clients.mjs), so the SDK draws

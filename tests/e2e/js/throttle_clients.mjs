@@ -39,8 +39,8 @@ function record(start, status, get) {
 }
 
 // The SDK's HTTP/1.1 handler, timed. BedrockRuntimeClient defaults to HTTP/2
-// (NodeHttp2Handler), which the gateway refuses (HTTP_1_1_REQUIRED): apps pass this handler, as
-// the README says, and so does the direct run, so both runs use the same transport.
+// (NodeHttp2Handler); the fake upstream of the direct run speaks HTTP/1.1 only, so both runs
+// use this handler and the same transport.
 class TimedHandler extends NodeHttpHandler {
   async handle(request, options) {
     const start = performance.now();
