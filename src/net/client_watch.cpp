@@ -25,16 +25,20 @@ void watch_client(beast::tcp_stream& client, const std::shared_ptr<client_watch>
             // the event loop; edge-triggered epoll still reports their arrival). Keep watching.
             if (pec == asio::error::would_block) return watch_client(client, w);
             if (!pec && n > 0) return;  // pipelined bytes: the client is still there
-            w->client_gone = true;
-            // Close rather than cancel: a cancel finds nothing to cancel when the relay is between
-            // two reads (its next read would then wait on as if nothing happened); a closed socket
-            // fails that read at once.
-            if (w->upstream) w->upstream->tcp().close();
-            if (w->sleeper) w->sleeper->cancel();
+            client_went_away(*w);
         });
 }
 
 }  // namespace
+
+void client_went_away(client_watch& w) {
+    w.client_gone = true;
+    // Close rather than cancel: a cancel finds nothing to cancel when the relay is between two
+    // reads (its next read would then wait on as if nothing happened); a closed socket fails
+    // that read at once.
+    if (w.upstream) w.upstream->tcp().close();
+    if (w.sleeper) w.sleeper->cancel();
+}
 
 void watch_client_soon(beast::tcp_stream& client,
                        const std::shared_ptr<client_watch>& w,

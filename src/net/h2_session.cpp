@@ -48,10 +48,7 @@ struct h2_stream {
 /// The client went away (a reset stream, a lost connection) while its request was in flight:
 /// what an HTTP/1.1 connection's watch does when the socket closes.
 void client_left(h2_stream& st) {
-    if (!st.watch || !st.watch->active) return;
-    st.watch->client_gone = true;
-    if (st.watch->upstream) st.watch->upstream->tcp().close();
-    if (st.watch->sleeper) st.watch->sleeper->cancel();
+    if (st.watch && st.watch->active) client_went_away(*st.watch);
 }
 
 /// The most one write to the client carries.

@@ -4,16 +4,12 @@
 
 #include "bgw/http/event_relay.hpp"
 #include "bgw/http/headers.hpp"
-#include "bgw/http/retry_after.hpp"
-#include "bgw/http/wire.hpp"
 #include "bgw/net/exchange.hpp"
-#include "bgw/net/write.hpp"
 #include "bgw/pipeline/admit.hpp"
 #include "bgw/policy/throttle.hpp"
 #include "bgw/policy/traffic.hpp"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>

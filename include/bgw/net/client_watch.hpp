@@ -28,6 +28,11 @@ struct client_watch {
     std::optional<asio::steady_timer> soon;   ///< until the watch starts (watch_client_soon)
 };
 
+/// The client went away while its request was in flight: `client_gone`, and the upstream
+/// connection in use (and any wait before a retry) ends now. The HTTP/1.1 socket watch and an
+/// HTTP/2 stream's reset both end here.
+void client_went_away(client_watch& w);
+
 /// Starts the watch after `delay`: a watch costs system calls (re-arming the socket in epoll,
 /// a peek) that a request answered sooner does not need; the long requests it is for (a model
 /// generating) take seconds. A client that left meanwhile is seen as soon as the watch starts.
