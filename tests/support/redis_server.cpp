@@ -99,9 +99,17 @@ redis_server::redis_server(redis_server_options opts) : opts_(std::move(opts)) {
         write_file(dir_ + "/cert.pem", pki.cert_pem);
         write_file(dir_ + "/key.pem", pki.key_pem);
     }
-    port_ = free_port();
-    launch();
-    wait_ready();
+    // The port is free when picked but not reserved: a test running in parallel may take it
+    // first, and then this server exits at once (address in use). Pick again.
+    for (int attempt = 0;; ++attempt) {
+        port_ = free_port();
+        launch();
+        if (wait_ready()) return;
+        if (attempt == 2) {
+            throw std::runtime_error("redis-server exited at start, 3 times; its log:\n" +
+                                     read_file(dir_ + "/redis.log"));
+        }
+    }
 }
 
 redis_server::~redis_server() {
@@ -125,6 +133,7 @@ void redis_server::launch() {
     if (!opts_.password.empty()) args.insert(args.end(), {"--requirepass", opts_.password});
 
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     // posix_spawn, not fork: the test process may have threads (and ASan's shadow memory).
@@ -136,17 +145,15 @@ void redis_server::launch() {
     paused_ = false;
 }
 
-void redis_server::wait_ready() {
+bool redis_server::wait_ready() {
     const auto deadline = steady::now() + 15s;
     while (steady::now() < deadline) {
         int status = 0;
         if (::waitpid(pid_, &status, WNOHANG) == pid_) {
             pid_ = -1;
-            throw std::runtime_error("redis-server exited at start (status " +
-                                     std::to_string(status) + "); its log:\n" +
-                                     read_file(dir_ + "/redis.log"));
+            return false;
         }
-        if (answers(port_, opts_.tls, 200ms)) return;
+        if (answers(port_, opts_.tls, 200ms)) return true;
         // Not listening yet: poll again shortly (the server starts in milliseconds).
         pollfd none{-1, 0, 0};
         ::poll(&none, 0, 10);
@@ -185,7 +192,10 @@ void redis_server::stop() {
 void redis_server::restart() {
     stop();
     launch();
-    wait_ready();
+    if (!wait_ready()) {
+        throw std::runtime_error("redis-server exited at restart; its log:\n" +
+                                 read_file(dir_ + "/redis.log"));
+    }
 }
 
 }  // namespace bgw::test

@@ -35,7 +35,8 @@ public:
 
 private:
     void launch();
-    void wait_ready();
+    /// Waits (bounded) until the server answers: false if it exited; throws past 15 s.
+    bool wait_ready();
 
     redis_server_options opts_;
     std::string dir_;

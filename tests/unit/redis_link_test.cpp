@@ -6,6 +6,7 @@
 
 #include "bgw/net/redis_link.hpp"
 
+#include <array>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -16,6 +17,8 @@
 #include "support/redis_server.hpp"
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 namespace {
@@ -410,6 +413,71 @@ TEST_F(RedisLink, AWrongPasswordIsAnOutageWhoseReasonHidesIt) {
     bare.start();
     ASSERT_TRUE(run_until(ioc, [&] { return ev2.downs == 1; }));
     EXPECT_NE(ev2.reasons[0].find("NOAUTH"), std::string::npos) << ev2.reasons[0];
+}
+
+using tcp = asio::ip::tcp;
+
+/// One connection to the fake Redis: answers the set-up PING, then answers the first command
+/// with `reply_bytes` (whatever they are), then holds the connection until the client closes.
+awaitable<void> fake_session(tcp::socket s, std::string reply_bytes) {
+    std::array<char, 4096> buf{};
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), net::use_nothrow);
+    if (ec) co_return;
+    const std::string pong = "+PONG\r\n";
+    std::tie(ec, n) = co_await asio::async_write(s, asio::buffer(pong), net::use_nothrow);
+    std::tie(ec, n) = co_await s.async_read_some(asio::buffer(buf), net::use_nothrow);
+    if (ec) co_return;
+    std::tie(ec, n) = co_await asio::async_write(s, asio::buffer(reply_bytes), net::use_nothrow);
+    while (!ec) std::tie(ec, n) = co_await s.async_read_some(asio::buffer(buf), net::use_nothrow);
+}
+
+/// A fake Redis that says what no real one would: each connection a fake_session.
+awaitable<void> fake_redis(tcp::acceptor* acceptor, std::string reply_bytes, int* connections) {
+    for (;;) {
+        auto [ec, s] = co_await acceptor->async_accept(net::use_nothrow);
+        if (ec) co_return;
+        ++*connections;
+        asio::co_spawn(acceptor->get_executor(), fake_session(std::move(s), reply_bytes),
+                       asio::detached);
+    }
+}
+
+// Bytes that are not RESP, and a reply nobody asked for: either way the connection is out of
+// step, so it is given up (the call in flight unavailable), and a new one is made.
+TEST_F(RedisLink, AProtocolErrorGivesTheConnectionUp) {
+    struct case_ {
+        const char* reply_bytes;
+        const char* reason;
+    };
+    const case_ cases[] = {{"!bogus\r\n", "protocol error"},
+                           {"$1\r\nv\r\n+SURPRISE\r\n", "a reply to no command"}};
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.reply_bytes);
+        recorder rec;
+        tcp::acceptor acceptor(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+        int connections = 0;
+        asio::co_spawn(ioc, fake_redis(&acceptor, c.reply_bytes, &connections), asio::detached);
+        net::redis_settings s;
+        s.url.host = "127.0.0.1";
+        s.url.port = acceptor.local_endpoint().port();
+        s.timeout = 2s;
+        net::redis_link link(ioc, s, rec);
+        link.start();
+        ASSERT_TRUE(run_until(ioc, [&] { return link.up(); }));
+
+        auto r = await_call(ioc, link.call({"GET", "k"}));
+        ASSERT_TRUE(run_until(ioc, [&] { return rec.downs == 1; }));
+        EXPECT_NE(rec.reasons[0].find(c.reason), std::string::npos) << rec.reasons[0];
+        EXPECT_EQ(rec.count("reply"), 1);
+        ASSERT_TRUE(run_until(ioc, [&] { return rec.ups == 2; }));  // a new connection
+        EXPECT_EQ(connections, 2);
+        if (std::string_view(c.reason) == "protocol error") {
+            EXPECT_FALSE(r);  // failed with the connection
+        } else {
+            ASSERT_TRUE(r);  // answered before the stray reply came
+            EXPECT_EQ(r->str, "v");
+        }
+    }
 }
 
 std::shared_ptr<asio::ssl::context> trusting(const std::string& ca_pem) {
