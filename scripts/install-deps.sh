@@ -19,10 +19,11 @@ BUILD_PACKAGES="g++ cmake make ccache pkg-config git ca-certificates
 # door's protocol tests (tests/e2e/test_http2.py): nghttp (and h2load for the bench) from
 # nghttp2-client, and python3-h2 to hand-build frames a well-behaved client never sends; a real
 # Redis for the shared-state tests (tests/unit/redis_link_test.cpp starts redis-server, paused,
-# stopped, with a password and with TLS), redis-tools for redis-cli when checking it by hand.
+# stopped, with a password and with TLS), redis-tools for redis-cli when checking it by hand;
+# python3-yaml for the operability test, which checks the config inside the Kubernetes example.
 TEST_PACKAGES="libgtest-dev libgmock-dev python3 python3-boto3 awscli curl clang-format clang-tidy
   nginx-light openssl wrk libbenchmark-dev clang libclang-rt-14-dev valgrind strace
-  nghttp2-client python3-h2 redis-server redis-tools"
+  nghttp2-client python3-h2 redis-server redis-tools python3-yaml"
 
 # The container test (scripts/container-test.sh): builds docker/Dockerfile with buildah on a
 # base made by debootstrap, runs it with podman (runc: crun fails on this kind of VM).

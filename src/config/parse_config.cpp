@@ -714,6 +714,60 @@ result<void> parse_tls(const json& v, config& out) {
     return {};
 }
 
+/// `shared_state.redis.url` and `.tls`: the URL's scheme says TLS; `tls` may only agree.
+result<void> parse_redis_address(const json& r, const std::string& path, shared_state_config& s) {
+    if (!r.HasMember("url")) return bad(path + ".url", "is required");
+    auto url = get_string(r["url"], path + ".url");
+    if (!url) return url.error();
+    auto parsed = fleet::parse_redis_url(*url);
+    if (!parsed) return bad(path + ".url", parsed.error().message);
+    s.url = *url;
+    s.tls = parsed->tls;
+    if (auto m = r.FindMember("tls"); m != r.MemberEnd()) {
+        if (!m->value.IsBool()) return bad(path + ".tls", "must be true or false");
+        if (parsed->tls && !m->value.GetBool())
+            return bad(path + ".tls", "is false but the url says rediss:// (TLS)");
+        s.tls = m->value.GetBool();
+    }
+    return {};
+}
+
+/// `shared_state.redis`'s files (password, CA) and its bounds.
+result<void> parse_redis_settings(const json& r, const std::string& path, shared_state_config& s) {
+    for (auto [key, field] :
+         {std::pair{"password_file", &s.password_file}, {"ca_file", &s.ca_file}}) {
+        auto m = r.FindMember(key);
+        if (m == r.MemberEnd()) continue;
+        auto f = get_string(m->value, path + "." + key);
+        if (!f) return f.error();
+        if (f->empty()) return bad(path + "." + key, "must name a file");
+        *field = *f;
+    }
+    if (!s.ca_file.empty() && !s.tls)
+        return bad(path + ".ca_file", "needs TLS (rediss:// or \"tls\": true)");
+    if (auto m = r.FindMember("key_prefix"); m != r.MemberEnd()) {
+        auto p = get_string(m->value, path + ".key_prefix");
+        if (!p) return p.error();
+        const bool printable = std::none_of(p->begin(), p->end(), [](char c) {
+            return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+        });
+        if (p->size() > 64 || !printable)
+            return bad(path + ".key_prefix", "must be at most 64 printable characters, no spaces");
+        s.key_prefix = *p;
+    }
+    if (auto m = r.FindMember("timeout_ms"); m != r.MemberEnd()) {
+        auto n = get_int(m->value, path + ".timeout_ms", 1, 10'000);
+        if (!n) return n.error();
+        s.timeout = std::chrono::milliseconds(*n);
+    }
+    if (auto m = r.FindMember("fleet_size"); m != r.MemberEnd()) {
+        auto n = get_int(m->value, path + ".fleet_size", 1, 10'000);
+        if (!n) return n.error();
+        s.fleet_size = static_cast<unsigned>(*n);
+    }
+    return {};
+}
+
 result<void> parse_shared_state(const json& v, config& out) {
     if (!v.IsObject()) return bad("shared_state", "must be an object with a redis section");
     if (auto r = only_known(v, "shared_state", {"redis"}); !r) return r.error();
@@ -728,49 +782,8 @@ result<void> parse_shared_state(const json& v, config& out) {
         !k)
         return k.error();
     shared_state_config s;
-    if (!r.HasMember("url")) return bad(path + ".url", "is required");
-    auto url = get_string(r["url"], path + ".url");
-    if (!url) return url.error();
-    auto parsed = fleet::parse_redis_url(*url);
-    if (!parsed) return bad(path + ".url", parsed.error().message);
-    s.url = *url;
-    s.tls = parsed->tls;
-    if (auto m = r.FindMember("tls"); m != r.MemberEnd()) {
-        if (!m->value.IsBool()) return bad(path + ".tls", "must be true or false");
-        if (parsed->tls && !m->value.GetBool())
-            return bad(path + ".tls", "is false but the url says rediss:// (TLS)");
-        s.tls = m->value.GetBool();
-    }
-    for (auto [key, field] :
-         {std::pair{"password_file", &s.password_file}, {"ca_file", &s.ca_file}}) {
-        if (auto m = r.FindMember(key); m != r.MemberEnd()) {
-            auto f = get_string(m->value, path + "." + key);
-            if (!f) return f.error();
-            if (f->empty()) return bad(path + "." + key, "must name a file");
-            *field = *f;
-        }
-    }
-    if (!s.ca_file.empty() && !s.tls)
-        return bad(path + ".ca_file", "needs TLS (rediss:// or \"tls\": true)");
-    if (auto m = r.FindMember("key_prefix"); m != r.MemberEnd()) {
-        auto p = get_string(m->value, path + ".key_prefix");
-        if (!p) return p.error();
-        if (p->size() > 64 || std::any_of(p->begin(), p->end(), [](char c) {
-                return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
-            }))
-            return bad(path + ".key_prefix", "must be at most 64 printable characters, no spaces");
-        s.key_prefix = *p;
-    }
-    if (auto m = r.FindMember("timeout_ms"); m != r.MemberEnd()) {
-        auto n = get_int(m->value, path + ".timeout_ms", 1, 10'000);
-        if (!n) return n.error();
-        s.timeout = std::chrono::milliseconds(*n);
-    }
-    if (auto m = r.FindMember("fleet_size"); m != r.MemberEnd()) {
-        auto n = get_int(m->value, path + ".fleet_size", 1, 10'000);
-        if (!n) return n.error();
-        s.fleet_size = static_cast<unsigned>(*n);
-    }
+    if (auto a = parse_redis_address(r, path, s); !a) return a.error();
+    if (auto b = parse_redis_settings(r, path, s); !b) return b.error();
     out.shared_state = std::move(s);
     return {};
 }

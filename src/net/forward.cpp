@@ -168,7 +168,9 @@ awaitable<bool> run_upstream(client_side& c,
     policy::hold_budget hold(c.ctx.start, cfg.retry.max_hold, a.terms.timeout);
     metrics_observer seen{g.metrics};
     std::optional<pipeline::shared_admission> shared;
-    if (g.fleet) shared.emplace(cfg.rate_limits, g.fleet->key_prefix(), *g.fleet);
+    if (g.fleet)
+        shared.emplace(
+            pipeline::shared_admission{cfg.rate_limits, g.fleet->key_prefix(), *g.fleet});
     pipeline::upstream_walk walk({.rt = a.rt,
                                   .plan = a.plan,
                                   .body = body,
