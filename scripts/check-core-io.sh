@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pure core (bgw_core: src/{aws,batch,config,http,pipeline,policy,routing,util} and their headers) moves
+# The pure core (bgw_core: src/{aws,batch,config,fleet,http,pipeline,policy,routing,util} and their headers) moves
 # no bytes: it must never include Asio's I/O headers, even through another header. Each
 # file's full include list comes from the compiler (-M); any of these in it fails the check:
 # ip/, ssl, io_context, co_spawn, awaitable, steady_timer. (Asio's buffer types, which
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx="${1:-c++}"
 forbidden='boost/asio/(ip/|ssl[/.]|io_context\.hpp|co_spawn\.hpp|awaitable\.hpp|steady_timer\.hpp)'
-dirs=(aws batch config http pipeline policy routing util)
+dirs=(aws batch config fleet http pipeline policy routing util)
 files=()
 for d in "${dirs[@]}"; do  # subfolders included (aws/credentials, ...)
   mapfile -t -O "${#files[@]}" files < <(find src/"$d" include/bgw/"$d" -name '*.[ch]pp' | sort)

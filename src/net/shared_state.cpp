@@ -186,7 +186,8 @@ awaitable<std::optional<fleet::admission_verdict>> shared_state::admit(
     std::optional<fleet::admission_verdict> v;
     if (r) {
         v = fleet::read_admission(*r);
-        if (!v) ++reply_errors_;
+        // An error reply the link has counted already; any other shape is counted here.
+        if (!v && !r->is_error()) ++reply_errors_;
     }
     if (!v) ++fallbacks_;
     co_return v;
@@ -202,7 +203,7 @@ awaitable<std::optional<milliseconds>> shared_state::publish_rest(const asio::an
     auto r = co_await link->eval(fleet::cooldown_script(), call.keys, call.args);
     if (!r) co_return std::nullopt;
     auto in_force = fleet::read_cooldown(*r);
-    if (!in_force) ++reply_errors_;
+    if (!in_force && !r->is_error()) ++reply_errors_;
     co_return in_force;
 }
 
