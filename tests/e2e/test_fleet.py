@@ -364,12 +364,13 @@ class FleetSharesLimits(unittest.TestCase):
 
     def test_tokens_spent_through_one_gateway_count_on_the_others_as_corrected(self):
         a, b, c = self.shared
-        # A long prompt and no output cap: estimated at its length / 4 (~1,014 tokens, all of
-        # a full bucket's 1,000, so admitted). The fake reports that input and as many output
-        # tokens again (it echoes the text), so the correction puts the shared bucket ~1,000
-        # tokens in debt: B's tiny request must wait about a minute. Before the correction it
-        # would wait ~2 s, and with a bucket of its own it would not wait at all.
-        text = "y" * 4000
+        # A long prompt and no output cap: estimated at its length / 4 (~2,014 tokens; a full
+        # bucket admits a request above the whole minute's quota) leaves the shared bucket
+        # ~1,000 tokens in debt. The fake reports that input and as many output tokens again
+        # (it echoes the text), so the correction puts it ~3,000 in debt: B's tiny request must
+        # wait about three minutes, about one before the correction, and not at all with a
+        # bucket of its own.
+        text = "y" * 8000
         big = bgw_e2e.converse_body(text)
         actual = len(big) // 4 + len(text) // 4
         tiny_estimate = (len(BODY) + 3) // 4
@@ -377,15 +378,19 @@ class FleetSharesLimits(unittest.TestCase):
         mark = self.fake.mark()
         self.assertEqual(post(a, DEBT, big, KEYS["app"]).status, 200)
 
+        waits = []
+
         def debt_seen():
             resp = post(b, DEBT, key=KEYS["app"])
             if resp.status != 429:
                 raise AssertionError("B admitted a request A's tokens left no room for: %r"
                                      % resp)
-            return resp if retry_after(resp)[0] >= expected_s - 10 else None
+            waits.append(retry_after(resp)[0])
+            return resp if waits[-1] >= expected_s - 10 else None
 
         # The correction is fire-and-forget: poll until B sees it (a refusal costs nothing).
-        resp = poll(debt_seen, 5.0, "B's 429 shows A's corrected usage")
+        resp = poll(debt_seen, 5.0, "B's 429 shows A's corrected usage (expected ~%.0f s, B "
+                    "said %s)" % (expected_s, waits))
         self.assert_429(resp, math.floor(expected_s) - 5, math.ceil(expected_s) + 1)
         self.assert_429(post(c, DEBT, key=KEYS["app"]), math.floor(expected_s) - 5,
                         math.ceil(expected_s) + 1)
