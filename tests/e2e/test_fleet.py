@@ -256,6 +256,9 @@ class FleetSharesLimits(unittest.TestCase):
         shared = gateway_config(cls.fake.endpoint, cls.redis, timeout_ms=cls.timeout_ms,
                                 key_prefix=PREFIX)
         cls.shared = [start("shared-%s" % n, shared) for n in "abc"]
+        # Each connects to Redis after it listens: a decision before that is a local one.
+        poll(lambda: all(shared_state(scrape(gw))["up"] == 1 for gw in cls.shared),
+             RECOVERY_DEADLINE_S, "every shared gateway connected to Redis")
 
     def tearDown(self):
         for gw in self.local + self.shared:
