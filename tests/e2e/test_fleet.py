@@ -545,6 +545,14 @@ class FleetOutlivesRedis(unittest.TestCase):
         self.assert_ready()
 
         interrupt()
+        # Each gateway notices: at once when Redis closed the connections, after a few calls
+        # without a reply when it is paused. Meanwhile every request is answered, promptly.
+        for gw in self.gateways:
+            def noticed(gw=gw):
+                status = self.assert_prompt(gw, self.PROBE, [self.timed_post(gw, self.PROBE)])
+                self.assertEqual(status, [200], gw.name)
+                return shared_state(scrape(gw))["up"] == 0
+            poll(noticed, 10.0, "%s reports bedrock_gateway_shared_state_up 0" % gw.name)
         # Requests keep flowing, each gateway deciding alone on its slice of the budget:
         # rpm 6 over fleet_size 3 is 2 each. Nothing is a 5xx, nothing is slow.
         got = {}
@@ -578,6 +586,7 @@ class FleetOutlivesRedis(unittest.TestCase):
         for gw in self.gateways:
             up = bgw_e2e.gateway_event(gw, "shared_state_up", ups[gw.name] + 1)
             self.assertGreater(up["down_ms"], 0, up)
+            # At least the three decisions on "<episode>.during" made after the episode began.
             self.assertGreaterEqual(up["fallback_decisions"], 3, up)
             # One line per episode, however many reconnects failed meanwhile.
             self.assertEqual(len(gw.events("shared_state_down")), downs[gw.name] + 1,
