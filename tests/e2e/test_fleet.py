@@ -294,7 +294,7 @@ class FleetSharesLimits(unittest.TestCase):
         shared = hammer(self.shared, HAMMERED, KEYS["app"])
         fallback_after = self.fallbacks()
         decided_locally = {n: fallback_after[n] - fallback_before[n] for n in fallback_after}
-        print("fleet admitted: shared=%d local=%d over %.1f s (shared run %.2f s, %d refused, "
+        print("\nfleet admitted: shared=%d local=%d over %.1f s (shared run %.2f s, %d refused, "
               "decided locally %s; local run %.2f s, %d refused; per gateway [admitted, "
               "refused]: shared %s, local %s)"
               % (shared.admitted, local.admitted, max(shared.elapsed, local.elapsed),
