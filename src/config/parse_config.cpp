@@ -1,4 +1,5 @@
 #include "bgw/config/config.hpp"
+#include "bgw/fleet/redis_url.hpp"
 #include "bgw/util/json.hpp"
 
 #include <algorithm>
@@ -713,6 +714,67 @@ result<void> parse_tls(const json& v, config& out) {
     return {};
 }
 
+result<void> parse_shared_state(const json& v, config& out) {
+    if (!v.IsObject()) return bad("shared_state", "must be an object with a redis section");
+    if (auto r = only_known(v, "shared_state", {"redis"}); !r) return r.error();
+    auto redis = v.FindMember("redis");
+    if (redis == v.MemberEnd()) return bad("shared_state.redis", "is required");
+    const json& r = redis->value;
+    const std::string path = "shared_state.redis";
+    if (!r.IsObject()) return bad(path, "must be an object");
+    if (auto k = only_known(
+            r, path,
+            {"url", "password_file", "tls", "ca_file", "key_prefix", "timeout_ms", "fleet_size"});
+        !k)
+        return k.error();
+    shared_state_config s;
+    if (!r.HasMember("url")) return bad(path + ".url", "is required");
+    auto url = get_string(r["url"], path + ".url");
+    if (!url) return url.error();
+    auto parsed = fleet::parse_redis_url(*url);
+    if (!parsed) return bad(path + ".url", parsed.error().message);
+    s.url = *url;
+    s.tls = parsed->tls;
+    if (auto m = r.FindMember("tls"); m != r.MemberEnd()) {
+        if (!m->value.IsBool()) return bad(path + ".tls", "must be true or false");
+        if (parsed->tls && !m->value.GetBool())
+            return bad(path + ".tls", "is false but the url says rediss:// (TLS)");
+        s.tls = m->value.GetBool();
+    }
+    for (auto [key, field] :
+         {std::pair{"password_file", &s.password_file}, {"ca_file", &s.ca_file}}) {
+        if (auto m = r.FindMember(key); m != r.MemberEnd()) {
+            auto f = get_string(m->value, path + "." + key);
+            if (!f) return f.error();
+            if (f->empty()) return bad(path + "." + key, "must name a file");
+            *field = *f;
+        }
+    }
+    if (!s.ca_file.empty() && !s.tls)
+        return bad(path + ".ca_file", "needs TLS (rediss:// or \"tls\": true)");
+    if (auto m = r.FindMember("key_prefix"); m != r.MemberEnd()) {
+        auto p = get_string(m->value, path + ".key_prefix");
+        if (!p) return p.error();
+        if (p->size() > 64 || std::any_of(p->begin(), p->end(), [](char c) {
+                return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+            }))
+            return bad(path + ".key_prefix", "must be at most 64 printable characters, no spaces");
+        s.key_prefix = *p;
+    }
+    if (auto m = r.FindMember("timeout_ms"); m != r.MemberEnd()) {
+        auto n = get_int(m->value, path + ".timeout_ms", 1, 10'000);
+        if (!n) return n.error();
+        s.timeout = std::chrono::milliseconds(*n);
+    }
+    if (auto m = r.FindMember("fleet_size"); m != r.MemberEnd()) {
+        auto n = get_int(m->value, path + ".fleet_size", 1, 10'000);
+        if (!n) return n.error();
+        s.fleet_size = static_cast<unsigned>(*n);
+    }
+    out.shared_state = std::move(s);
+    return {};
+}
+
 result<void> parse_allow_unauthenticated(const json& v, config& out) {
     if (!v.IsBool()) return bad("allow_unauthenticated", "must be true or false");
     out.allow_unauthenticated = v.GetBool();
@@ -756,6 +818,7 @@ const std::initializer_list<std::string_view> top_level_keys = {
     "allow_unauthenticated",
     "control_plane",
     "tls",
+    "shared_state",
 };
 
 struct top_level_parser {
@@ -788,6 +851,7 @@ constexpr top_level_parser top_level_parsers[] = {
     {"allow_unauthenticated", parse_allow_unauthenticated, nullptr},
     {"shutdown_grace_s", parse_shutdown_grace, nullptr},
     {"threads", parse_threads, nullptr},
+    {"shared_state", parse_shared_state, nullptr},
 };
 
 }  // namespace
@@ -1035,6 +1099,8 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
     if (running.batch != next.batch || running.control_endpoints != next.control_endpoints ||
         running.s3_endpoints != next.s3_endpoints)
         changed.emplace_back("batch");
+    // The Redis connections are made at start, one per thread.
+    if (running.shared_state != next.shared_state) changed.emplace_back("shared_state");
     return changed;
 }
 

@@ -7,6 +7,7 @@
 #include "bgw/net/client_watch.hpp"
 #include "bgw/net/control_plane.hpp"
 #include "bgw/net/relay.hpp"
+#include "bgw/net/shared_state.hpp"
 #include "bgw/pipeline/admit.hpp"
 #include "bgw/pipeline/upstream_walk.hpp"
 #include "bgw/policy/callers.hpp"
@@ -166,6 +167,8 @@ awaitable<bool> run_upstream(client_side& c,
                              const config::config& cfg) {
     policy::hold_budget hold(c.ctx.start, cfg.retry.max_hold, a.terms.timeout);
     metrics_observer seen{g.metrics};
+    std::optional<pipeline::shared_admission> shared;
+    if (g.fleet) shared.emplace(cfg.rate_limits, g.fleet->key_prefix(), *g.fleet);
     pipeline::upstream_walk walk({.rt = a.rt,
                                   .plan = a.plan,
                                   .body = body,
@@ -174,7 +177,9 @@ awaitable<bool> run_upstream(client_side& c,
                                   .retry = cfg.retry,
                                   .max_attempts = a.terms.max_attempts,
                                   .rng = jitter_rng(),
-                                  .observer = seen},
+                                  .observer = seen,
+                                  .shared = shared ? &*shared : nullptr,
+                                  .caller = a.caller ? &*a.caller : nullptr},
                                  c.ctx);
     auto watch = std::make_shared<client_watch>();
     c.port.watch(watch, near_timer_period);
@@ -202,14 +207,42 @@ awaitable<bool> run_upstream(client_side& c,
         }
         if (const auto* done = std::get_if<pipeline::answer>(&s))
             co_return co_await c.answer(*done);
+        if (const auto* q = std::get_if<pipeline::consult>(&s)) {
+            // Fleet mode: one script run decides this admission, within timeout_ms.
+            walk.consulted(co_await g.fleet->admit(c.port.executor(), q->ask), clock::now());
+            continue;
+        }
         const auto& ep = attempts.build(std::get<pipeline::send>(s), out);
         auto r = co_await attempt_once(each_attempt, ep, out, leg);
         if (watch->client_gone) co_return c.gone();
-        if (walk.record(report(r, leg), clock::now()) == pipeline::verdict::relay) break;
+        const auto v = walk.record(report(r, leg), clock::now());
+        if (auto note = walk.take_rest_note()) {
+            // The fleet learns of the throttle before this client hears of it.
+            auto in_force = co_await g.fleet->publish_rest(c.port.executor(), note->region,
+                                                           note->model, note->rest);
+            if (in_force && *in_force > note->rest)
+                g.traffic.learn_rest(note->region, note->model, *in_force, clock::now());
+        }
+        if (v == pipeline::verdict::relay) break;
         release(g, *watch, leg, r);
     }
     const relay_inputs relaying{g, cfg, walk, leg, *watch, a.rt.op};
     co_return co_await relay_answer(c, relaying);
+}
+
+/// Fleet mode, a request no walk admits (the batch tier): the caller key's charge alone, in the
+/// shared state, or locally when it does not answer.
+awaitable<std::optional<policy::throttle_answer>> charge_caller_shared(
+    client_side& c, const pipeline::pending_caller& caller, gateway_context& g) {
+    const auto key = fleet::caller_key(g.fleet->key_prefix(), caller.name);
+    fleet::admission_ask ask;
+    ask.caller = fleet::bucket_ask{key, caller.limit.rpm, caller.limit.tpm, caller.estimate};
+    auto v = co_await g.fleet->admit(c.port.executor(), ask);
+    if (!v) co_return pipeline::charge_locally(caller, c.ctx, clock::now());
+    if (v->code == fleet::admission_code::caller_over)
+        co_return policy::traffic_policy::caller_answer(caller.name, v->wait);
+    c.ctx.held.hold_caller_shared(*g.fleet, key, caller.limit.tpm, caller.estimate);
+    co_return std::nullopt;
 }
 
 /// A runtime API request, after its caller key: admitted (or refused), then queued for the batch
@@ -225,14 +258,20 @@ awaitable<bool> forward_runtime(client_side& c,
     pipeline::admission_state state{.cfg = cfg,
                                     .streams = g.streams,
                                     .caller_limits = g.caller_limits.load(),
+                                    .shared = g.fleet != nullptr,
                                     .signing = &signing,
                                     .bearer = bearer};
     auto admission = pipeline::admit(req, who, state, c.ctx);
     if (const auto* no = std::get_if<pipeline::refusal>(&admission))
         co_return co_await c.answer(*no);
     const auto& a = std::get<pipeline::admitted>(admission);
-    if (a.plan.targets.front().tier == config::tier::batch)
+    if (a.plan.targets.front().tier == config::tier::batch) {
+        if (a.caller) {
+            if (auto over = co_await charge_caller_shared(c, *a.caller, g))
+                co_return co_await c.answer(pipeline::refusal{std::move(*over)});
+        }
         co_return co_await accept_batch(c, req, a.plan.targets.front(), a.rt, g);
+    }
     // The request is all parsed: a connection that holds a long stream holds no read buffer
     // (a short answer keeps it for the connection's next request).
     if (routing::is_streaming(a.rt.op)) c.port.idle_buffers();

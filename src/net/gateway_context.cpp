@@ -1,6 +1,8 @@
 // The process-wide state: the config snapshot and its reload, credentials, metrics gauges.
 
+#include "bgw/fleet/shared_limits.hpp"
 #include "bgw/net/gateway.hpp"
+#include "bgw/net/shared_state.hpp"
 #include "bgw/obs/log.hpp"
 
 #include <set>
@@ -9,11 +11,14 @@
 namespace bgw::net {
 namespace {
 
-std::shared_ptr<policy::rate_limiter> make_caller_limits(const config::config& cfg) {
+/// The caller keys' limiter; in fleet mode, this gateway's share of each key's budget.
+std::shared_ptr<policy::rate_limiter> make_caller_limits(const config::config& cfg,
+                                                         unsigned fleet_size = 1) {
     std::map<std::string, policy::model_limit> m;
     for (const auto& [name, key] : cfg.caller_keys) {
-        if (key.limit.rpm || key.limit.tpm)
-            m.emplace(name, policy::model_limit{key.limit.rpm, key.limit.tpm});
+        if (!key.limit.rpm && !key.limit.tpm) continue;
+        const auto l = fleet_size > 1 ? fleet::local_share(key.limit, fleet_size) : key.limit;
+        m.emplace(name, policy::model_limit{l.rpm, l.tpm});
     }
     return std::make_shared<policy::rate_limiter>(std::move(m));
 }
@@ -42,6 +47,8 @@ gateway_context::gateway_context(std::shared_ptr<const config::config> c,
     current.store(std::move(c));
 }
 
+gateway_context::~gateway_context() = default;
+
 result<std::shared_ptr<const aws::timed_credentials>> gateway_context::sigv4_credentials() const {
     if (!creds) {
         return error{boost::beast::http::status::service_unavailable, "ServiceUnavailableException",
@@ -62,11 +69,19 @@ result<void> gateway_context::reload(std::shared_ptr<const config::config> next)
     obs::parse_log_format(next->log_format, format);  // validated by the parser
     obs::set_log_level(next->log_level);
     obs::set_log_format(format);
-    traffic.reconfigure(next->retry, next->rate_limits);
-    if (!same_caller_limits(*running, *next)) caller_limits.store(make_caller_limits(*next));
+    const unsigned n = fleet ? fleet->fleet_size() : 1;
+    traffic.reconfigure(next->retry,
+                        n > 1 ? fleet::local_share(next->rate_limits, n) : next->rate_limits);
+    if (!same_caller_limits(*running, *next)) caller_limits.store(make_caller_limits(*next, n));
     metrics.know_models(config::named_models(*next));
     current.store(std::move(next));
     return {};
+}
+
+void gateway_context::share_limits(unsigned fleet_size) {
+    auto cfg = snapshot();
+    traffic.reconfigure(cfg->retry, fleet::local_share(cfg->rate_limits, fleet_size));
+    caller_limits.store(make_caller_limits(*cfg, fleet_size));
 }
 
 void gateway_context::count_usage(const config::config& cfg,
@@ -103,6 +118,7 @@ obs::gauges gateway_context::gauges() const {
         }
     }
     if (batch) out.batch_records = batch->record_counts();
+    if (fleet) out.shared_state = fleet->gauges();
     // Provisioned throughput is paid by the hour while it exists, whether or not it serves.
     auto cfg = snapshot();
     const double hours =

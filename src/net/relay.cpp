@@ -5,6 +5,7 @@
 #include "bgw/http/event_relay.hpp"
 #include "bgw/http/headers.hpp"
 #include "bgw/net/exchange.hpp"
+#include "bgw/net/shared_state.hpp"
 #include "bgw/pipeline/admit.hpp"
 #include "bgw/policy/throttle.hpp"
 #include "bgw/policy/traffic.hpp"
@@ -304,8 +305,14 @@ awaitable<bool> relay_answer(client_side& c, const relay_inputs& in) {
     if (events) {
         c.ctx.stream = events->summary();
         // A throttle inside a stream cannot change the status, but it does teach the policy.
-        if (policy::is_throttling_code(c.ctx.stream->exception))
+        if (policy::is_throttling_code(c.ctx.stream->exception)) {
             in.walk.stream_throttled(clock::now());
+            // The stream is relayed already: the fleet hears of it without anyone waiting.
+            if (auto note = in.walk.take_rest_note(); note && in.g.fleet) {
+                in.g.fleet->publish_rest_detached(c.port.executor(), note->region, note->model,
+                                                  note->rest);
+            }
+        }
     }
     settle_usage();  // when the relay ended before its last piece
     const bool keep = after_relay(c, in.watch, relayed, chunked);

@@ -4,6 +4,7 @@
 // thread-safe. Listeners, signals, drain and the batch tier run on the first io_context.
 
 #include "bgw/net/gateway.hpp"
+#include "bgw/net/shared_state.hpp"
 #include "bgw/obs/log.hpp"
 
 #include <algorithm>
@@ -134,6 +135,7 @@ awaitable<void> drain(std::vector<std::shared_ptr<tcp::acceptor>> acceptors,
         co_await timer.async_wait(use_nothrow);
     }
     obs::event("drained").num("unfinished", g->inflight.load()).info();
+    if (g->fleet) co_await g->fleet->stop();
     w.stop();
 }
 
@@ -360,6 +362,19 @@ int run_server(const std::shared_ptr<const config::config>& cfg,
         }
         g->front_tls.store(std::move(*tls));
     }
+    if (cfg->shared_state) {
+        // Fleet mode: one Redis connection per event loop, connecting in the background; until
+        // they answer, the local limits (this gateway's share) decide.
+        auto fleet = shared_state::make(*cfg->shared_state);
+        if (!fleet) {
+            obs::event("cannot_start").str("error", fleet.error().message).critical();
+            return 2;
+        }
+        for (auto& c : w.contexts) (*fleet)->attach(*c);
+        g->fleet = std::move(*fleet);
+        g->share_limits(g->fleet->fleet_size());
+        g->fleet->start([gp = g.get()](unsigned n) { gp->share_limits(n); });
+    }
     auto l = open_listeners(ioc, *cfg);
     if (!l) {
         obs::event("cannot_listen").str("error", l.error().message).critical();
@@ -395,7 +410,8 @@ int run_server(const std::shared_ptr<const config::config>& cfg,
     log_listening(*l, threads, *cfg, *g);
 
     run_workers(w, *g);
-    g->pool.clear();  // idle upstream sockets go before the io_contexts they belong to
+    g->pool.clear();   // idle upstream sockets go before the io_contexts they belong to
+    g->fleet.reset();  // so do the Redis connections
     obs::event("stopped").info();
     return 0;
 }

@@ -157,6 +157,29 @@ void render_gauges(std::string& out, const gauges& g) {
         out += "bedrock_gateway_credentials_expiry_seconds " +
                number(*g.credentials_expiry_seconds) + '\n';
 
+    if (const auto& s = g.shared_state) {
+        unlabelled(out, "bedrock_gateway_shared_state_up", "gauge",
+                   "1 when every connection to the fleet's Redis answers, else 0 (limits are "
+                   "then enforced locally).",
+                   s->up ? "1" : "0");
+        unlabelled(out, "bedrock_gateway_shared_state_fleet_size", "gauge",
+                   "Gateways sharing the limits (shared_state.redis.fleet_size, or as seen).",
+                   std::to_string(s->fleet_size));
+        head(out, "bedrock_gateway_shared_state_errors_total", "counter",
+             "Calls to the shared state that failed, by kind.");
+        for (auto [kind, n] :
+             {std::pair<std::string_view, std::uint64_t>{"connection", s->connection_errors},
+              {"reply", s->reply_errors},
+              {"timeout", s->timeouts}}) {
+            out += "bedrock_gateway_shared_state_errors_total";
+            append_labels(out, {"kind"}, {std::string(kind)});
+            out += ' ' + std::to_string(n) + '\n';
+        }
+        unlabelled(out, "bedrock_gateway_shared_state_fallback_total", "counter",
+                   "Admissions decided with local limits because the shared state did not answer.",
+                   std::to_string(s->fallbacks));
+    }
+
     if (!g.batch_records.empty()) {
         head(out, "bedrock_gateway_batch_records", "gauge", "Batch-tier records by state.");
         for (const auto& [state, n] : g.batch_records) {

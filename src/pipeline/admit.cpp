@@ -53,29 +53,35 @@ result<routing::plan> plan_for(const http::request<http::string_body>& req,
     return plan;
 }
 
-/// The key's own requests and tokens per minute, before any target is tried.
+/// The key's own requests and tokens per minute, before any target is tried: charged now, or
+/// in fleet mode left in `pending` for the shared state.
 std::optional<policy::throttle_answer> charge_caller(const http::request<http::string_body>& req,
                                                      routing::operation op,
                                                      const policy::caller& who,
                                                      admission_state& state,
-                                                     request_ctx& ctx) {
+                                                     request_ctx& ctx,
+                                                     std::optional<pending_caller>& pending) {
     if (!who.key || (!who.key->limit.rpm && !who.key->limit.tpm)) return std::nullopt;
     std::uint64_t estimate = 0;
     if (who.key->limit.tpm && runs_model(op)) estimate = policy::estimate_tokens(req.body());
-    const auto now = clock::now();
-    auto d = state.caller_limits->try_acquire(std::string(who.name), estimate, now);
-    if (!d.allowed) {
-        return policy::throttle_answer{d.wait,
-                                       "caller key " + std::string(who.name) +
-                                           " is over its own rpm/tpm (caller_keys); not sent "
-                                           "upstream",
-                                       "caller_limit"};
+    pending_caller c{std::string(who.name), who.key->limit, estimate, state.caller_limits};
+    if (state.shared) {
+        pending = std::move(c);
+        return std::nullopt;
     }
-    ctx.held.hold_caller(state.caller_limits, std::string(who.name), estimate);
-    return std::nullopt;
+    return charge_locally(c, ctx, clock::now());
 }
 
 }  // namespace
+
+std::optional<policy::throttle_answer> charge_locally(const pending_caller& c,
+                                                      request_ctx& ctx,
+                                                      clock::time_point now) {
+    auto d = c.local->try_acquire(c.name, c.estimate, now);
+    if (!d.allowed) return policy::traffic_policy::caller_answer(c.name, d.wait);
+    ctx.held.hold_caller(c.local, c.name, c.estimate);
+    return std::nullopt;
+}
 
 std::variant<admitted, refusal> admit(const http::request<http::string_body>& req,
                                       const policy::caller& who,
@@ -103,12 +109,14 @@ std::variant<admitted, refusal> admit(const http::request<http::string_body>& re
          req["X-Stainless-Retry-Count"], req["X-Stainless-Timeout"]},
         state.cfg.retry);
     if (!terms) return terms.error();
-    if (auto over = charge_caller(req, rt->op, who, state, ctx)) return *over;
+    std::optional<pending_caller> pending;
+    if (auto over = charge_caller(req, rt->op, who, state, ctx, pending)) return *over;
     return admitted{.rt = std::move(*rt),
                     .plan = std::move(*plan),
                     .terms = *terms,
                     .signing = std::move(signing),
-                    .slot = std::move(*slot)};
+                    .slot = std::move(*slot),
+                    .caller = std::move(pending)};
 }
 
 }  // namespace bgw::pipeline

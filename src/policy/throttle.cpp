@@ -118,13 +118,16 @@ milliseconds cooldown_table::remaining(const std::string& region,
 namespace bgw::policy {
 namespace {
 
-/// Refills a bucket holding `level` (capacity `per_minute`, last filled `at`) up to `now`.
+/// Refills a bucket holding `level` (capacity `per_minute`, last filled `at`) up to `now`, in
+/// whole microseconds (the rest stays for the next refill). Fleet mode's script
+/// (fleet/shared_limits.cpp) does the same operations in the same order on the Redis clock's
+/// microseconds, so both decide alike.
 void refill(double& level, clock::time_point& at, std::uint64_t per_minute, clock::time_point now) {
     if (now > at) {
-        const double minutes = std::chrono::duration<double, std::ratio<60>>(now - at).count();
-        level = std::min(static_cast<double>(per_minute),
-                         level + minutes * static_cast<double>(per_minute));
-        at = now;
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - at);
+        const double cap = static_cast<double>(per_minute);
+        level = std::min(cap, level + static_cast<double>(us.count()) * cap / 60'000'000.0);
+        at += us;
     }
 }
 

@@ -135,22 +135,43 @@ std::optional<throttle_answer> traffic_policy::admit(const std::string& region,
                                                      const std::string& model,
                                                      std::uint64_t estimated_tokens,
                                                      clock::time_point now) {
-    if (auto rest = rests_.remaining(region, model, now); rest.count() > 0) {
-        return throttle_answer{
-            rest,
-            "upstream throttled " + model + " in " + region +
-                " moments ago; the gateway holds requests back until the cool-down ends",
-            "cooldown"};
-    }
+    if (auto rest = rests_.remaining(region, model, now); rest.count() > 0)
+        return cooldown_answer(region, model, rest);
     auto s = settings_.load();
     if (!s->limits.contains(model) && !s->limits.contains("*")) return std::nullopt;
     auto d = s->limiter->try_acquire(model, estimated_tokens, now);
     if (d.allowed) return std::nullopt;
-    return throttle_answer{d.wait,
-                           "local rate limit for " + model +
-                               " (rate_limits: requests or tokens per minute) reached; "
-                               "not sent upstream",
-                           "local_limit"};
+    return limit_answer(model, d.wait);
+}
+
+throttle_answer traffic_policy::cooldown_answer(const std::string& region,
+                                                const std::string& model,
+                                                milliseconds rest) {
+    return {rest,
+            "upstream throttled " + model + " in " + region +
+                " moments ago; the gateway holds requests back until the cool-down ends",
+            "cooldown"};
+}
+
+throttle_answer traffic_policy::limit_answer(const std::string& model, milliseconds wait) {
+    return {wait,
+            "local rate limit for " + model +
+                " (rate_limits: requests or tokens per minute) reached; not sent upstream",
+            "local_limit"};
+}
+
+throttle_answer traffic_policy::caller_answer(std::string_view caller, milliseconds wait) {
+    return {wait,
+            "caller key " + std::string(caller) +
+                " is over its own rpm/tpm (caller_keys); not sent upstream",
+            "caller_limit"};
+}
+
+void traffic_policy::learn_rest(const std::string& region,
+                                const std::string& model,
+                                milliseconds rest,
+                                clock::time_point now) {
+    if (rest.count() > 0) rests_.throttled(region, model, now, rest);
 }
 
 milliseconds traffic_policy::cool_down(const std::string& region,

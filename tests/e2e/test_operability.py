@@ -18,6 +18,7 @@ import unittest
 
 import boto3
 import botocore
+import yaml
 from botocore.config import Config
 
 import bgw_e2e
@@ -317,9 +318,22 @@ class OperabilityEndToEnd(unittest.TestCase):
         missing = self.run_binary("--check-config", os.path.join(self.workdir, "absent.json"))
         self.assertEqual(missing.returncode, 2)
         self.assertIn("cannot read config file", missing.stderr)
-        shipped = os.path.join(os.path.dirname(__file__), "..", "..", "config", "gateway.json")
-        good = self.run_binary("--check-config", shipped)
-        self.assertEqual(good.returncode, 0, good)
+        root = os.path.join(os.path.dirname(__file__), "..", "..")
+        # Every config the repository ships: the default, the fleet example (issue 20), and the
+        # one inside the Kubernetes example's ConfigMap.
+        shipped = [os.path.join(root, "config", "gateway.json"),
+                   os.path.join(root, "docker", "gateway.json"),
+                   os.path.join(root, "docker", "gateway.fleet.json")]
+        with open(os.path.join(root, "docker", "k8s-sidecar.yaml"), encoding="utf-8") as f:
+            maps = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "ConfigMap"]
+        embedded = [m["data"]["gateway.json"] for m in maps if "gateway.json" in m.get("data", {})]
+        self.assertEqual(len(embedded), 1)
+        k8s = os.path.join(self.workdir, "k8s-gateway.json")
+        with open(k8s, "w", encoding="utf-8") as f:
+            f.write(embedded[0])
+        for path in shipped + [k8s]:
+            good = self.run_binary("--check-config", path)
+            self.assertEqual(good.returncode, 0, (path, good))
         version = self.run_binary("--version")
         self.assertEqual(version.returncode, 0)
         self.assertRegex(version.stdout, r"^bedrock-gateway \d+\.\d+\.\d+\n$")
@@ -359,6 +373,8 @@ class OperabilityEndToEnd(unittest.TestCase):
             "routes.targets": {"routes": {"r": {"targets": [{"zz": 1}]}}},
             "regions": {"regions": {"us-east-1": {"zz": 1}}},
             "prices": {"prices": {"m": {"zz": 1}}},
+            "shared_state": {"shared_state": {"zz": 1}},
+            "shared_state.redis": {"shared_state": {"redis": {"url": "redis://x", "zz": 1}}},
         }
         readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
         with open(readme, encoding="utf-8") as f:
@@ -383,7 +399,9 @@ class OperabilityEndToEnd(unittest.TestCase):
                     # `section.key` anywhere in the table, or the key named in its section's row.
                     own_rows = [row for row in rows if row.startswith("| `%s" % top)]
                     documented = any(("`%s.%s`" % (top, key)) in row or
-                                     ("`%s.{r}.%s`" % (top, key)) in row for row in rows) or \
+                                     ("`%s.{r}.%s`" % (top, key)) in row or
+                                     ("`%s.%s`" % (where, key)) in row or
+                                     ("`%s.%s." % (where, key)) in row for row in rows) or \
                         any(('"%s"' % key) in row or ("`%s`" % key) in row for row in own_rows)
                 self.assertTrue(documented, "README's config table lacks %s %r"
                                 % (where or "top-level key", key))

@@ -508,3 +508,53 @@ INSTANTIATE_TEST_SUITE_P(
                                "retry.default_timeout_ms"}));
 
 }  // namespace
+
+TEST(config, shared_state_as_in_issue_20) {
+    auto none = parse_config("{}");
+    ASSERT_TRUE(none);
+    EXPECT_FALSE(none->shared_state);  // without it nothing changes
+
+    auto c = parse_config(R"({"shared_state": {"redis": {"url": "redis://127.0.0.1:6379/0",
+        "password_file": "/run/secrets/redis", "key_prefix": "team-a:", "timeout_ms": 20,
+        "fleet_size": 50}}})");
+    ASSERT_TRUE(c) << c.error().message;
+    ASSERT_TRUE(c->shared_state);
+    EXPECT_EQ(c->shared_state->url, "redis://127.0.0.1:6379/0");
+    EXPECT_EQ(c->shared_state->password_file, "/run/secrets/redis");
+    EXPECT_FALSE(c->shared_state->tls);
+    EXPECT_EQ(c->shared_state->key_prefix, "team-a:");
+    EXPECT_EQ(c->shared_state->timeout, std::chrono::milliseconds(20));
+    EXPECT_EQ(c->shared_state->fleet_size, 50u);
+
+    auto d = parse_config(R"({"shared_state": {"redis": {"url": "rediss://redis.internal"}}})");
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_TRUE(d->shared_state->tls);  // rediss:// is TLS
+    EXPECT_EQ(d->shared_state->key_prefix, "bgw:");
+    EXPECT_EQ(d->shared_state->timeout, std::chrono::milliseconds(5));
+    EXPECT_EQ(d->shared_state->fleet_size, 0u);  // as observed
+
+    // Redis is connected at start: a reload cannot change it.
+    EXPECT_EQ(restart_only_changes(*none, *c), std::vector<std::string>{"shared_state"});
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    shared_state,
+    config_rejects,
+    ::testing::Values(
+        bad_case{R"({"shared_state": {}})", "shared_state.redis: is required"},
+        bad_case{R"({"shared_state": {"redis": {}}})", "shared_state.redis.url: is required"},
+        bad_case{R"({"shared_state": {"redis": {"url": "http://x"}}})", "shared_state.redis.url"},
+        bad_case{R"({"shared_state": {"redis": {"url": "redis://:hunter2@x"}}})", "password_file"},
+        bad_case{R"({"shared_state": {"redis": {"url": "rediss://x", "tls": false}}})",
+                 "shared_state.redis.tls"},
+        bad_case{R"({"shared_state": {"redis": {"url": "redis://x", "ca_file": "/ca.pem"}}})",
+                 "shared_state.redis.ca_file: needs TLS"},
+        bad_case{R"({"shared_state": {"redis": {"url": "redis://x", "timeout_ms": 0}}})",
+                 "shared_state.redis.timeout_ms"},
+        bad_case{R"({"shared_state": {"redis": {"url": "redis://x", "fleet_size": 0}}})",
+                 "shared_state.redis.fleet_size"},
+        bad_case{R"({"shared_state": {"redis": {"url": "redis://x", "key_prefix": "a b"}}})",
+                 "shared_state.redis.key_prefix"},
+        bad_case{R"({"shared_state": {"redis": {"url": "redis://x", "pasword_file": "/p"}}})",
+                 "shared_state.redis.pasword_file: unknown key"},
+        bad_case{R"({"shared_state": {"memcached": {}}})", "shared_state.memcached: unknown key"}));

@@ -60,6 +60,24 @@ routing::target on_demand(std::string region, std::string model = "m") {
     return {std::move(region), config::tier::on_demand, std::move(model), {}};
 }
 
+/// What a walk corrected in the fleet's shared state.
+struct recording_ledger final : pipeline::shared_ledger {
+    std::vector<std::string> corrections;  ///< "key tpm estimated->actual"
+    void correct(const std::string& key,
+                 std::uint64_t tpm,
+                 std::uint64_t estimated,
+                 std::uint64_t actual) override {
+        corrections.push_back(key + " " + std::to_string(tpm) + " " + std::to_string(estimated) +
+                              "->" + std::to_string(actual));
+    }
+};
+
+fleet::admission_verdict says(fleet::admission_code code,
+                              milliseconds wait = 0ms,
+                              bool caller_charged = false) {
+    return {code, wait, caller_charged};
+}
+
 /// One walk, driven to its end.
 struct walk_run {
     config::retry_config retry{.max_attempts = 3,
@@ -83,6 +101,16 @@ struct walk_run {
     counting_observer seen;
     milliseconds attempt_takes{0};  ///< how long each attempt takes upstream
 
+    // Fleet mode (issue 20): on when `fleet` is set; what the shared state answers each
+    // consult, in order (nullopt: no answer in time).
+    bool fleet = false;
+    std::deque<std::optional<fleet::admission_verdict>> fleet_says;
+    std::optional<pipeline::pending_caller> caller;
+    std::vector<fleet::admission_ask> asked;
+    std::vector<pipeline::upstream_walk::rest_note> rests;
+    recording_ledger ledger;
+    std::function<void(policy::traffic_policy&, policy::clock::time_point)> after;
+
     /// Runs the walk; `before` may prepare the traffic policy (cool-downs, spent limits).
     void run(const std::function<void(policy::traffic_policy&, policy::clock::time_point)>& before =
                  {}) {
@@ -95,6 +123,13 @@ struct walk_run {
             routing::operation::invoke_model, "m", "/model/m/invoke", {}, {}};
         policy::hold_budget hold(now, retry.max_hold, client_timeout);
         std::mt19937_64 rng(7);
+        const pipeline::shared_admission shared{limits, "bgw:", ledger};
+        struct finally {
+            std::function<void()> f;
+            ~finally() { f(); }
+        } at_end{[&] {
+            if (after) after(traffic, now);
+        }};
         pipeline::upstream_walk walk({.rt = rt,
                                       .plan = plan,
                                       .body = R"({"max_tokens": 100})",
@@ -103,7 +138,9 @@ struct walk_run {
                                       .retry = retry,
                                       .max_attempts = max_attempts,
                                       .rng = rng,
-                                      .observer = seen},
+                                      .observer = seen,
+                                      .shared = fleet ? &shared : nullptr,
+                                      .caller = caller ? &*caller : nullptr},
                                      ctx);
         for (int guard = 0; guard < 100; ++guard) {
             auto s = walk.next(now);
@@ -118,6 +155,15 @@ struct walk_run {
                 answered = *a;
                 return;
             }
+            if (auto* q = std::get_if<pipeline::consult>(&s)) {
+                trace.push_back("consult");
+                asked.push_back(q->ask);
+                ASSERT_FALSE(fleet_says.empty()) << "the walk asked more than the fleet answers";
+                auto v = fleet_says.front();
+                fleet_says.pop_front();
+                walk.consulted(v, now);
+                continue;
+            }
             auto& send = std::get<pipeline::send>(s);
             trace.push_back("send " + plan.targets[send.target].region + " #" +
                             std::to_string(send.attempt));
@@ -125,7 +171,9 @@ struct walk_run {
             auto r = script.front();
             script.pop_front();
             now += attempt_takes;
-            if (walk.record(r, now) == pipeline::verdict::relay) {
+            const auto v = walk.record(r, now);
+            if (auto note = walk.take_rest_note()) rests.push_back(*note);
+            if (v == pipeline::verdict::relay) {
                 trace.push_back("relay");
                 relayed_region = walk.answered().region;
                 pause = walk.pause();
@@ -301,3 +349,151 @@ TEST(upstream_walk, shape_for_target_rewrites_the_model_and_the_service_tier) {
 }
 
 }  // namespace
+
+// --- fleet mode (issue 20) -------------------------------------------------------------------
+
+pipeline::pending_caller app_key(std::uint64_t rpm, std::uint64_t tpm, std::uint64_t estimate) {
+    return {"app",
+            {rpm, tpm},
+            estimate,
+            std::make_shared<policy::rate_limiter>(
+                std::map<std::string, policy::model_limit>{{"app", {rpm, tpm}}})};
+}
+
+TEST(upstream_walk_fleet, one_consult_admits_the_caller_and_the_target_and_charges_both_shared) {
+    walk_run w;
+    w.fleet = true;
+    w.limits = {{"m", {10, 1000}}};
+    w.caller = app_key(5, 500, 7);
+    w.plan.targets = {on_demand("us-east-1")};
+    w.fleet_says = {says(fleet::admission_code::admitted, 0ms, true)};
+    w.script = {ok()};
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"consult", "send us-east-1 #1", "relay"}));
+    ASSERT_EQ(w.asked.size(), 1u);
+    const auto& a = w.asked[0];
+    ASSERT_TRUE(a.caller);
+    EXPECT_EQ(a.caller->key, "bgw:ck:app");
+    EXPECT_EQ(a.caller->rpm, 5u);
+    EXPECT_EQ(a.caller->tokens, 7u);
+    EXPECT_EQ(a.cooldown_key, "bgw:cd:us-east-1:m");
+    ASSERT_TRUE(a.target);
+    EXPECT_EQ(a.target->key, "bgw:rl:m");
+    EXPECT_EQ(a.target->rpm, 10u);
+    EXPECT_EQ(a.target->tpm, 1000u);
+    const auto estimate = policy::estimate_tokens(R"({"max_tokens": 100})");
+    EXPECT_EQ(a.target->tokens, estimate);
+    // The usage, once known, corrects both shared charges; nothing local was touched.
+    w.ctx.held.settle(50, policy::clock::time_point{} + 2h);
+    EXPECT_EQ(w.ledger.corrections, (trace_t{"bgw:rl:m 1000 " + std::to_string(estimate) + "->50",
+                                             "bgw:ck:app 500 7->50"}));
+}
+
+TEST(upstream_walk_fleet, a_fleet_cool_down_skips_the_target_and_is_kept_locally) {
+    walk_run w;
+    w.fleet = true;
+    w.plan.targets = {on_demand("us-east-1"), on_demand("eu-west-1")};
+    w.fleet_says = {says(fleet::admission_code::cooling, 4000ms),
+                    says(fleet::admission_code::admitted)};
+    w.script = {ok()};
+    milliseconds rest_kept{0};
+    w.after = [&](policy::traffic_policy& t, policy::clock::time_point now) {
+        rest_kept = t.resting("us-east-1", "m", now);
+    };
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"consult", "consult", "send eu-west-1 #1", "relay"}));
+    ASSERT_EQ(w.ctx.tried.size(), 1u);
+    EXPECT_NE(w.ctx.tried[0].find("skipped (cooldown)"), std::string::npos) << w.ctx.tried[0];
+    EXPECT_GT(rest_kept.count(), 3000);  // what the fleet said, kept (less the walk's time)
+    EXPECT_EQ(w.seen.throttles, (trace_t{"us-east-1 local"}));
+}
+
+TEST(upstream_walk_fleet, the_only_target_over_the_fleet_limit_is_a_429_with_the_exact_wait) {
+    walk_run w;
+    w.fleet = true;
+    w.limits = {{"m", {60, 0}}};
+    w.plan.targets = {on_demand("us-east-1")};
+    w.fleet_says = {says(fleet::admission_code::target_over, 5000ms)};
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"consult", "429"}));
+    ASSERT_TRUE(w.answered && w.answered->throttle);
+    EXPECT_EQ(w.answered->throttle->wait, 5000ms);
+    EXPECT_EQ(w.answered->throttle->source, "local_limit");
+}
+
+TEST(upstream_walk_fleet, a_caller_over_its_fleet_budget_is_a_429_and_nothing_is_sent) {
+    walk_run w;
+    w.fleet = true;
+    w.caller = app_key(1, 0, 0);
+    w.plan.targets = {on_demand("us-east-1"), on_demand("eu-west-1")};
+    w.fleet_says = {says(fleet::admission_code::caller_over, 30000ms)};
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"consult", "429"}));
+    ASSERT_TRUE(w.answered && w.answered->throttle);
+    EXPECT_EQ(w.answered->throttle->source, "caller_limit");
+    EXPECT_EQ(w.answered->throttle->wait, 30000ms);
+}
+
+TEST(upstream_walk_fleet, no_answer_from_the_fleet_is_decided_by_the_local_limits) {
+    walk_run w;
+    w.fleet = true;
+    w.caller = app_key(1, 0, 0);
+    w.limits = {{"m", {1, 0}}};
+    w.plan.targets = {on_demand("us-east-1")};
+    w.fleet_says = {std::nullopt};
+    // The caller's local share is spent already: the local decision refuses it.
+    w.caller->local->try_acquire("app", 0, policy::clock::time_point{} + 1h);
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"consult", "429"}));
+    ASSERT_TRUE(w.answered && w.answered->throttle);
+    EXPECT_EQ(w.answered->throttle->source, "caller_limit");
+    EXPECT_TRUE(w.ledger.corrections.empty());
+}
+
+TEST(upstream_walk_fleet, no_answer_from_the_fleet_admits_within_the_local_limits) {
+    walk_run w;
+    w.fleet = true;
+    w.limits = {{"m", {1, 0}}};
+    w.plan.targets = {on_demand("us-east-1")};
+    w.fleet_says = {std::nullopt};
+    w.script = {ok()};
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"consult", "send us-east-1 #1", "relay"}));
+}
+
+TEST(upstream_walk_fleet, a_throttle_upstream_leaves_a_rest_for_the_fleet_to_hear_of) {
+    walk_run w;
+    w.fleet = true;
+    w.plan.targets = {on_demand("us-east-1"), on_demand("eu-west-1")};
+    w.fleet_says = {says(fleet::admission_code::admitted), says(fleet::admission_code::admitted)};
+    w.script = {throttled(2000ms), ok()};
+    w.run();
+    EXPECT_EQ(w.trace,
+              (trace_t{"consult", "send us-east-1 #1", "consult", "send eu-west-1 #1", "relay"}));
+    ASSERT_EQ(w.rests.size(), 1u);
+    EXPECT_EQ(w.rests[0].region, "us-east-1");
+    EXPECT_EQ(w.rests[0].model, "m");
+    EXPECT_EQ(w.rests[0].rest, 2000ms);
+}
+
+TEST(upstream_walk_fleet, a_rest_known_locally_costs_no_consult_until_it_ends) {
+    walk_run w;
+    w.fleet = true;
+    w.plan.targets = {on_demand("us-east-1")};
+    w.fleet_says = {says(fleet::admission_code::admitted)};
+    w.script = {ok()};
+    w.run([](policy::traffic_policy& t, policy::clock::time_point now) {
+        t.learn_rest("us-east-1", "m", 500ms, now);
+    });
+    EXPECT_EQ(w.trace, (trace_t{"wait", "consult", "send us-east-1 #1", "relay"}));
+}
+
+TEST(upstream_walk_fleet, without_fleet_mode_nothing_is_consulted) {
+    walk_run w;
+    w.limits = {{"m", {10, 0}}};
+    w.plan.targets = {on_demand("us-east-1")};
+    w.script = {ok()};
+    w.run();
+    EXPECT_EQ(w.trace, (trace_t{"send us-east-1 #1", "relay"}));
+    EXPECT_TRUE(w.asked.empty());
+}

@@ -189,6 +189,20 @@ struct tls_listener_config {
     bool operator==(const tls_listener_config&) const = default;
 };
 
+/// Fleet mode (issue 20): the Redis server every gateway of a fleet shares its limits and
+/// cool-downs on. The URL is checked by parse_config; the password file is read at start.
+struct shared_state_config {
+    std::string url;            ///< `redis://[user@]host[:port][/db]` or `rediss://...`
+    std::string password_file;  ///< empty: no AUTH
+    bool tls = false;           ///< true also when the URL says rediss://
+    std::string ca_file;        ///< TLS trust for Redis; empty: the system's
+    std::string key_prefix = "bgw:";
+    std::chrono::milliseconds timeout{5};  ///< bound on each call on a request's path
+    unsigned fleet_size = 0;               ///< for the local fallback; 0: as observed
+
+    bool operator==(const shared_state_config&) const = default;
+};
+
 struct config {
     std::string listen_host = "127.0.0.1";
     std::uint16_t listen_port = 8080;
@@ -223,6 +237,8 @@ struct config {
     /// The read-only control plane (ListInferenceProfiles, ...): how long a successful answer is
     /// served from the gateway's cache (per region, path and query); 0: never cached.
     std::chrono::seconds control_plane_cache{60};
+    /// Shared limits and cool-downs on Redis; absent: every gateway on its own.
+    std::optional<shared_state_config> shared_state;
 };
 
 /// The price entry for a request's target `model_id`, else for the model the client named.

@@ -26,6 +26,8 @@
 
 namespace bgw::net {
 
+class shared_state;
+
 /// Each event loop keeps a timer due within this period (server.cpp), so that arming a
 /// deadline further away costs no system call; waits the gateway starts on every request are
 /// at least this long for the same reason.
@@ -36,6 +38,9 @@ struct gateway_context {
     gateway_context(std::shared_ptr<const config::config> c,
                     std::shared_ptr<credential_source> cr,
                     std::string bearer_token);
+    ~gateway_context();
+    gateway_context(const gateway_context&) = delete;
+    gateway_context& operator=(const gateway_context&) = delete;
 
     /// The config now: each request takes one snapshot; SIGHUP swaps in a new one (reload()).
     std::shared_ptr<const config::config> snapshot() const { return current.load(); }
@@ -63,6 +68,11 @@ struct gateway_context {
     /// Each caller key's own rpm/tpm (issue 10), rebuilt when a reload changes them.
     std::atomic<std::shared_ptr<policy::rate_limiter>> caller_limits;
     obs::metrics metrics;  ///< what /metrics shows (issue 8)
+    /// Fleet mode (issue 20): the limits and cool-downs shared on Redis; null without it.
+    std::unique_ptr<shared_state> fleet;
+    /// Makes the local limits (rate_limits and the caller keys') this gateway's share of the
+    /// fleet's budget: what holds when the shared state does not answer.
+    void share_limits(unsigned fleet_size);
     const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
     /// Swaps in a reloaded config, or refuses it (the running one stays) with the reason.

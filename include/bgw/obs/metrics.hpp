@@ -20,6 +20,16 @@
 
 namespace bgw::obs {
 
+/// Fleet mode's shared state (issue 20), as its connections count it.
+struct shared_state_gauges {
+    bool up = false;          ///< every connection to Redis answers
+    unsigned fleet_size = 1;  ///< gateways sharing it (configured, or seen through Redis)
+    std::uint64_t timeouts = 0;
+    std::uint64_t connection_errors = 0;
+    std::uint64_t reply_errors = 0;
+    std::uint64_t fallbacks = 0;  ///< admissions decided locally because Redis did not answer
+};
+
 /// Values read at scrape time, from state the registry does not own.
 struct gauges {
     int inflight_requests = 0;
@@ -32,6 +42,8 @@ struct gauges {
     std::map<std::string, std::uint64_t> batch_records;
     /// Provisioned throughput paid by the hour, by (region, model): USD since the gateway started.
     std::map<std::pair<std::string, std::string>, double> provisioned_cost_usd;
+    /// Set in fleet mode only.
+    std::optional<shared_state_gauges> shared_state;
 };
 
 class metrics {

@@ -52,11 +52,31 @@ private:
     std::atomic<std::size_t>* count_ = nullptr;
 };
 
+/// A caller key's charge not taken yet: in fleet mode (issue 20) it goes to the shared state
+/// with the request's first target, in the same round trip.
+struct pending_caller {
+    std::string name;
+    config::rate_limit limit;  ///< the key's own rpm/tpm, fleet-wide
+    std::uint64_t estimate = 0;
+    /// The local limiter (the fleet's budget divided among its gateways) for when the shared
+    /// state does not answer.
+    std::shared_ptr<policy::rate_limiter> local;
+};
+
+/// Charges `c` to its local limiter: nullopt when it fits (the charge is held in `ctx`), else
+/// the 429 to answer.
+std::optional<policy::throttle_answer> charge_locally(const pending_caller& c,
+                                                      request_ctx& ctx,
+                                                      clock::time_point now);
+
 /// The gateway-wide state admission reads and takes from.
 struct admission_state {
     const config::config& cfg;
     std::atomic<std::size_t>& streams;  ///< event streams being relayed now
     std::shared_ptr<policy::rate_limiter> caller_limits;
+    /// Fleet mode: the caller key's charge is left pending (admitted::caller), for the shared
+    /// state to take.
+    bool shared = false;
     /// The SigV4 credentials to sign with (an error when there are none usable); ignored with a
     /// Bedrock API key (`bearer`).
     const result<std::shared_ptr<const aws::timed_credentials>>* signing = nullptr;
@@ -70,6 +90,7 @@ struct admitted {
     policy::client_terms terms;
     std::shared_ptr<const aws::timed_credentials> signing;  ///< null with a Bedrock API key
     stream_slot slot;
+    std::optional<pending_caller> caller;  ///< fleet mode: the caller key's charge, not yet taken
 };
 
 /// What a refused request gets instead: an error, or (a caller key over its rpm/tpm) a 429.
@@ -77,7 +98,7 @@ using refusal = std::variant<error, policy::throttle_answer>;
 
 /// Admits `req` (its head and whole body) for caller `who`, or says why not. Sets `ctx.op`,
 /// `ctx.model` and `ctx.route` as soon as they are known; charges the caller key's limiter
-/// (recorded in `ctx.held`).
+/// (recorded in `ctx.held`), or in fleet mode leaves that charge pending.
 std::variant<admitted, refusal> admit(
     const boost::beast::http::request<boost::beast::http::string_body>& req,
     const policy::caller& who,

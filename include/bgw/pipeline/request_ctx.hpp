@@ -20,28 +20,61 @@ namespace bgw::pipeline {
 
 using clock = std::chrono::steady_clock;
 
+/// Where fleet mode (issue 20) corrects a token estimate it charged in the shared state.
+class shared_ledger {
+public:
+    virtual ~shared_ledger() = default;
+    /// The bucket pair `key` (with `tpm` tokens a minute) held `estimated` for a request that
+    /// used `actual`. Sent without waiting for an answer: never on a request's path.
+    virtual void correct(const std::string& key,
+                         std::uint64_t tpm,
+                         std::uint64_t estimated,
+                         std::uint64_t actual) = 0;
+};
+
 /// The token estimates a request has charged (a caller key's rpm/tpm, a target's local limit),
-/// each replaced by the actual usage once, as soon as it is known.
+/// each replaced by the actual usage once, as soon as it is known. A charge lives in a local
+/// limiter or, in fleet mode, in the shared state.
 class charges {
 public:
     /// The caller key `name`'s limiter holds `estimate` tokens for this request.
     void hold_caller(std::shared_ptr<policy::rate_limiter> limits,
                      std::string name,
                      std::uint64_t estimate);
+    /// The shared pair `key` (`tpm` a minute) holds the caller's `estimate`.
+    void hold_caller_shared(shared_ledger& ledger,
+                            std::string key,
+                            std::uint64_t tpm,
+                            std::uint64_t estimate);
     /// `traffic`'s local limit of `model` holds `estimate` tokens for this request.
     void hold_target(policy::traffic_policy& traffic, std::string model, std::uint64_t estimate);
+    /// The shared pair `key` (`tpm` a minute) holds the target's `estimate`.
+    void hold_target_shared(shared_ledger& ledger,
+                            std::string key,
+                            std::uint64_t tpm,
+                            std::uint64_t estimate);
     /// Settles what is held against `actual` tokens: the target's charge (then dropped: a
     /// target left behind is settled at 0 before the next is charged), and the caller's (once).
     void settle(std::uint64_t actual, clock::time_point now);
 
 private:
+    /// A charge in the shared state.
+    struct shared_charge {
+        shared_ledger* ledger = nullptr;
+        std::string key;
+        std::uint64_t tpm = 0;
+        std::uint64_t estimate = 0;
+        void settle(std::uint64_t actual);
+    };
     std::shared_ptr<policy::rate_limiter> caller_limits_;
     std::string caller_;
     std::uint64_t caller_estimate_ = 0;
     bool caller_settled_ = false;
+    shared_charge shared_caller_;
     policy::traffic_policy* traffic_ = nullptr;
     std::string target_model_;  ///< the target that holds a charge, if any
     std::uint64_t target_estimate_ = 0;
+    shared_charge shared_target_;
 };
 
 /// What happened to one request: the access log line, the metrics, the gateway's own response

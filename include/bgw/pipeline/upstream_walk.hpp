@@ -19,6 +19,8 @@
 
 #include "bgw/config/config.hpp"
 #include "bgw/error.hpp"
+#include "bgw/fleet/shared_limits.hpp"
+#include "bgw/pipeline/admit.hpp"
 #include "bgw/pipeline/request_ctx.hpp"
 #include "bgw/policy/hold.hpp"
 #include "bgw/policy/throttle.hpp"
@@ -52,7 +54,12 @@ struct answer {
     std::string request_id = {};  ///< upstream's x-amzn-RequestId for a 429 (empty: ours)
     std::string note = {};        ///< appended to the log's error: why the gateway stopped
 };
-using step = std::variant<send, wait, answer>;
+/// Fleet mode (issue 20): ask the shared state this (one script run), then tell consulted()
+/// what it said.
+struct consult {
+    fleet::admission_ask ask;
+};
+using step = std::variant<send, wait, answer, consult>;
 
 /// How one attempt ended, as the transport saw it.
 struct attempt_report {
@@ -82,6 +89,15 @@ public:
     virtual void retry() = 0;
 };
 
+/// Fleet mode's side of a walk: where admission is asked first.
+struct shared_admission {
+    /// `rate_limits` as configured: the fleet's budget (the traffic policy's local limits are
+    /// this gateway's share of it, for when the shared state does not answer).
+    const std::map<std::string, config::rate_limit, std::less<>>& limits;
+    std::string_view key_prefix;
+    shared_ledger& ledger;  ///< where shared charges are corrected
+};
+
 /// What a walk needs beside the request's context.
 struct walk_inputs {
     const routing::runtime_request& rt;
@@ -93,6 +109,10 @@ struct walk_inputs {
     int max_attempts;  ///< policy::client_terms::max_attempts
     std::mt19937_64& rng;
     walk_observer& observer;
+    /// Fleet mode; null: the gateway decides alone.
+    const shared_admission* shared = nullptr;
+    /// The caller key's charge, when admission left it pending (fleet mode).
+    const pending_caller* caller = nullptr;
 };
 
 class upstream_walk {
@@ -103,6 +123,17 @@ public:
     step next(clock::time_point now);
     /// How the last `send` ended.
     verdict record(const attempt_report& r, clock::time_point now);
+    /// What the shared state said to the last `consult`; nullopt: it did not answer (in time),
+    /// so this admission is decided locally.
+    void consulted(const std::optional<fleet::admission_verdict>& v, clock::time_point now);
+    /// After record(): a throttle seen on this walk whose rest the fleet should know of (the
+    /// target's region and key, and the rest in force), taken once.
+    struct rest_note {
+        std::string region;
+        std::string model;
+        policy::milliseconds rest;
+    };
+    std::optional<rest_note> take_rest_note();
 
     /// After verdict::relay: the target whose answer is relayed.
     const routing::target& answered() const { return in_.plan.targets[index_]; }
@@ -117,9 +148,13 @@ public:
     void stream_throttled(clock::time_point now);
 
 private:
-    enum class phase { admit, send, wait_then_send, done };
+    enum class phase { admit, consulting, send, wait_then_send, done };
     void enter(std::size_t i);
     std::optional<step> admit_target(clock::time_point now);
+    std::optional<step> admit_locally(clock::time_point now);
+    std::optional<step> refused(policy::throttle_answer no, clock::time_point now);
+    fleet::admission_ask ask_for(const routing::target& t) const;
+    void note_rest(const routing::target& t, clock::time_point now);
     void skip(std::string_view why);
     void keep_shortest(policy::throttle_answer a);
     verdict leave_target(const attempt_report& r, bool throttled, clock::time_point now);
@@ -142,6 +177,11 @@ private:
     std::optional<answer> final_;
     std::optional<policy::milliseconds> pause_;
     int last_retry_cost_ = 0;
+    bool caller_pending_ = false;  ///< fleet mode: the caller's charge is still to be taken
+    bool decide_locally_ = false;  ///< the shared state did not answer this admission
+    std::uint64_t charge_ = 0;     ///< what the target in admission is charged
+    std::optional<rest_note> rest_note_;
+    std::optional<step> queued_;  ///< what next() says first (a refusal the fleet gave)
 };
 
 /// The request as `t` takes it: its model id in the path, its service tier (in a Converse body,

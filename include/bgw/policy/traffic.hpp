@@ -137,6 +137,26 @@ public:
 
     int retry_budget() const { return quota_.available(); }
 
+    /// What remains of the (region, model) rest, or zero.
+    milliseconds resting(const std::string& region,
+                         const std::string& model,
+                         clock::time_point now) const {
+        return rests_.remaining(region, model, now);
+    }
+    /// A rest the fleet's shared state reports (a throttle another gateway saw): kept locally
+    /// too, so the rest of it costs no round trip. It neither starts nor extends a streak.
+    void learn_rest(const std::string& region,
+                    const std::string& model,
+                    milliseconds rest,
+                    clock::time_point now);
+
+    /// The 429s the limits give, one wording wherever the decision is taken.
+    static throttle_answer cooldown_answer(const std::string& region,
+                                           const std::string& model,
+                                           milliseconds rest);
+    static throttle_answer limit_answer(const std::string& model, milliseconds wait);
+    static throttle_answer caller_answer(std::string_view caller, milliseconds wait);
+
     /// A reloaded config's retry settings and local limits. Cool-downs, streaks and the retry
     /// budget carry over; so do the token buckets, unless `rate_limits` itself changed.
     void reconfigure(const config::retry_config& retry,
