@@ -9,6 +9,7 @@ import atexit
 import http.client
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -634,3 +635,166 @@ def fd_census(pid, listen_port, pool_port):
         else:
             other += 1
     return clients, pool, other
+
+
+# ---- Redis, for the fleet tests (issue 20): Debian's redis-server, spoken to in RESP ----
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def _below_ephemeral_port():
+    """A free loopback port below the kernel's ephemeral range. Redis is stopped and started
+    again on its port: while it is down, a port from the ephemeral range could become the
+    source port of any outgoing connection on this machine (ctest runs suites in parallel)
+    and the restart would fail to bind."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below %d for redis-server" % low)
+
+
+def _resp_encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RedisError(Exception):
+    """An error reply (`-ERR ...`) from Redis."""
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis closed the connection mid-reply")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        if len(data) != n + 2:
+            raise ConnectionError("redis closed the connection mid-reply")
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ConnectionError("unexpected RESP reply %r" % line)
+
+
+def redis_command(port, *args, timeout=2.0):
+    """One command on a fresh connection to 127.0.0.1:`port`; the reply as Python values
+    (bulk strings as bytes). Raises OSError when Redis does not answer within `timeout`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(_resp_encode(args))
+        with s.makefile("rb") as f:
+            return _resp_read(f)
+
+
+class RedisServer:
+    """A redis-server of the test's own on a loopback port, with nothing persisted (`--save ''
+    --appendonly no`, its directory under `workdir`). start() returns once it answers PING;
+    stop() and start() again keep the port (a restart, as the gateways see it); pause() and
+    resume() are SIGSTOP and SIGCONT (a Redis that accepts connections and answers nothing)."""
+
+    def __init__(self, workdir, binary=REDIS_SERVER):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="redis-", dir=workdir)
+        self.port = None
+        self.child = None
+        self.paused = False
+        self.starts = 0
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def running(self):
+        return self.child is not None and self.child.alive()
+
+    def start(self, timeout=STARTUP_TIMEOUT_S):
+        """Starts redis-server (on its earlier port when it ran before) and waits until it
+        answers PING. A first start whose port was taken meanwhile tries another one."""
+        if self.running():
+            raise AssertionError("redis-server is already running on port %d" % self.port)
+        for _ in range(5 if self.port is None else 1):
+            port = self.port or _below_ephemeral_port()
+            if self._start_on(port, timeout):
+                self.port = port
+                self.starts += 1
+                return self
+            if self.port is not None:
+                break
+        raise AssertionError("redis-server did not answer PING on port %d within %.0f s\n%s"
+                             % (port, timeout, self.child.output() if self.child else ""))
+
+    def _start_on(self, port, timeout):
+        self.child = ChildProcess("redis-server", [
+            self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", self.dir, "--protected-mode", "no",
+            "--loglevel", "notice"])
+        self.paused = False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.child.alive():
+                self.child.stop()
+                return False  # the port was taken (or worse): the caller decides
+            try:
+                if redis_command(port, "PING", timeout=1.0) == "PONG":
+                    return True
+            except (OSError, ConnectionError, RedisError):
+                pass
+            time.sleep(0.02)  # poll interval, bounded by the deadline above
+        self.child.kill()
+        self.child.stop()
+        return False
+
+    def stop(self):
+        """SIGTERM (after SIGCONT when paused) and wait for the exit; a no-op when stopped."""
+        if self.child is None:
+            return
+        if self.paused:
+            self.resume()
+        child, self.child = self.child, None
+        child.stop()
+
+    def restart(self, timeout=STARTUP_TIMEOUT_S):
+        """Stops it (if running) and starts it again on the same port, empty."""
+        self.stop()
+        return self.start(timeout)
+
+    def pause(self):
+        """SIGSTOP: connections are still accepted by the kernel, but nothing is answered."""
+        self.child.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.child.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def command(self, *args, timeout=2.0):
+        """One command to this Redis (see redis_command)."""
+        return redis_command(self.port, *args, timeout=timeout)
+
+    def keys(self, pattern="*"):
+        """The key names matching `pattern`, as str, sorted."""
+        return sorted(k.decode() for k in self.command("KEYS", pattern))
