@@ -260,7 +260,6 @@ void shared_state::went_down(std::size_t i, std::string_view reason) {
     if (episode_logged_ || stopping_) return;
     episode_logged_ = true;
     episode_start_ = std::chrono::steady_clock::now();
-    fallbacks_at_start_ = fallbacks_.load();
     obs::event("shared_state_down")
         .str("reason", std::string(reason))
         .str("fallback",
@@ -290,6 +289,9 @@ void shared_state::came_up(std::size_t i) {
             .info();
     }
     connected_once_ = true;
+    // The next episode's count starts now: the calls that time out before a connection is
+    // declared lost are its decisions too.
+    fallbacks_at_start_ = fallbacks_.load();
 }
 
 obs::shared_state_gauges shared_state::gauges() const {

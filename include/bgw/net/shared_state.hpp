@@ -100,7 +100,7 @@ private:
     bool episode_logged_ = false;
     bool connected_once_ = false;
     std::chrono::steady_clock::time_point episode_start_;
-    std::uint64_t fallbacks_at_start_ = 0;
+    std::uint64_t fallbacks_at_start_ = 0;  ///< fallbacks_ when every link was last up
 };
 
 }  // namespace bgw::net
