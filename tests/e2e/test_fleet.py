@@ -229,21 +229,28 @@ def gateway_config(endpoint, redis=None, **redis_settings):
     return config
 
 
+def start_fake_and_redis(cls, prefix):
+    """A test class's fake upstream and Redis, stopped when the class is done; returns the
+    gateway binary."""
+    binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
+    fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
+    cls.workdir = bgw_e2e.class_workdir(cls, prefix)
+    cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
+    cls.addClassCleanup(cls.fake.stop)
+    cls.redis = bgw_e2e.RedisServer(cls.workdir)
+    cls.addClassCleanup(cls.redis.stop)
+    cls.redis.start()
+    cls.timeout_ms = timeout_ms(binary)
+    return binary
+
+
 class FleetSharesLimits(unittest.TestCase):
     """Three gateways on one Redis (A, B, C) and three without it (the baseline), all in
     front of one fake upstream."""
 
     @classmethod
     def setUpClass(cls):
-        binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
-        fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
-        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-fleet-")
-        cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
-        cls.addClassCleanup(cls.fake.stop)
-        cls.redis = bgw_e2e.RedisServer(cls.workdir)
-        cls.addClassCleanup(cls.redis.stop)
-        cls.redis.start()
-        cls.timeout_ms = timeout_ms(binary)
+        binary = start_fake_and_redis(cls, "bgw-fleet-")
 
         def start(name, config):
             gw = bgw_e2e.Gateway(binary, config, cls.workdir, name, GATEWAY_KEY, GATEWAY_SECRET)
@@ -497,15 +504,7 @@ class FleetOutlivesRedis(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        binary = bgw_e2e.required_env("BGW_GATEWAY_BINARY")
-        fake_binary = bgw_e2e.required_env("BGW_FAKE_BEDROCK")
-        cls.workdir = bgw_e2e.class_workdir(cls, "bgw-fleet-outage-")
-        cls.fake = bgw_e2e.FakeBedrock(fake_binary, GATEWAY_KEY, GATEWAY_SECRET, ["us-east-1"])
-        cls.addClassCleanup(cls.fake.stop)
-        cls.redis = bgw_e2e.RedisServer(cls.workdir)
-        cls.addClassCleanup(cls.redis.stop)
-        cls.redis.start()
-        cls.timeout_ms = timeout_ms(binary)
+        binary = start_fake_and_redis(cls, "bgw-fleet-outage-")
         limits = {cls.PROBE: {"rpm": 1000000}}
         for episode in cls.EPISODES:
             limits.update({episode + ".during": {"rpm": 6}, episode + ".after": {"rpm": 3}})
